@@ -1,0 +1,143 @@
+// Package api holds the wire types spoken between the chained CNI plugin and
+// weftd over the unix socket, and the status document printed by
+// `weftd status --json`. It imports nothing heavier than the standard library
+// so that the plugin, which runs on every pod start-up, stays small.
+package api
+
+import "time"
+
+// Paths of the daemon's HTTP API on the unix socket.
+const (
+	PathAdd     = "/v1/cni/add"
+	PathDel     = "/v1/cni/del"
+	PathCheck   = "/v1/cni/check"
+	PathGC      = "/v1/cni/gc"
+	PathStatus  = "/v1/status"
+	PathHealthz = "/healthz"
+	PathReadyz  = "/readyz"
+)
+
+// MaxBodyBytes caps every request body the daemon accepts.
+const MaxBodyBytes = 64 << 10
+
+// Verbs carried by an Event.
+const (
+	VerbAdd = "ADD"
+	VerbDel = "DEL"
+)
+
+// PodIP is one address of the pod as the primary CNI reported it.
+type PodIP struct {
+	Address string `json:"address"`           // CIDR notation, e.g. 10.1.2.5/24
+	Gateway string `json:"gateway,omitempty"` // e.g. 10.1.2.1
+}
+
+// Event is what the plugin learned on ADD or DEL. It is sent to the daemon,
+// or written to the spool directory when the daemon is away.
+type Event struct {
+	Verb           string    `json:"verb"`
+	ContainerID    string    `json:"containerID"`
+	IfName         string    `json:"ifName"`
+	Netns          string    `json:"netns,omitempty"`
+	PodNamespace   string    `json:"podNamespace,omitempty"`
+	PodName        string    `json:"podName,omitempty"`
+	Network        string    `json:"network,omitempty"`
+	IPs            []PodIP   `json:"ips,omitempty"`
+	HostInterfaces []string  `json:"hostInterfaces,omitempty"`
+	Time           time.Time `json:"time"`
+	// Spooled is set by the daemon when the event came from the spool.
+	Spooled bool `json:"spooled,omitempty"`
+}
+
+// AttachmentKey identifies one attachment, as the CNI spec does.
+type AttachmentKey struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// CheckRequest asks whether an attachment is known and the node ready.
+type CheckRequest struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// CheckResponse answers a CheckRequest.
+type CheckResponse struct {
+	Known  bool   `json:"known"`
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// GCRequest lists the attachments the runtime still considers valid for a
+// network; the daemon forgets every other attachment of that network.
+type GCRequest struct {
+	Network          string          `json:"network"`
+	ValidAttachments []AttachmentKey `json:"validAttachments"`
+}
+
+// GCResponse reports how many attachments the daemon forgot.
+type GCResponse struct {
+	Removed int `json:"removed"`
+}
+
+// Error is the body of every non-2xx answer of the daemon.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// CNIInterface is the daemon's record of the node's CNI interface.
+type CNIInterface struct {
+	Name   string    `json:"name"`
+	IP     string    `json:"ip"`
+	Source string    `json:"source"` // pinned | plugin | well-known | lowest-ifindex
+	Since  time.Time `json:"since"`
+}
+
+// Reconcile describes the last reconcile pass.
+type Reconcile struct {
+	At         time.Time `json:"at"`
+	DurationMs float64   `json:"durationMs"`
+	Error      string    `json:"error"`
+}
+
+// Condition is one observed fact about the node, in the Kubernetes style.
+type Condition struct {
+	Type    string    `json:"type"`
+	Status  bool      `json:"status"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message,omitempty"`
+	Fix     string    `json:"fix,omitempty"`
+	Since   time.Time `json:"since"`
+}
+
+// Remote is the status of one remote cluster.
+type Remote struct {
+	ID              string   `json:"id"`
+	CIDRs           []string `json:"cidrs"`
+	RoutesInstalled bool     `json:"routesInstalled"`
+}
+
+// Spool reports what the daemon replayed from, and what was dropped by, the
+// plugin's spool directory.
+type Spool struct {
+	Replayed uint64 `json:"replayed"`
+	Dropped  uint64 `json:"dropped"`
+	Skipped  uint64 `json:"skipped"`
+}
+
+// Status is the document served on /v1/status and printed by
+// `weftd status --json`. Field names are part of the user contract.
+type Status struct {
+	Node          string        `json:"node"`
+	Cluster       string        `json:"cluster"`
+	Role          string        `json:"role"` // gateway | non-gateway
+	Ready         bool          `json:"ready"`
+	CNIInterface  *CNIInterface `json:"cniInterface"`
+	PacketFilter  string        `json:"packetFilter"`
+	Attachments   int           `json:"attachments"`
+	LastReconcile *Reconcile    `json:"lastReconcile"`
+	Conditions    []Condition   `json:"conditions"`
+	Remotes       []Remote      `json:"remotes,omitempty"`
+	Spool         Spool         `json:"spool"`
+	Version       string        `json:"version,omitempty"`
+}

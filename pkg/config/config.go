@@ -1,0 +1,99 @@
+// Package config loads and validates weftd's configuration file (YAML or
+// JSON). The schema is part of weft's user contract (DESIGN.md).
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is the daemon configuration. Field names follow the YAML keys.
+type Config struct {
+	NodeName       string   `json:"nodeName"`
+	NodeIP         string   `json:"nodeIP"`
+	Cluster        Cluster  `json:"cluster"`
+	Remotes        []Remote `json:"remotes"`
+	Cable          string   `json:"cable"` // vxlan | none
+	CNIInterface   string   `json:"cniInterface"`
+	VXLAN          VXLAN    `json:"vxlan"`
+	CableVXLAN     VXLAN    `json:"cableVxlan"`
+	PacketFilter   string   `json:"packetFilter"` // auto | nftables | iptables
+	IptablesMode   string   `json:"iptablesMode"` // "" (detect) | legacy | nft
+	MSS            MSS      `json:"mss"`
+	RouteTable     int      `json:"routeTable"`
+	RulePriority   int      `json:"rulePriority"`
+	Socket         string   `json:"socket"`
+	SpoolDir       string   `json:"spoolDir"`
+	StateDir       string   `json:"stateDir"`
+	MetricsAddress *string  `json:"metricsAddress"` // nil = default; "" disables
+	ResyncInterval Duration `json:"resyncInterval"`
+
+	// Parsed forms, filled by Validate. Not part of the file.
+	Parsed Parsed `json:"-"`
+}
+
+// Cluster describes the local cluster.
+type Cluster struct {
+	ID           string   `json:"id"`
+	PodCIDRs     []string `json:"podCIDRs"`
+	ServiceCIDRs []string `json:"serviceCIDRs"`
+	Gateway      string   `json:"gateway"`
+	Nodes        []Node   `json:"nodes"`
+}
+
+// Node is one node of the local cluster.
+type Node struct {
+	Name string `json:"name"`
+	IP   string `json:"ip"`
+}
+
+// Remote is one remote cluster.
+type Remote struct {
+	ID           string   `json:"id"`
+	PodCIDRs     []string `json:"podCIDRs"`
+	ServiceCIDRs []string `json:"serviceCIDRs"`
+	GatewayIP    string   `json:"gatewayIP"`
+}
+
+// VXLAN configures one of weft's VXLAN devices.
+type VXLAN struct {
+	Name     string `json:"name"`
+	VNI      uint32 `json:"vni"`
+	Port     uint16 `json:"port"`
+	VTEPCIDR string `json:"vtepCIDR"`
+	MTU      int    `json:"mtu"` // 0 = underlay MTU - 50
+}
+
+// MSS configures TCP MSS clamping.
+type MSS struct {
+	Mode  string `json:"mode"` // pmtu | fixed
+	Value uint16 `json:"value"`
+}
+
+// Duration is a time.Duration written as "30s" in the file.
+type Duration struct{ time.Duration }
+
+// Parsed holds the validated, parsed form of the address fields.
+type Parsed struct {
+	NodeIP       netip.Addr // may be invalid when not configured: resolved at run time
+	PodCIDRs     []netip.Prefix
+	ServiceCIDRs []netip.Prefix
+	Nodes        []ParsedNode
+	Remotes      []ParsedRemote
+	VTEPCIDR     netip.Prefix
+	CableCIDR    netip.Prefix
+}
+
+// ParsedNode is a Node with its IP parsed.
+type ParsedNode struct {
+	Name string
+	IP   netip.Addr
+}
+
+// ParsedRemote is a Remote with its addresses parsed.
+type ParsedRemote struct {
+	ID           string
+	PodCIDRs     []netip.Prefix
+	ServiceCIDRs []netip.Prefix
+	GatewayIP    netip.Addr // may be invalid when cable is none
+}

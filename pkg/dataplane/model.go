@@ -1,0 +1,65 @@
+// Package dataplane owns weft's netlink objects: VXLAN devices, static FDB
+// and neighbour entries, routes in weft's own table, the one ip rule and the
+// sysctls. It knows nothing of nftables or iptables.
+package dataplane
+
+import (
+	"context"
+	"net"
+	"net/netip"
+)
+
+// Peer is a remote VTEP reachable through a VXLAN device.
+type Peer struct {
+	VTEP     netip.Addr       // the peer's VTEP address
+	MAC      net.HardwareAddr // derived from VTEP (02:57:a.b.c.d)
+	Underlay netip.Addr       // the peer's underlay (node) address
+}
+
+// VXLAN is one of weft's VXLAN devices and its static peers.
+type VXLAN struct {
+	Name     string
+	VNI      uint32
+	Port     uint16
+	Underlay string     // underlay interface name (VXLAN parent and source)
+	LocalIP  netip.Addr // own underlay address
+	MTU      int
+	Addr     netip.Prefix // own VTEP IP with the vtepCIDR prefix length
+	MAC      net.HardwareAddr
+	Peers    []Peer
+}
+
+// Route is one route in weft's table.
+type Route struct {
+	Dst netip.Prefix
+	Via netip.Addr // a VTEP address, reached onlink
+	Dev string
+	Src netip.Addr // the CNI IP; invalid while unknown
+}
+
+// State is the whole desired netlink state of a node.
+type State struct {
+	Devices      []VXLAN
+	Routes       []Route
+	Table        int
+	RulePriority int
+	// LooseRPFilter lists interfaces whose rp_filter must be 2 (weft's
+	// devices, the CNI interface, the underlay interface).
+	LooseRPFilter []string
+}
+
+// Manager applies a State and removes what weft owns.
+type Manager interface {
+	// Apply makes the kernel equal to s for everything weft owns, and
+	// touches nothing else.
+	Apply(ctx context.Context, s State) error
+	// Cleanup removes every object weft owns (devices named in names, the
+	// routes in table, the rule at priority). Idempotent.
+	Cleanup(ctx context.Context, names []string, table, priority int) error
+}
+
+// MACFor derives the static MAC of a VTEP address: 02:57 + the 4 bytes.
+func MACFor(vtep netip.Addr) net.HardwareAddr {
+	b := vtep.As4()
+	return net.HardwareAddr{0x02, 0x57, b[0], b[1], b[2], b[3]}
+}
