@@ -1,0 +1,386 @@
+// Package agent is weftd's core: it owns the reconcile loop, the only
+// goroutine that changes kernel state, and answers the plugin's events. The
+// desired state is recomputed from config + topology + CNI interface on every
+// trigger (config change, plugin event, netlink event, periodic resync) and
+// only the difference is applied. A kernel refusal is a condition and a
+// retry with backoff; nothing here ever exits the process.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/weft-net/weft/pkg/api"
+	"github.com/weft-net/weft/pkg/config"
+	"github.com/weft-net/weft/pkg/dataplane"
+	"github.com/weft-net/weft/pkg/discovery"
+	"github.com/weft-net/weft/pkg/packetfilter"
+	"github.com/weft-net/weft/pkg/state"
+	"github.com/weft-net/weft/pkg/topology"
+)
+
+// Condition types reported in status.
+const (
+	CondCNIInterfaceReady = "CNIInterfaceReady"
+	CondDataplaneReady    = "DataplaneReady"
+	CondPacketFilterReady = "PacketFilterReady"
+	CondConfigValid       = "ConfigValid"
+	CondStateHealthy      = "StateHealthy"
+	CondTopologyValid     = "TopologyValid"
+	CondSpoolHealthy      = "SpoolHealthy"
+)
+
+// Kernel is what the agent needs from the host besides the data-plane and
+// packet-filter managers: listing interfaces and finding the underlay.
+// Production uses the netlink implementations; the narrow interface lets
+// unit tests run the loop without a kernel.
+type Kernel interface {
+	Interfaces() ([]discovery.Iface, error)
+	// Underlay returns the interface, address and MTU of the underlay:
+	// the interface holding nodeIP when valid, else the default-route one.
+	Underlay(nodeIP netip.Addr) (name string, addr netip.Addr, mtu int, err error)
+}
+
+// Deps are the agent's collaborators.
+type Deps struct {
+	Log          *slog.Logger
+	Store        *state.Store
+	Kernel       Kernel
+	Dataplane    dataplane.Manager
+	PacketFilter packetfilter.Backend
+	Now          func() time.Time
+	Version      string
+}
+
+// Agent is the daemon core.
+type Agent struct {
+	d       Deps
+	trigger chan struct{}
+
+	mu         sync.Mutex
+	cfg        *config.Config
+	gwHints    []netip.Addr // pod gateways the plugin reported, newest first
+	tombstones map[api.AttachmentKey]time.Time
+	conds      map[string]api.Condition
+	last       *api.Reconcile
+	ready      bool
+	notReady   string
+	role       string
+	remotes    []api.Remote
+	spool      api.Spool
+	applied    bool // the last apply put every desired object in place
+}
+
+// New returns an agent for cfg. Call Run to start the loop.
+func New(cfg *config.Config, d Deps) *Agent {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	a := &Agent{
+		d:          d,
+		trigger:    make(chan struct{}, 1),
+		cfg:        cfg,
+		tombstones: map[api.AttachmentKey]time.Time{},
+		conds:      map[string]api.Condition{},
+		role:       roleOf(cfg),
+		notReady:   "no reconcile yet",
+	}
+	a.setCond(CondConfigValid, true, "Loaded", "", "")
+	if p := d.Store.LoadProblem(); p != "" {
+		a.setCond(CondStateHealthy, false, "CorruptStateRebuilt", p, "none needed: attachments are rebuilt from plugin events; keep the .corrupt file for a bug report")
+	} else {
+		a.setCond(CondStateHealthy, true, "Loaded", "", "")
+	}
+	return a
+}
+
+func roleOf(cfg *config.Config) string {
+	if cfg.NodeName == cfg.Cluster.Gateway {
+		return "gateway"
+	}
+	return "non-gateway"
+}
+
+// Trigger asks for a reconcile soon; many triggers coalesce into one pass.
+func (a *Agent) Trigger() {
+	select {
+	case a.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Config returns the configuration in force.
+func (a *Agent) Config() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// SetConfig replaces the configuration (a reload) and triggers a reconcile.
+func (a *Agent) SetConfig(cfg *config.Config) {
+	a.mu.Lock()
+	a.cfg = cfg
+	a.role = roleOf(cfg)
+	a.mu.Unlock()
+	a.setCond(CondConfigValid, true, "Reloaded", "", "")
+	a.d.Log.Info("configuration reloaded", "role", roleOf(cfg), "gateway", cfg.Cluster.Gateway)
+	a.Trigger()
+}
+
+// ConfigRejected records that a reload was refused; the last good config
+// stays in force.
+func (a *Agent) ConfigRejected(err error) {
+	a.d.Log.Error("configuration reload refused; keeping the last good configuration", "err", err)
+	a.setCond(CondConfigValid, false, "InvalidConfig", err.Error(), "fix the file; the last good configuration stays in force until then")
+}
+
+// Run reconciles until ctx ends. resync is read from the config on each
+// pass so a reload can change it.
+func (a *Agent) Run(ctx context.Context) {
+	backoff := time.Duration(0)
+	var retry <-chan time.Time
+	resync := time.NewTimer(a.Config().ResyncInterval.Duration)
+	defer resync.Stop()
+	for {
+		if err := a.Reconcile(ctx); err != nil {
+			if backoff == 0 {
+				backoff = 100 * time.Millisecond
+			} else if backoff < 30*time.Second {
+				backoff *= 2
+			}
+			a.d.Log.Warn("reconcile failed, retrying", "err", err, "in", backoff)
+			retry = time.After(backoff)
+		} else {
+			backoff, retry = 0, nil
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.trigger:
+		case <-retry:
+		case <-resync.C:
+			resync.Reset(a.Config().ResyncInterval.Duration)
+		}
+	}
+}
+
+// Reconcile makes one pass: discover, compute the desired state, apply the
+// difference, record conditions. It returns the first error, for backoff.
+func (a *Agent) Reconcile(ctx context.Context) error {
+	start := a.d.Now()
+	cfg := a.Config()
+	var errs []error
+
+	cni, cniErr := a.discover(ctx, cfg)
+	if cniErr != nil {
+		errs = append(errs, cniErr)
+	}
+
+	in := topology.Inputs{NodeIP: cfg.Parsed.NodeIP}
+	if cni != nil {
+		in.CNIIf = cni.Name
+		in.CNIIP, _ = netip.ParseAddr(cni.IP)
+	}
+	ul, addr, mtu, err := a.d.Kernel.Underlay(cfg.Parsed.NodeIP)
+	applied := false
+	var remotes []api.Remote
+	if err != nil {
+		errs = append(errs, fmt.Errorf("find underlay: %w", err))
+		a.setCond(CondDataplaneReady, false, "NoUnderlay", err.Error(), "set nodeIP in the config to an address of this node, or give the node a default route")
+	} else {
+		in.UnderlayIf, in.UnderlayMTU = ul, mtu
+		if !in.NodeIP.IsValid() {
+			in.NodeIP = addr
+		}
+		res, err := topology.Desired(cfg, in)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("compute desired state: %w", err))
+			a.setCond(CondTopologyValid, false, "Invalid", err.Error(), "fix cluster.nodes / remotes in the config")
+		} else {
+			if len(res.Problems) > 0 {
+				a.setCond(CondTopologyValid, false, "Problems", strings.Join(res.Problems, "; "), "fix cluster.nodes / vtepCIDR so every node maps to its own VTEP address")
+			} else {
+				a.setCond(CondTopologyValid, true, "Valid", "", "")
+			}
+			dpErr := a.d.Dataplane.Apply(ctx, res.Dataplane)
+			if dpErr != nil {
+				errs = append(errs, fmt.Errorf("apply data plane: %w", dpErr))
+				a.setCond(CondDataplaneReady, false, "ApplyFailed", dpErr.Error(), "see weftd logs; weft retries with backoff")
+			} else {
+				a.setCond(CondDataplaneReady, true, "Applied", "", "")
+			}
+			pfErr := a.d.PacketFilter.Apply(ctx, res.Filter)
+			if pfErr != nil {
+				errs = append(errs, fmt.Errorf("apply packet filter (%s): %w", a.d.PacketFilter.Name(), pfErr))
+				a.setCond(CondPacketFilterReady, false, "ApplyFailed", pfErr.Error(), "see weftd logs; weft retries with backoff")
+			} else {
+				a.setCond(CondPacketFilterReady, true, "Applied", "", "")
+			}
+			a.applyFindings(a.d.PacketFilter.Findings(ctx))
+			applied = dpErr == nil && pfErr == nil
+			remotes = remoteStatus(cfg, res.Dataplane, dpErr == nil)
+		}
+	}
+
+	err = errors.Join(errs...)
+	end := a.d.Now()
+	a.mu.Lock()
+	a.last = &api.Reconcile{At: end.UTC(), DurationMs: float64(end.Sub(start).Microseconds()) / 1000}
+	if err != nil {
+		a.last.Error = err.Error()
+	}
+	a.applied = applied
+	a.remotes = remotes
+	switch {
+	case cni == nil:
+		a.ready, a.notReady = false, "CNI interface not found yet"
+	case err != nil:
+		a.ready, a.notReady = false, "last reconcile failed: "+err.Error()
+	default:
+		a.ready, a.notReady = true, ""
+	}
+	a.mu.Unlock()
+	return err
+}
+
+// discover evaluates the CNI interface from the kernel as it is now and
+// records a change durably. It returns the current choice, or nil.
+func (a *Agent) discover(ctx context.Context, cfg *config.Config) (*api.CNIInterface, error) {
+	ifaces, err := a.d.Kernel.Interfaces()
+	if err != nil {
+		a.setCond(CondCNIInterfaceReady, false, "ListFailed", err.Error(), "")
+		return a.d.Store.CNI(), fmt.Errorf("list interfaces: %w", err)
+	}
+	a.mu.Lock()
+	hints := discovery.Hints{
+		Pinned:     cfg.CNIInterface,
+		GatewayIPs: append([]netip.Addr(nil), a.gwHints...),
+		Exclude:    []string{cfg.VXLAN.Name, cfg.CableVXLAN.Name},
+	}
+	a.mu.Unlock()
+	choice, cerr := discovery.Choose(discovery.Filter(ifaces, cfg.Parsed.PodCIDRs, hints.Exclude), hints)
+	prev := a.d.Store.CNI()
+	if cerr != nil {
+		a.setCond(CondCNIInterfaceReady, false, "NotFound", cerr.Error(),
+			"weft waits for the primary CNI (no restart needed); if the CNI interface has an unusual name, set cniInterface in the config")
+		if prev != nil {
+			a.d.Log.Warn("CNI interface gone", "name", prev.Name, "ip", prev.IP)
+			if err := a.d.Store.SetCNI(ctx, nil); err != nil {
+				return nil, fmt.Errorf("record CNI interface: %w", err)
+			}
+		}
+		return nil, nil
+	}
+	rec := &api.CNIInterface{Name: choice.Name, IP: choice.IP.String(), Source: choice.Source, Since: a.d.Now().UTC()}
+	if prev != nil && prev.Name == rec.Name && prev.IP == rec.IP {
+		rec.Since = prev.Since
+		if prev.Source == rec.Source {
+			a.setCond(CondCNIInterfaceReady, true, "Found", fmt.Sprintf("%s %s (%s)", rec.Name, rec.IP, rec.Source), "")
+			return prev, nil
+		}
+	}
+	a.d.Log.Info("CNI interface discovered", "name", rec.Name, "ip", rec.IP, "source", rec.Source)
+	if err := a.d.Store.SetCNI(ctx, rec); err != nil {
+		return rec, fmt.Errorf("record CNI interface: %w", err)
+	}
+	a.setCond(CondCNIInterfaceReady, true, "Found", fmt.Sprintf("%s %s (%s)", rec.Name, rec.IP, rec.Source), "")
+	return rec, nil
+}
+
+func remoteStatus(cfg *config.Config, s dataplane.State, ok bool) []api.Remote {
+	have := map[netip.Prefix]bool{}
+	for _, r := range s.Routes {
+		have[r.Dst] = true
+	}
+	out := make([]api.Remote, 0, len(cfg.Parsed.Remotes))
+	for _, r := range cfg.Parsed.Remotes {
+		rs := api.Remote{ID: r.ID, RoutesInstalled: ok}
+		for _, p := range append(append([]netip.Prefix(nil), r.PodCIDRs...), r.ServiceCIDRs...) {
+			rs.CIDRs = append(rs.CIDRs, p.String())
+			if !have[p] {
+				rs.RoutesInstalled = false
+			}
+		}
+		out = append(out, rs)
+	}
+	return out
+}
+
+// applyFindings turns the backend's findings into conditions, clearing the
+// finding conditions that are no longer reported.
+func (a *Agent) applyFindings(fs []packetfilter.Finding) {
+	seen := map[string]bool{}
+	for _, f := range fs {
+		seen[f.Type] = true
+		a.setCond(f.Type, false, f.Reason, f.Message, f.Fix)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for t := range a.conds {
+		if isFindingType(t) && !seen[t] {
+			delete(a.conds, t)
+		}
+	}
+}
+
+func isFindingType(t string) bool {
+	switch t {
+	case CondCNIInterfaceReady, CondDataplaneReady, CondPacketFilterReady, CondConfigValid, CondStateHealthy, CondTopologyValid, CondSpoolHealthy:
+		return false
+	}
+	return true
+}
+
+// setCond records a condition; Since changes only when status or reason do.
+func (a *Agent) setCond(typ string, status bool, reason, msg, fix string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.conds[typ]
+	if !ok || c.Status != status || c.Reason != reason {
+		c.Since = a.d.Now().UTC()
+	}
+	c.Type, c.Status, c.Reason, c.Message, c.Fix = typ, status, reason, msg, fix
+	a.conds[typ] = c
+}
+
+// Status builds the status document.
+func (a *Agent) Status() api.Status {
+	cfg := a.Config()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := api.Status{
+		Node:         cfg.NodeName,
+		Cluster:      cfg.Cluster.ID,
+		Role:         a.role,
+		Ready:        a.ready,
+		CNIInterface: a.d.Store.CNI(),
+		PacketFilter: a.d.PacketFilter.Name(),
+		Attachments:  a.d.Store.Len(),
+		Remotes:      append([]api.Remote(nil), a.remotes...),
+		Spool:        a.spool,
+		Version:      a.d.Version,
+	}
+	if a.last != nil {
+		l := *a.last
+		st.LastReconcile = &l
+	}
+	for _, c := range a.conds {
+		st.Conditions = append(st.Conditions, c)
+	}
+	sort.Slice(st.Conditions, func(i, j int) bool { return st.Conditions[i].Type < st.Conditions[j].Type })
+	return st
+}
+
+// Ready reports readiness and, when not ready, why.
+func (a *Agent) Ready() (bool, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ready, a.notReady
+}

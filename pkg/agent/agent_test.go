@@ -1,0 +1,305 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/pkg/api"
+	"github.com/weft-net/weft/pkg/config"
+	"github.com/weft-net/weft/pkg/dataplane"
+	"github.com/weft-net/weft/pkg/discovery"
+	"github.com/weft-net/weft/pkg/packetfilter"
+	"github.com/weft-net/weft/pkg/spool"
+	"github.com/weft-net/weft/pkg/state"
+)
+
+const testConfig = `
+nodeName: c1-n2
+cluster:
+  id: c1
+  podCIDRs: [10.1.0.0/16]
+  serviceCIDRs: [10.101.0.0/16]
+  gateway: c1-n1
+  nodes:
+    - {name: c1-n1, ip: 192.168.10.11}
+    - {name: c1-n2, ip: 192.168.10.12}
+remotes:
+  - id: c2
+    podCIDRs: [10.2.0.0/16]
+    serviceCIDRs: [10.102.0.0/16]
+    gatewayIP: 192.168.20.11
+`
+
+type fakeKernel struct {
+	mu     sync.Mutex
+	ifaces []discovery.Iface
+}
+
+func (k *fakeKernel) set(ifs ...discovery.Iface) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.ifaces = ifs
+}
+
+func (k *fakeKernel) Interfaces() ([]discovery.Iface, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]discovery.Iface(nil), k.ifaces...), nil
+}
+
+func (k *fakeKernel) Underlay(netip.Addr) (string, netip.Addr, int, error) {
+	return "eth0", netip.MustParseAddr("192.168.10.12"), 1500, nil
+}
+
+// recorder stands in for the kernel managers: it keeps what it was asked to
+// apply, and fails when told to.
+type recorder struct {
+	mu    sync.Mutex
+	dp    dataplane.State
+	pf    packetfilter.Model
+	fail  error
+	calls int
+}
+
+func (r *recorder) Apply(_ context.Context, s dataplane.State) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	r.dp = s
+	return r.fail
+}
+func (r *recorder) Cleanup(context.Context, []string, int, int) error { return nil }
+
+type pfRecorder struct{ r *recorder }
+
+func (p pfRecorder) Name() string { return "recorder" }
+func (p pfRecorder) Apply(_ context.Context, m packetfilter.Model) error {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	p.r.pf = m
+	return nil
+}
+func (p pfRecorder) Cleanup(context.Context) error                   { return nil }
+func (p pfRecorder) Findings(context.Context) []packetfilter.Finding { return nil }
+
+func newTestAgent(t *testing.T) (*Agent, *fakeKernel, *recorder, *state.Store) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := state.Open(t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &fakeKernel{}
+	k.set(discovery.Iface{Name: "eth0", Index: 2, Kind: "veth", Addrs: []netip.Addr{netip.MustParseAddr("192.168.10.12")}})
+	rec := &recorder{}
+	a := New(cfg, Deps{Log: log, Store: st, Kernel: k, Dataplane: rec, PacketFilter: pfRecorder{rec}})
+	return a, k, rec, st
+}
+
+func cond(st api.Status, typ string) api.Condition {
+	for _, c := range st.Conditions {
+		if c.Type == typ {
+			return c
+		}
+	}
+	return api.Condition{Type: typ, Reason: "absent"}
+}
+
+// The CNI interface may appear at any time after start; each reconcile
+// re-evaluates it, and routes and SNAT follow its IP.
+func TestLevelTriggeredDiscovery(t *testing.T) {
+	ctx := context.Background()
+	a, k, rec, store := newTestAgent(t)
+
+	_ = a.Reconcile(ctx)
+	st := a.Status()
+	if st.Ready || st.CNIInterface != nil || cond(st, CondCNIInterfaceReady).Status {
+		t.Fatalf("ready before the CNI interface exists: %+v", st)
+	}
+	for _, r := range rec.dp.Routes {
+		if r.Src.IsValid() {
+			t.Fatalf("route %v has a src before the CNI IP is known", r)
+		}
+	}
+	if rec.pf.CNIIP.IsValid() {
+		t.Fatal("packet-filter model has a CNI IP before discovery")
+	}
+
+	cni0 := discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}}
+	k.set(append(k.ifaces, cni0)...)
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st = a.Status()
+	if !st.Ready || st.CNIInterface == nil || st.CNIInterface.Name != "cni0" || st.CNIInterface.IP != "10.1.2.1" || st.CNIInterface.Source != discovery.SourceWellKnown {
+		t.Fatalf("after cni0 appeared: ready=%v cni=%+v", st.Ready, st.CNIInterface)
+	}
+	if rec.pf.CNIIP != netip.MustParseAddr("10.1.2.1") {
+		t.Fatalf("packet filter CNI IP = %v", rec.pf.CNIIP)
+	}
+	if len(rec.dp.Routes) == 0 {
+		t.Fatal("no routes desired for the remote cluster")
+	}
+	for _, r := range rec.dp.Routes {
+		if r.Src != netip.MustParseAddr("10.1.2.1") {
+			t.Fatalf("route %v: src = %v, want the CNI IP", r.Dst, r.Src)
+		}
+	}
+	if got := store.CNI(); got == nil || got.IP != "10.1.2.1" {
+		t.Fatalf("CNI interface not recorded durably: %+v", got)
+	}
+
+	// IP change: followed on the next pass.
+	cni0.Addrs = []netip.Addr{netip.MustParseAddr("10.1.7.1")}
+	k.set(k.ifaces[0], cni0)
+	_ = a.Reconcile(ctx)
+	if st := a.Status(); st.CNIInterface.IP != "10.1.7.1" || rec.pf.CNIIP != netip.MustParseAddr("10.1.7.1") {
+		t.Fatalf("IP change not followed: %+v model %v", st.CNIInterface, rec.pf.CNIIP)
+	}
+
+	// Interface gone: not ready, record cleared.
+	k.set(k.ifaces[0])
+	_ = a.Reconcile(ctx)
+	if st := a.Status(); st.Ready || st.CNIInterface != nil {
+		t.Fatalf("still ready after the CNI interface disappeared: %+v", st)
+	}
+}
+
+func TestPluginGatewayHintWins(t *testing.T) {
+	ctx := context.Background()
+	a, k, _, _ := newTestAgent(t)
+	k.set(
+		discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}},
+		discovery.Iface{Name: "br-pods", Index: 9, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.3.1")}},
+	)
+	if err := a.Add(ctx, api.Event{Verb: api.VerbAdd, ContainerID: "c1", IfName: "eth0", IPs: []api.PodIP{{Address: "10.1.3.5/24", Gateway: "10.1.3.1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Reconcile(ctx)
+	if c := a.Status().CNIInterface; c == nil || c.Name != "br-pods" || c.Source != discovery.SourcePlugin {
+		t.Fatalf("cni = %+v, want br-pods from the plugin's gateway", c)
+	}
+}
+
+func TestKernelRefusalIsAConditionNotACrash(t *testing.T) {
+	ctx := context.Background()
+	a, k, rec, _ := newTestAgent(t)
+	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
+	rec.fail = errors.New("operation not permitted")
+	if err := a.Reconcile(ctx); err == nil {
+		t.Fatal("reconcile hid the kernel's refusal")
+	}
+	st := a.Status()
+	if st.Ready || st.LastReconcile == nil || st.LastReconcile.Error == "" || cond(st, CondDataplaneReady).Status {
+		t.Fatalf("refusal not reported: %+v", st)
+	}
+	rec.fail = nil
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Status(); !st.Ready || st.LastReconcile.Error != "" {
+		t.Fatalf("did not recover: %+v", st)
+	}
+}
+
+// The loop retries a failed pass with backoff without any new trigger.
+func TestRunRetriesWithBackoff(t *testing.T) {
+	a, k, rec, _ := newTestAgent(t)
+	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
+	rec.mu.Lock()
+	rec.fail = errors.New("transient")
+	rec.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Run(ctx)
+	time.Sleep(250 * time.Millisecond)
+	rec.mu.Lock()
+	rec.fail = nil
+	rec.mu.Unlock()
+	deadline := time.Now().Add(3 * time.Second)
+	for !a.Status().Ready {
+		if time.Now().After(deadline) {
+			t.Fatal("never recovered from a transient failure")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestConfigReloadAndRejection(t *testing.T) {
+	ctx := context.Background()
+	a, k, rec, _ := newTestAgent(t)
+	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
+	_ = a.Reconcile(ctx)
+	if a.Status().Role != "non-gateway" {
+		t.Fatal("role")
+	}
+	cfg, err := config.Parse([]byte(testConfig + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Cluster.Gateway = "c1-n2"
+	a.SetConfig(cfg)
+	_ = a.Reconcile(ctx)
+	if a.Status().Role != "gateway" {
+		t.Fatal("role did not follow the gateway change")
+	}
+	if len(rec.dp.Devices) < 2 {
+		t.Fatalf("gateway with cable vxlan should want the cable device: %+v", rec.dp.Devices)
+	}
+	a.ConfigRejected(errors.New(`remotes[0].podCIDRs[1]: "10.2.0.0/33" is not a CIDR`))
+	st := a.Status()
+	if c := cond(st, CondConfigValid); c.Status || c.Message == "" {
+		t.Fatalf("rejected config not reported: %+v", c)
+	}
+	if st.Role != "gateway" {
+		t.Fatal("last good config not kept")
+	}
+}
+
+func TestSpoolReplayInOrderAndLateAddAfterDel(t *testing.T) {
+	ctx := context.Background()
+	a, _, _, store := newTestAgent(t)
+	dir := t.TempDir()
+	t0 := time.Now()
+	ev := func(verb, id string, dt time.Duration) api.Event {
+		return api.Event{Verb: verb, ContainerID: id, IfName: "eth0", Time: t0.Add(dt)}
+	}
+	for _, e := range []api.Event{ev("ADD", "a", 0), ev("ADD", "b", 1), ev("DEL", "a", 2), ev("ADD", "c", 3)} {
+		if _, err := spool.Write(dir, 100, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A DEL for d arrives live, after which its older ADD is replayed.
+	if err := a.Del(ctx, ev("DEL", "d", 10)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := spool.Write(dir, 100, ev("ADD", "d", 5)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DrainSpool(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, at := range store.List() {
+		ids = append(ids, at.ContainerID)
+	}
+	if len(ids) != 2 || ids[0] != "b" || ids[1] != "c" {
+		t.Fatalf("attachments after replay = %v, want [b c]", ids)
+	}
+	if st := a.Status(); st.Spool.Replayed != 5 {
+		t.Fatalf("replayed = %d, want 5", st.Spool.Replayed)
+	}
+	if entries, _, _ := spool.List(dir); len(entries) != 0 {
+		t.Fatalf("spool not emptied: %d left", len(entries))
+	}
+}

@@ -1,0 +1,187 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/weft-net/weft/pkg/api"
+	"github.com/weft-net/weft/pkg/spool"
+	"github.com/weft-net/weft/pkg/state"
+)
+
+// maxTombstones bounds the memory of recent DELs kept to order a late
+// spooled ADD against a DEL that already arrived live.
+const maxTombstones = 4096
+
+// Add records an attachment durably and triggers a reconcile: the event is
+// proof the CNI network is up, and its gateway points at the CNI interface.
+func (a *Agent) Add(ctx context.Context, ev api.Event) error {
+	key := api.AttachmentKey{ContainerID: ev.ContainerID, IfName: ev.IfName}
+	a.mu.Lock()
+	if t, ok := a.tombstones[key]; ok && ev.Spooled && !ev.Time.After(t) {
+		a.mu.Unlock()
+		a.d.Log.Info("spooled ADD superseded by a later DEL, skipped", "containerID", ev.ContainerID, "ifName", ev.IfName)
+		return nil
+	}
+	delete(a.tombstones, key)
+	a.noteGateways(ev.IPs)
+	a.mu.Unlock()
+	added := ev.Time
+	if added.IsZero() {
+		added = a.d.Now()
+	}
+	err := a.d.Store.Put(ctx, state.Attachment{
+		ContainerID: ev.ContainerID, IfName: ev.IfName, Netns: ev.Netns,
+		PodNamespace: ev.PodNamespace, PodName: ev.PodName, Network: ev.Network,
+		IPs: ev.IPs, HostInterfaces: ev.HostInterfaces, Added: added.UTC(),
+	})
+	if err != nil {
+		return fmt.Errorf("record attachment %s/%s: %w", ev.ContainerID, ev.IfName, err)
+	}
+	a.Trigger()
+	return nil
+}
+
+// Del forgets an attachment; unknown attachments are fine (DEL is lenient).
+func (a *Agent) Del(ctx context.Context, ev api.Event) error {
+	key := api.AttachmentKey{ContainerID: ev.ContainerID, IfName: ev.IfName}
+	t := ev.Time
+	if t.IsZero() {
+		t = a.d.Now()
+	}
+	a.mu.Lock()
+	if len(a.tombstones) >= maxTombstones {
+		for k := range a.tombstones { // drop an arbitrary old one
+			delete(a.tombstones, k)
+			break
+		}
+	}
+	a.tombstones[key] = t
+	a.mu.Unlock()
+	if _, err := a.d.Store.Delete(ctx, key); err != nil {
+		return fmt.Errorf("forget attachment %s/%s: %w", ev.ContainerID, ev.IfName, err)
+	}
+	a.Trigger()
+	return nil
+}
+
+// noteGateways remembers the pod gateways, newest first, deduplicated.
+// Caller holds a.mu.
+func (a *Agent) noteGateways(ips []api.PodIP) {
+	for _, ip := range ips {
+		gw, err := netip.ParseAddr(ip.Gateway)
+		if err != nil || !gw.Is4() {
+			continue
+		}
+		out := []netip.Addr{gw}
+		for _, g := range a.gwHints {
+			if g != gw && len(out) < 8 {
+				out = append(out, g)
+			}
+		}
+		a.gwHints = out
+	}
+}
+
+// Check answers the plugin's CHECK.
+func (a *Agent) Check(ctx context.Context, req api.CheckRequest) api.CheckResponse {
+	_, known := a.d.Store.Get(api.AttachmentKey{ContainerID: req.ContainerID, IfName: req.IfName})
+	ready, why := a.Ready()
+	resp := api.CheckResponse{Known: known, Ready: ready}
+	switch {
+	case !known:
+		resp.Reason = "attachment not recorded by weftd"
+	case !ready:
+		resp.Reason = "node not ready: " + why
+	}
+	return resp
+}
+
+// GC forgets the attachments of a network that the runtime no longer has.
+func (a *Agent) GC(ctx context.Context, req api.GCRequest) (api.GCResponse, error) {
+	n, err := a.d.Store.GC(ctx, req.Network, req.ValidAttachments)
+	if err != nil {
+		return api.GCResponse{}, fmt.Errorf("garbage-collect network %q: %w", req.Network, err)
+	}
+	if n > 0 {
+		a.d.Log.Info("garbage-collected attachments", "network", req.Network, "removed", n)
+	}
+	return api.GCResponse{Removed: n}, nil
+}
+
+// DrainSpool replays the plugin's spooled events in order and removes each
+// once recorded. A file that cannot be read (torn by a crash) is skipped
+// with a logged reason and removed; the rest are replayed.
+func (a *Agent) DrainSpool(ctx context.Context, dir string) error {
+	entries, skipped, err := spool.List(dir)
+	if err != nil {
+		return fmt.Errorf("list spool %s: %w", dir, err)
+	}
+	for _, s := range skipped {
+		a.d.Log.Warn("skipping unreadable spool file", "file", s.Name, "reason", s.Reason)
+		if err := spool.Remove(dir, s.Name); err != nil {
+			a.d.Log.Warn("remove unreadable spool file", "file", s.Name, "err", err)
+		}
+	}
+	var replayed uint64
+	for _, e := range entries {
+		ev := e.Event
+		ev.Spooled = true
+		var herr error
+		switch ev.Verb {
+		case api.VerbAdd:
+			herr = a.Add(ctx, ev)
+		case api.VerbDel:
+			herr = a.Del(ctx, ev)
+		default:
+			a.d.Log.Warn("skipping spool file with unknown verb", "file", e.Name, "verb", ev.Verb)
+		}
+		if herr != nil {
+			// Keep the file: the next drain retries it, in order.
+			return fmt.Errorf("replay spool file %s: %w", e.Name, herr)
+		}
+		if err := spool.Remove(dir, e.Name); err != nil {
+			return fmt.Errorf("remove replayed spool file %s: %w", e.Name, err)
+		}
+		replayed++
+	}
+	dropped, derr := spool.Dropped(dir)
+	a.mu.Lock()
+	a.spool.Replayed += replayed
+	a.spool.Skipped += uint64(len(skipped))
+	if derr == nil {
+		a.spool.Dropped = dropped
+	}
+	a.mu.Unlock()
+	if replayed > 0 || len(skipped) > 0 {
+		a.d.Log.Info("drained spool", "replayed", replayed, "skipped", len(skipped))
+	}
+	if dropped > 0 {
+		a.setCond(CondSpoolHealthy, false, "EventsDropped",
+			fmt.Sprintf("the plugin dropped %d events because the spool was full while weftd was away", dropped),
+			"run `weftd status` after pod churn; recreate affected pods or raise spoolLimit in the plugin config")
+	} else {
+		a.setCond(CondSpoolHealthy, true, "OK", "", "")
+	}
+	return nil
+}
+
+// WatchSpool drains the spool whenever notify fires (new files) and at
+// least every interval, until ctx ends.
+func (a *Agent) WatchSpool(ctx context.Context, dir string, notify <-chan struct{}, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-notify:
+		case <-t.C:
+		}
+		if err := a.DrainSpool(ctx, dir); err != nil {
+			a.d.Log.Warn("drain spool", "err", err)
+		}
+	}
+}

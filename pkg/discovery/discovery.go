@@ -1,0 +1,119 @@
+// Package discovery finds the node's CNI interface: the host interface the
+// primary CNI (Calico, flannel, a bridge…) created, and its IPv4 address. It
+// never decides once: the daemon calls Choose on every plugin event and every
+// netlink link/address event, so an interface that appears late (after a
+// reboot, the CNI starts after weft) is found the moment it exists.
+package discovery
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+)
+
+// Sources of a choice, reported in status as cniInterface.source.
+const (
+	SourcePinned    = "pinned"
+	SourcePlugin    = "plugin"
+	SourceWellKnown = "well-known"
+	SourceLowest    = "lowest-ifindex"
+)
+
+// WellKnown are the CNI interface names of the common primary CNIs, in the
+// order they are preferred when several exist.
+var WellKnown = []string{"vxlan.calico", "tunl0", "flannel.1", "cni0", "cbr0", "weave", "kube-bridge", "cilium_host"}
+
+// Iface is a host interface with an IPv4 address inside the pod CIDRs.
+type Iface struct {
+	Name  string
+	Index int
+	Kind  string // netlink link type: bridge, vxlan, ipip, veth, dummy…
+	Addrs []netip.Addr
+}
+
+// Hints are what the choice depends on besides the interfaces.
+type Hints struct {
+	Pinned     string       // cniInterface from the config
+	GatewayIPs []netip.Addr // pod gateways the plugin reported, newest first
+	Exclude    []string     // weft's own devices
+}
+
+// Choice is the chosen interface.
+type Choice struct {
+	Name   string
+	IP     netip.Addr
+	Source string
+}
+
+// Filter keeps the interfaces that can be the CNI interface: an IPv4 address
+// inside podCIDRs, not weft's own, not a veth (a veth's host side belongs to
+// one pod and goes away with it — ptp puts the pod gateway IP on each one).
+// Only the addresses inside podCIDRs are kept.
+func Filter(all []Iface, podCIDRs []netip.Prefix, exclude []string) []Iface {
+	ex := map[string]bool{}
+	for _, n := range exclude {
+		ex[n] = true
+	}
+	var out []Iface
+	for _, in := range all {
+		if ex[in.Name] || in.Kind == "veth" {
+			continue
+		}
+		var keep []netip.Addr
+		for _, a := range in.Addrs {
+			if !a.Is4() {
+				continue
+			}
+			for _, p := range podCIDRs {
+				if p.Contains(a) {
+					keep = append(keep, a)
+					break
+				}
+			}
+		}
+		if len(keep) > 0 {
+			sort.Slice(keep, func(i, j int) bool { return keep[i].Less(keep[j]) })
+			in.Addrs = keep
+			out = append(out, in)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
+	return out
+}
+
+// Choose picks the CNI interface among candidates (already Filtered), in the
+// preference order of DESIGN.md: the pinned name; the interface that holds a
+// pod gateway the plugin reported; a well-known name; the lowest ifindex.
+// A pinned name that is not (yet) a candidate means no choice: an operator
+// who pinned an interface does not want weft to guess.
+func Choose(cands []Iface, h Hints) (Choice, error) {
+	if h.Pinned != "" {
+		for _, c := range cands {
+			if c.Name == h.Pinned {
+				return Choice{Name: c.Name, IP: c.Addrs[0], Source: SourcePinned}, nil
+			}
+		}
+		return Choice{}, fmt.Errorf("pinned CNI interface %q has no IPv4 address inside the pod CIDRs (yet)", h.Pinned)
+	}
+	for _, gw := range h.GatewayIPs {
+		for _, c := range cands {
+			for _, a := range c.Addrs {
+				if a == gw {
+					return Choice{Name: c.Name, IP: a, Source: SourcePlugin}, nil
+				}
+			}
+		}
+	}
+	for _, name := range WellKnown {
+		for _, c := range cands {
+			if c.Name == name {
+				return Choice{Name: c.Name, IP: c.Addrs[0], Source: SourceWellKnown}, nil
+			}
+		}
+	}
+	if len(cands) > 0 {
+		c := cands[0]
+		return Choice{Name: c.Name, IP: c.Addrs[0], Source: SourceLowest}, nil
+	}
+	return Choice{}, fmt.Errorf("no host interface has an IPv4 address inside the pod CIDRs")
+}

@@ -1,0 +1,108 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Interfaces lists the host's interfaces with their IPv4 addresses, in the
+// calling thread's network namespace.
+func Interfaces() ([]Iface, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	byIndex := map[int][]netip.Addr{}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+			byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], ip)
+		}
+	}
+	out := make([]Iface, 0, len(links))
+	for _, l := range links {
+		at := l.Attrs()
+		out = append(out, Iface{Name: at.Name, Index: at.Index, Kind: l.Type(), Addrs: byIndex[at.Index]})
+	}
+	return out, nil
+}
+
+// Watch calls notify (which must not block) on every link and IPv4 address
+// change, and every route deleted from table, until ctx ends. A broken subscription (the kernel dropped it, or
+// the socket overran) is re-established after a short pause, and notify is
+// called then too, since events may have been missed.
+func Watch(ctx context.Context, log *slog.Logger, table int, notify func(reason string)) {
+	for ctx.Err() == nil {
+		err := watchOnce(ctx, table, notify)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("netlink subscription ended, resubscribing", "err", err)
+		notify("netlink-resubscribe")
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func watchOnce(ctx context.Context, table int, notify func(string)) error {
+	done := make(chan struct{})
+	defer close(done)
+	errs := make(chan error, 3)
+	onErr := func(err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}
+	links := make(chan netlink.LinkUpdate, 256)
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("subscribe links: %w", err)
+	}
+	addrs := make(chan netlink.AddrUpdate, 256)
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("subscribe addresses: %w", err)
+	}
+	routes := make(chan netlink.RouteUpdate, 256)
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("subscribe routes: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errs:
+			return err
+		case _, ok := <-links:
+			if !ok {
+				return fmt.Errorf("link subscription closed")
+			}
+			notify("link")
+		case u, ok := <-addrs:
+			if !ok {
+				return fmt.Errorf("address subscription closed")
+			}
+			if u.LinkAddress.IP.To4() != nil {
+				notify("address")
+			}
+		case u, ok := <-routes:
+			if !ok {
+				return fmt.Errorf("route subscription closed")
+			}
+			// Only deletions in weft's table matter: they are drift.
+			if u.Type == unix.RTM_DELROUTE && u.Table == table {
+				notify("route-deleted")
+			}
+		}
+	}
+}

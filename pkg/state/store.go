@@ -1,0 +1,338 @@
+// Package state keeps weftd's durable record: the attachments the plugin
+// reported and the CNI interface the daemon discovered. The record is one
+// JSON document with a checksum, written to a temp file, fsynced and renamed,
+// so a kill -9 or a power cut leaves either the old or the new version. A
+// torn or corrupt file is detected, set aside and rebuilt, never a crash.
+//
+// Writes are group-committed: every mutation returns only after the document
+// that contains it is on disk, but concurrent mutations share one fsync.
+package state
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/weft-net/weft/pkg/api"
+)
+
+const fileName = "state.json"
+
+// Attachment is one pod interface the plugin reported on ADD.
+type Attachment struct {
+	ContainerID    string      `json:"containerID"`
+	IfName         string      `json:"ifName"`
+	Netns          string      `json:"netns,omitempty"`
+	PodNamespace   string      `json:"podNamespace,omitempty"`
+	PodName        string      `json:"podName,omitempty"`
+	Network        string      `json:"network,omitempty"`
+	IPs            []api.PodIP `json:"ips,omitempty"`
+	HostInterfaces []string    `json:"hostInterfaces,omitempty"`
+	Added          time.Time   `json:"added"`
+}
+
+// Key returns the attachment's identity.
+func (a Attachment) Key() api.AttachmentKey {
+	return api.AttachmentKey{ContainerID: a.ContainerID, IfName: a.IfName}
+}
+
+// document is what is written to disk (inside the checksummed envelope).
+type document struct {
+	Attachments []Attachment      `json:"attachments"`
+	CNI         *api.CNIInterface `json:"cniInterface,omitempty"`
+}
+
+type envelope struct {
+	Version  int             `json:"version"`
+	Checksum string          `json:"checksum"` // sha256 of Data
+	Data     json.RawMessage `json:"data"`
+}
+
+// Store is the durable state. It is safe for concurrent use.
+type Store struct {
+	dir string
+	log *slog.Logger
+
+	mu          sync.Mutex
+	attachments map[api.AttachmentKey]Attachment
+	cni         *api.CNIInterface
+	gen         uint64 // bumped by every mutation
+	flushedGen  uint64
+	flushing    bool
+	flushErr    error
+	flushed     *sync.Cond
+	loadProblem string
+	writes      uint64
+}
+
+// Open loads the store from dir (created 0700 if missing). A missing file is
+// an empty store; a corrupt one is renamed aside and reported by
+// LoadProblem, and the store starts empty.
+func Open(dir string, log *slog.Logger) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir %s: %w", dir, err)
+	}
+	s := &Store{dir: dir, log: log, attachments: map[api.AttachmentKey]Attachment{}}
+	s.flushed = sync.NewCond(&s.mu)
+	path := filepath.Join(dir, fileName)
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return s, nil
+	case err != nil:
+		return nil, fmt.Errorf("read state %s: %w", path, err)
+	}
+	doc, err := decode(data)
+	if err != nil {
+		aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().UnixNano())
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return nil, fmt.Errorf("set aside corrupt state %s: %w", path, rerr)
+		}
+		s.loadProblem = fmt.Sprintf("state file %s was corrupt (%v); moved to %s and rebuilt from events", path, err, aside)
+		log.Warn("state file corrupt, starting empty", "path", path, "err", err, "movedTo", aside)
+		return s, nil
+	}
+	for _, a := range doc.Attachments {
+		s.attachments[a.Key()] = a
+	}
+	s.cni = doc.CNI
+	return s, nil
+}
+
+func decode(data []byte) (*document, error) {
+	var env envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, fmt.Errorf("decode envelope: %w", err)
+	}
+	if env.Version != 1 {
+		return nil, fmt.Errorf("unknown state version %d", env.Version)
+	}
+	sum := sha256.Sum256(env.Data)
+	if hex.EncodeToString(sum[:]) != env.Checksum {
+		return nil, errors.New("checksum mismatch (torn or edited file)")
+	}
+	var doc document
+	if err := json.Unmarshal(env.Data, &doc); err != nil {
+		return nil, fmt.Errorf("decode document: %w", err)
+	}
+	return &doc, nil
+}
+
+// LoadProblem describes a corrupt file found at Open, or "".
+func (s *Store) LoadProblem() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loadProblem
+}
+
+// Writes is the number of documents written (for benchmarks and tests).
+func (s *Store) Writes() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writes
+}
+
+// Put records an attachment (replacing one with the same key) and returns
+// once it is durable.
+func (s *Store) Put(ctx context.Context, a Attachment) error {
+	s.mu.Lock()
+	s.attachments[a.Key()] = a
+	s.gen++
+	g := s.gen
+	s.mu.Unlock()
+	return s.commit(ctx, g)
+}
+
+// Delete forgets an attachment; it returns whether it was known, once the
+// removal is durable. Deleting an unknown key writes nothing.
+func (s *Store) Delete(ctx context.Context, k api.AttachmentKey) (bool, error) {
+	s.mu.Lock()
+	_, ok := s.attachments[k]
+	if !ok {
+		s.mu.Unlock()
+		return false, nil
+	}
+	delete(s.attachments, k)
+	s.gen++
+	g := s.gen
+	s.mu.Unlock()
+	return true, s.commit(ctx, g)
+}
+
+// GC forgets every attachment of network that is not in valid. An empty
+// network name matches attachments recorded without one.
+func (s *Store) GC(ctx context.Context, network string, valid []api.AttachmentKey) (int, error) {
+	keep := make(map[api.AttachmentKey]bool, len(valid))
+	for _, k := range valid {
+		keep[k] = true
+	}
+	s.mu.Lock()
+	removed := 0
+	for k, a := range s.attachments {
+		if a.Network == network && !keep[k] {
+			delete(s.attachments, k)
+			removed++
+		}
+	}
+	if removed == 0 {
+		s.mu.Unlock()
+		return 0, nil
+	}
+	s.gen++
+	g := s.gen
+	s.mu.Unlock()
+	return removed, s.commit(ctx, g)
+}
+
+// SetCNI records the CNI interface (nil clears it) durably.
+func (s *Store) SetCNI(ctx context.Context, c *api.CNIInterface) error {
+	s.mu.Lock()
+	if c != nil {
+		cp := *c
+		c = &cp
+	}
+	s.cni = c
+	s.gen++
+	g := s.gen
+	s.mu.Unlock()
+	return s.commit(ctx, g)
+}
+
+// CNI returns the recorded CNI interface, or nil.
+func (s *Store) CNI() *api.CNIInterface {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cni == nil {
+		return nil
+	}
+	c := *s.cni
+	return &c
+}
+
+// Get returns one attachment.
+func (s *Store) Get(k api.AttachmentKey) (Attachment, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.attachments[k]
+	return a, ok
+}
+
+// Len is the number of attachments.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.attachments)
+}
+
+// List returns the attachments sorted by key.
+func (s *Store) List() []Attachment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sortedLocked()
+}
+
+func (s *Store) sortedLocked() []Attachment {
+	out := make([]Attachment, 0, len(s.attachments))
+	for _, a := range s.attachments {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].ContainerID != out[j].ContainerID {
+			return out[i].ContainerID < out[j].ContainerID
+		}
+		return out[i].IfName < out[j].IfName
+	})
+	return out
+}
+
+// commit waits until generation g is on disk. The first waiter that finds no
+// flush in progress becomes the writer for everything pending; the others
+// wait for it: one fsync serves every mutation that arrived meanwhile.
+func (s *Store) commit(ctx context.Context, g uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.flushedGen < g {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if s.flushing {
+			s.flushed.Wait()
+			continue
+		}
+		s.flushing = true
+		target := s.gen
+		data, err := s.encodeLocked()
+		s.mu.Unlock()
+		if err == nil {
+			err = s.writeFile(data)
+		}
+		s.mu.Lock()
+		s.flushing = false
+		if err != nil {
+			s.flushErr = err
+			s.flushed.Broadcast()
+			return fmt.Errorf("write state: %w", err)
+		}
+		s.writes++
+		s.flushErr = nil
+		if target > s.flushedGen {
+			s.flushedGen = target
+		}
+		s.flushed.Broadcast()
+	}
+	return nil
+}
+
+func (s *Store) encodeLocked() ([]byte, error) {
+	data, err := json.Marshal(document{Attachments: s.sortedLocked(), CNI: s.cni})
+	if err != nil {
+		return nil, fmt.Errorf("encode state: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	return json.Marshal(envelope{Version: 1, Checksum: hex.EncodeToString(sum[:]), Data: data})
+}
+
+func (s *Store) writeFile(data []byte) error {
+	path := filepath.Join(s.dir, fileName)
+	tmp, err := os.CreateTemp(s.dir, ".state-*.tmp")
+	if err != nil {
+		return fmt.Errorf("create temp in %s: %w", s.dir, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("rename to %s: %w", path, err)
+	}
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", s.dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync dir %s: %w", s.dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package weftd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/weft-net/weft/pkg/config"
+	"github.com/weft-net/weft/pkg/packetfilter"
+	iptbackend "github.com/weft-net/weft/pkg/packetfilter/iptables"
+	nftbackend "github.com/weft-net/weft/pkg/packetfilter/nftables"
+)
+
+// SelectBackend picks the packet-filter backend: nftables when configured,
+// or in auto mode when the kernel probe passes; iptables otherwise.
+func SelectBackend(ctx context.Context, cfg *config.Config, log *slog.Logger) (packetfilter.Backend, error) {
+	mode := cfg.PacketFilter
+	if mode == "auto" || mode == "" {
+		if err := nftbackend.Probe(ctx); err != nil {
+			log.Warn("nftables probe failed, using iptables", "err", err)
+			mode = "iptables"
+		} else {
+			mode = "nftables"
+		}
+	}
+	switch mode {
+	case "nftables":
+		if cfg.PacketFilter == "nftables" {
+			if err := nftbackend.Probe(ctx); err != nil {
+				// Configured explicitly: report and keep going; Apply
+				// errors become conditions and retries.
+				log.Error("nftables probe failed; the nftables backend may not work on this kernel", "err", err)
+			}
+		}
+		b, err := nftbackend.New(nftbackend.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("start nftables backend: %w", err)
+		}
+		return b, nil
+	case "iptables":
+		b, err := iptbackend.New(iptbackend.WithMode(cfg.IptablesMode), iptbackend.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("start iptables backend: %w", err)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("packetFilter: unknown backend %q", mode)
+}
+
+// cleanupBackends removes what either backend owns: a node may have been
+// switched between backends, and cleanup must leave no trace of either.
+func cleanupBackends(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	var errs []error
+	if b, err := nftbackend.New(nftbackend.WithLogger(log)); err == nil {
+		if err := b.Cleanup(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("nftables cleanup: %w", err))
+		}
+	}
+	if b, err := iptbackend.New(iptbackend.WithMode(cfg.IptablesMode), iptbackend.WithLogger(log)); err == nil {
+		if err := b.Cleanup(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("iptables cleanup: %w", err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%v", errs)
+	}
+	return nil
+}

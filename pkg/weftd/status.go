@@ -1,0 +1,62 @@
+package weftd
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/weft-net/weft/pkg/api"
+)
+
+// PrintStatus writes the one-screen human view of a status document.
+func PrintStatus(w io.Writer, st api.Status, now time.Time) {
+	ready := "NOT READY"
+	if st.Ready {
+		ready = "ready"
+	}
+	fmt.Fprintf(w, "node %s  cluster %s  role %s  %s\n", st.Node, st.Cluster, st.Role, ready)
+	if c := st.CNIInterface; c != nil {
+		fmt.Fprintf(w, "CNI interface  %s %s (via %s, since %s, %s ago)\n", c.Name, c.IP, c.Source,
+			c.Since.Format(time.RFC3339), now.Sub(c.Since).Round(time.Second))
+	} else {
+		fmt.Fprintf(w, "CNI interface  not found yet\n")
+	}
+	fmt.Fprintf(w, "packet filter  %s\n", st.PacketFilter)
+	fmt.Fprintf(w, "attachments    %d\n", st.Attachments)
+	if st.Spool.Replayed+st.Spool.Dropped+st.Spool.Skipped > 0 {
+		fmt.Fprintf(w, "spool          replayed %d, dropped %d, skipped %d\n", st.Spool.Replayed, st.Spool.Dropped, st.Spool.Skipped)
+	}
+	if r := st.LastReconcile; r != nil {
+		res := "ok"
+		if r.Error != "" {
+			res = "error: " + r.Error
+		}
+		fmt.Fprintf(w, "last reconcile %s ago, %.1f ms, %s\n", now.Sub(r.At).Round(time.Millisecond), r.DurationMs, res)
+	}
+	if len(st.Remotes) > 0 {
+		fmt.Fprintln(w, "remotes:")
+		for _, r := range st.Remotes {
+			routes := "routes missing"
+			if r.RoutesInstalled {
+				routes = "routes in place"
+			}
+			fmt.Fprintf(w, "  %-10s %-40s %s\n", r.ID, strings.Join(r.CIDRs, ","), routes)
+		}
+	}
+	fmt.Fprintln(w, "conditions:")
+	for _, c := range st.Conditions {
+		mark := "ok  "
+		if !c.Status {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(w, "  %s %-22s %s", mark, c.Type, c.Reason)
+		if c.Message != "" {
+			fmt.Fprintf(w, ": %s", c.Message)
+		}
+		fmt.Fprintln(w)
+		if !c.Status && c.Fix != "" {
+			fmt.Fprintf(w, "       fix: %s\n", c.Fix)
+		}
+	}
+}
