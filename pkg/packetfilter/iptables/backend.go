@@ -1,0 +1,430 @@
+// Package iptbackend is weft's iptables packet-filter backend. It writes
+// only through the host's iptables binaries (legacy or nft, as the host
+// uses), into weft's own chains, each reached by one jump at position 1 of a
+// built-in chain; CIDRs live in two hash:net ipsets managed over netlink.
+package iptbackend
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/weft-net/weft/pkg/packetfilter"
+)
+
+// ErrIncompatibleTable means iptables cannot parse a table because another
+// tool wrote native nftables expressions into it. It is a condition to
+// report and retry, never a reason to stop.
+var ErrIncompatibleTable = errors.New("iptables cannot parse a table holding foreign native nftables rules")
+
+// ErrUnavailable means the iptables binaries of the chosen mode cannot work
+// here (binary missing, kernel modules missing, no privilege).
+var ErrUnavailable = errors.New("iptables is unavailable")
+
+// IncompatibleTableError names the tables iptables could not parse.
+type IncompatibleTableError struct {
+	Mode   string
+	Tables []string
+}
+
+func (e *IncompatibleTableError) Error() string {
+	return fmt.Sprintf("iptables-%s cannot parse table(s) %s (foreign native nftables rules); weft's rules there are not programmed",
+		e.Mode, strings.Join(e.Tables, ", "))
+}
+
+// Unwrap makes errors.Is(err, ErrIncompatibleTable) true.
+func (e *IncompatibleTableError) Unwrap() error { return ErrIncompatibleTable }
+
+// Stats counts the work one Apply did; benchmarks and tests read it.
+type Stats struct {
+	Execs       int // external commands run (save, restore, detection)
+	Restores    int // iptables-restore runs among Execs
+	IPSetReads  int // netlink ipset list calls
+	IPSetWrites int // netlink ipset create/add/del calls
+}
+
+// Option configures a Backend.
+type Option func(*Backend)
+
+// WithMode pins the iptables mode: "" detects, "legacy" or "nft".
+func WithMode(mode string) Option { return func(b *Backend) { b.mode = mode } }
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(b *Backend) { b.log = l } }
+
+// WithRunner replaces the command runner (tests record with it).
+func WithRunner(r Runner) Option { return func(b *Backend) { b.run = r } }
+
+// WithIPSets replaces the ipset access (tests without a kernel).
+func WithIPSets(s IPSets) Option { return func(b *Backend) { b.sets = s } }
+
+// Backend implements packetfilter.Backend with iptables. It holds no kernel
+// handle: every call acts in the network namespace of the calling thread.
+type Backend struct {
+	log  *slog.Logger
+	run  Runner
+	sets IPSets
+
+	mu    sync.Mutex
+	mode  string // resolved mode; "" until detected
+	stats Stats
+}
+
+var _ packetfilter.Backend = (*Backend)(nil)
+
+// New returns a Backend. With no mode the host's mode is detected on first
+// use, in the namespace of that call.
+func New(opts ...Option) (*Backend, error) {
+	b := &Backend{log: slog.Default(), run: OSRunner{}, sets: NetlinkIPSets{}}
+	for _, o := range opts {
+		o(b)
+	}
+	switch b.mode {
+	case "", ModeLegacy, ModeNFT:
+	default:
+		return nil, fmt.Errorf("iptables mode %q: want legacy, nft or empty (detect)", b.mode)
+	}
+	return b, nil
+}
+
+// Name implements packetfilter.Backend.
+func (b *Backend) Name() string { return "iptables" }
+
+// Mode returns the mode in use, "" before the first call detected it.
+func (b *Backend) Mode() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.mode
+}
+
+// LastApplyStats returns the counters of the most recent Apply.
+func (b *Backend) LastApplyStats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stats
+}
+
+// counter wraps the runner and the ipsets so one operation's work is
+// counted without threading counters through every helper.
+type counter struct {
+	b *Backend
+	s Stats
+}
+
+func (c *counter) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	c.s.Execs++
+	if strings.HasSuffix(name, "-restore") {
+		c.s.Restores++
+	}
+	return c.b.run.Run(ctx, stdin, name, args...)
+}
+
+func (b *Backend) resolveMode(ctx context.Context, r Runner) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mode == "" {
+		mode, reason := DetectMode(ctx, r)
+		b.log.Info("iptables mode detected", "mode", mode, "reason", reason)
+		b.mode = mode
+	}
+	return b.mode
+}
+
+func (b *Backend) save(ctx context.Context, r Runner, mode string) (dump, error) {
+	out, err := r.Run(ctx, nil, binariesFor(mode).save)
+	if err != nil {
+		return dump{}, fmt.Errorf("read iptables-%s rules: %w", mode, err)
+	}
+	return parseSave(string(out)), nil
+}
+
+func (b *Backend) restore(ctx context.Context, r Runner, mode string, input []byte) error {
+	// -w: wait for the xtables lock like every well-behaved writer;
+	// --noflush: touch only what the input names.
+	if _, err := r.Run(ctx, input, binariesFor(mode).restore, "-w", "5", "--noflush"); err != nil {
+		return fmt.Errorf("write weft chains with iptables-%s-restore: %w", mode, err)
+	}
+	return nil
+}
+
+// Apply implements packetfilter.Backend. Steady state costs two ipset
+// list calls and one iptables-save; iptables-restore runs only when a
+// table differs, once for all tables.
+func (b *Backend) Apply(ctx context.Context, m packetfilter.Model) error {
+	c := &counter{b: b}
+	defer func() {
+		b.mu.Lock()
+		b.stats = c.s
+		b.mu.Unlock()
+	}()
+
+	chains, err := render(m)
+	if err != nil {
+		return fmt.Errorf("render iptables rules: %w", err)
+	}
+	local, err := setMembers(m.LocalCIDRs)
+	if err != nil {
+		return fmt.Errorf("local CIDRs: %w", err)
+	}
+	remote, err := setMembers(m.RemoteCIDRs)
+	if err != nil {
+		return fmt.Errorf("remote CIDRs: %w", err)
+	}
+	mode := b.resolveMode(ctx, c)
+
+	// Sets first: iptables-restore refuses a rule naming a missing set.
+	if err := b.syncSet(c, SetLocal, local); err != nil {
+		return err
+	}
+	if err := b.syncSet(c, SetRemote, remote); err != nil {
+		return err
+	}
+
+	d, err := b.save(ctx, c, mode)
+	if err != nil {
+		return err
+	}
+	var in bytes.Buffer
+	var skipped []string
+	for _, t := range tableOrder {
+		if d.isIncompatible(t) {
+			// Writing blind would duplicate our jump on every sync since we
+			// cannot see it; leave the table alone and report.
+			skipped = append(skipped, t)
+			continue
+		}
+		writeTable(&in, t, d.tables[t], chains)
+	}
+	if in.Len() > 0 {
+		b.log.Debug("iptables chains differ, restoring", "mode", mode, "bytes", in.Len())
+		if err := b.restore(ctx, c, mode, in.Bytes()); err != nil {
+			return err
+		}
+	}
+	if len(skipped) > 0 {
+		err := &IncompatibleTableError{Mode: mode, Tables: skipped}
+		b.log.Warn("iptables tables left unprogrammed", "mode", mode, "tables", skipped, "err", err)
+		return err
+	}
+	return nil
+}
+
+// writeTable appends to in the restore commands that make table t hold
+// weft's chains as rendered, or nothing when it already does.
+func writeTable(in *bytes.Buffer, t string, cur *table, chains map[string][]string) {
+	if cur == nil {
+		cur = newTable()
+	}
+	var body, jumps bytes.Buffer
+	for _, h := range hooks {
+		if h.table != t {
+			continue
+		}
+		want := chains[h.chain]
+		if !cur.chains[h.chain] || !slices.Equal(cur.rules[h.chain], want) {
+			fmt.Fprintf(&body, ":%s - [0:0]\n-F %s\n", h.chain, h.chain)
+			for _, r := range want {
+				fmt.Fprintf(&body, "-A %s %s\n", h.chain, r)
+			}
+		}
+		builtin := cur.rules[h.builtin]
+		var refs []string
+		for _, r := range builtin {
+			if target(r) == h.chain {
+				refs = append(refs, r)
+			}
+		}
+		if len(refs) == 1 && len(builtin) > 0 && builtin[0] == jumpSpec(h.chain) {
+			continue
+		}
+		// Missing, moved or duplicated: delete every jump by its exact spec
+		// (a rule number could have moved since the save) and insert one.
+		for _, r := range refs {
+			fmt.Fprintf(&jumps, "-D %s %s\n", h.builtin, r)
+		}
+		fmt.Fprintf(&jumps, "-I %s 1 %s\n", h.builtin, jumpSpec(h.chain))
+	}
+	if body.Len() == 0 && jumps.Len() == 0 {
+		return
+	}
+	fmt.Fprintf(in, "*%s\n", t)
+	in.Write(body.Bytes())
+	in.Write(jumps.Bytes())
+	in.WriteString("COMMIT\n")
+}
+
+// syncSet makes the ipset hold exactly want, touching only the members that
+// differ.
+func (b *Backend) syncSet(c *counter, name string, want []netip.Prefix) error {
+	c.s.IPSetReads++
+	have, typ, exists, err := b.sets.List(name)
+	if err != nil {
+		return err
+	}
+	if exists && typ != "" && typ != setType {
+		return fmt.Errorf("ipset %s has type %s, weft needs %s: run weftd cleanup", name, typ, setType)
+	}
+	if !exists {
+		c.s.IPSetWrites++
+		if err := b.sets.Create(name); err != nil {
+			return err
+		}
+	}
+	haveSet := make(map[netip.Prefix]bool, len(have))
+	for _, p := range have {
+		haveSet[p] = true
+	}
+	wantSet := make(map[netip.Prefix]bool, len(want))
+	for _, p := range want {
+		wantSet[p] = true
+		if !haveSet[p] {
+			c.s.IPSetWrites++
+			if err := b.sets.Add(name, p); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range have {
+		if !wantSet[p] {
+			c.s.IPSetWrites++
+			if err := b.sets.Del(name, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Cleanup implements packetfilter.Backend. It removes weft's jumps and
+// chains in both modes (the mode may have changed since they were written),
+// then the ipsets, which cannot go while a rule names them.
+func (b *Backend) Cleanup(ctx context.Context) error {
+	r := &counter{b: b}
+	mode := b.resolveMode(ctx, r)
+	var errs []error
+	for _, md := range []string{mode, otherMode(mode)} {
+		d, err := b.save(ctx, r, md)
+		if err != nil {
+			if md != mode && errors.Is(err, ErrUnavailable) {
+				continue // nothing of ours can be in a mode that does not work
+			}
+			errs = append(errs, err)
+			continue
+		}
+		var in bytes.Buffer
+		for _, t := range tableOrder {
+			if d.isIncompatible(t) {
+				errs = append(errs, fmt.Errorf("clean up table %s: %w", t, &IncompatibleTableError{Mode: md, Tables: []string{t}}))
+				continue
+			}
+			writeCleanup(&in, t, d.tables[t])
+		}
+		if in.Len() == 0 {
+			continue
+		}
+		if err := b.restore(ctx, r, md, in.Bytes()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, s := range []string{SetLocal, SetRemote} {
+		if err := b.sets.Destroy(s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("iptables cleanup: %w", err)
+	}
+	return nil
+}
+
+func writeCleanup(in *bytes.Buffer, t string, cur *table) {
+	if cur == nil {
+		return
+	}
+	var cmds bytes.Buffer
+	// Any rule anywhere that jumps to our chains would block their removal.
+	chainNames := make([]string, 0, len(cur.rules))
+	for ch := range cur.rules {
+		chainNames = append(chainNames, ch)
+	}
+	slices.Sort(chainNames)
+	for _, ch := range chainNames {
+		if ownChain(ch) {
+			continue
+		}
+		for _, r := range cur.rules[ch] {
+			if ownChain(target(r)) {
+				fmt.Fprintf(&cmds, "-D %s %s\n", ch, r)
+			}
+		}
+	}
+	for _, h := range hooks {
+		if h.table == t && cur.chains[h.chain] {
+			fmt.Fprintf(&cmds, "-F %s\n-X %s\n", h.chain, h.chain)
+		}
+	}
+	if cmds.Len() == 0 {
+		return
+	}
+	fmt.Fprintf(in, "*%s\n%sCOMMIT\n", t, cmds.String())
+}
+
+// Finding types and reasons this backend reports.
+const (
+	FindingForwardDrop = "ForeignForwardDrop"
+	FindingUnparsable  = "ForeignRulesUnparsable"
+	FindingUnavailable = "IptablesUnavailable"
+	ReasonPolicyDrop   = "ForwardPolicyDrop"
+	ReasonIncompatible = "IncompatibleTable"
+	ReasonUnavailable  = "SaveFailed"
+)
+
+// Findings implements packetfilter.Backend. It only reads: iptables-save
+// of both modes (legacy without -t, which would create tables).
+func (b *Backend) Findings(ctx context.Context) []packetfilter.Finding {
+	r := &counter{b: b}
+	mode := b.resolveMode(ctx, r)
+	var out []packetfilter.Finding
+	for _, md := range []string{mode, otherMode(mode)} {
+		d, err := b.save(ctx, r, md)
+		if err != nil {
+			if md == mode {
+				out = append(out, packetfilter.Finding{
+					Type: FindingUnavailable, Reason: ReasonUnavailable,
+					Message: fmt.Sprintf("cannot read iptables-%s rules: %v", md, err),
+					Fix:     "install the iptables package with both iptables-legacy and iptables-nft, or set iptablesMode",
+				})
+			}
+			continue
+		}
+		for _, t := range d.incompatible {
+			out = append(out, packetfilter.Finding{
+				Type:    FindingUnparsable,
+				Reason:  ReasonIncompatible,
+				Message: fmt.Sprintf("iptables-%s cannot parse table %s: another tool wrote native nftables rules into it; weft cannot program or verify its chains there", md, t),
+				Fix:     fmt.Sprintf("find the tool with `nft list table ip %s` and have it use its own nft table or iptables syntax, or run weft with packetFilter: nftables", t),
+			})
+		}
+		if ft := d.tables["filter"]; ft != nil && ft.policies["FORWARD"] == "DROP" {
+			msg := fmt.Sprintf("iptables-%s filter FORWARD has policy DROP (Docker does this)", md)
+			if md == mode {
+				msg += "; weft's WEFT-FORWARD jump at position 1 accepts its own devices, but forwarded pod traffic on other interfaces may be dropped"
+			} else {
+				msg += "; weft writes to iptables-" + mode + ", and an accept there does not override a drop in the other mode"
+			}
+			out = append(out, packetfilter.Finding{
+				Type:    FindingForwardDrop,
+				Reason:  ReasonPolicyDrop,
+				Message: msg,
+				Fix:     fmt.Sprintf("accept weft's traffic before the drop, e.g. `iptables-%s -I DOCKER-USER -m set --match-set %s src -m set --match-set %s dst -j ACCEPT` and the reverse, or set the FORWARD policy to ACCEPT", md, SetLocal, SetRemote),
+			})
+		}
+	}
+	return out
+}
