@@ -1,0 +1,797 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// RouteProtocol marks weft's routes and its ip rule (`proto 247` in ip
+// route / ip rule output). 247 is not assigned in iproute2's rt_protos nor
+// used by the common routing daemons, so a route or rule carrying it is
+// weft's, and only those are ever replaced or removed.
+const RouteProtocol = 247
+
+// DeviceAlias is written as the IFLA_IFALIAS of every device weft creates, so
+// a weft device that is no longer desired (e.g. vx-weft-cable after a
+// gateway handover) is recognised and removed by the next Apply.
+const DeviceAlias = "weft-managed"
+
+// vxlanOverhead is what VXLAN over IPv4 adds to a frame: outer IPv4 (20) +
+// UDP (8) + VXLAN (8) + inner Ethernet (14).
+const vxlanOverhead = 50
+
+// Stats counts what one Apply or Cleanup changed in the kernel. Listing
+// (dumps) is not counted: only netlink writes and sysctl writes are.
+type Stats struct {
+	Changes int
+}
+
+// Netlink is the Manager backed by the kernel through rtnetlink and
+// /proc/sys. It works in the network namespace of the calling OS thread:
+// callers that want another namespace lock the thread into it first (as
+// ns.NetNS.Do does). Calls are serialised.
+type Netlink struct {
+	log *slog.Logger
+
+	mu   sync.Mutex
+	last Stats
+}
+
+var _ Manager = (*Netlink)(nil)
+
+// New returns a Netlink manager that logs through logger (nil = discard).
+func New(logger *slog.Logger) *Netlink {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Netlink{log: logger}
+}
+
+// LastApplyStats reports the changes made by the most recent Apply or
+// Cleanup.
+func (m *Netlink) LastApplyStats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last
+}
+
+// run is one Apply or Cleanup: a netlink handle whose sockets live in the
+// calling thread's namespace, a change counter and the collected errors.
+type run struct {
+	h       *netlink.Handle
+	log     *slog.Logger
+	changes int
+	errs    []error
+}
+
+func (r *run) fail(err error) { r.errs = append(r.errs, err) }
+
+// changed counts one successful kernel write.
+func (r *run) changed(what string, attrs ...any) {
+	r.changes++
+	r.log.Debug(what, attrs...)
+}
+
+// Apply makes weft's netlink objects equal to s. Only what differs is
+// written. Errors do not stop it: every object is tried and the failures
+// come back joined, each naming its object.
+func (m *Netlink) Apply(ctx context.Context, s State) error {
+	_, err := m.ApplyStats(ctx, s)
+	return err
+}
+
+// ApplyStats is Apply that also returns what it changed.
+func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, err := m.startLocked(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	idx := map[string]int{} // weft device name -> ifindex, for routes
+	wanted := map[string]bool{}
+	for _, d := range s.Devices {
+		wanted[d.Name] = true
+		if ctx.Err() != nil {
+			break
+		}
+		if link := r.device(d); link != nil {
+			idx[d.Name] = link.Attrs().Index
+			r.address(d, link)
+			r.fdb(d, link)
+			r.neighbours(d, link)
+		}
+	}
+	if ctx.Err() == nil {
+		r.staleDevices(wanted)
+	}
+	if ctx.Err() == nil {
+		r.routes(s, idx)
+	}
+	if ctx.Err() == nil {
+		r.rule(s.Table, s.RulePriority)
+	}
+	if ctx.Err() == nil {
+		r.sysctls(s, idx)
+	}
+	if err := ctx.Err(); err != nil {
+		r.fail(fmt.Errorf("apply interrupted: %w", err))
+	}
+	return m.finishLocked(r)
+}
+
+// startLocked begins an Apply or Cleanup; m.mu is held.
+func (m *Netlink) startLocked(ctx context.Context) (*run, error) {
+	m.last = Stats{}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// A handle opens its sockets now, in this thread's namespace, and
+	// reuses them for every request; the package-level functions would
+	// open one socket per request, which shows with thousands of peers.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink socket: %w", err)
+	}
+	return &run{h: h, log: m.log}, nil
+}
+
+func (m *Netlink) finishLocked(r *run) (Stats, error) {
+	r.h.Close()
+	m.last = Stats{Changes: r.changes}
+	return m.last, errors.Join(r.errs...)
+}
+
+// Cleanup removes weft's devices (their FDB, neighbour and connected routes
+// go with them), weft's routes in table and weft's rule. Sysctls are left as
+// they are: forwarding may be needed by others and the values before weft
+// are not known. Idempotent.
+func (m *Netlink) Cleanup(ctx context.Context, names []string, table, priority int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, err := m.startLocked(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		link, err := r.h.LinkByName(name)
+		if err != nil {
+			if !isNotFound(err) {
+				r.fail(fmt.Errorf("device %s: look up: %w", name, err))
+			}
+			continue
+		}
+		r.deleteLink(link)
+	}
+	// Devices weft created under a name no longer configured.
+	r.staleDevices(nil)
+	r.routes(State{Table: table}, nil)
+	r.removeRules(table, priority)
+	_, err = m.finishLocked(r)
+	return err
+}
+
+func (r *run) deleteLink(link netlink.Link) {
+	name := link.Attrs().Name
+	if err := r.h.LinkDel(link); err != nil && !isNotFound(err) {
+		r.fail(fmt.Errorf("device %s: delete: %w", name, err))
+		return
+	}
+	r.changed("deleted device", "device", name)
+}
+
+// staleDevices deletes devices tagged with DeviceAlias that are not wanted.
+func (r *run) staleDevices(wanted map[string]bool) {
+	links, err := r.h.LinkList()
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		r.fail(fmt.Errorf("list devices: %w", err))
+		return
+	}
+	for _, l := range links {
+		if l.Attrs().Alias == DeviceAlias && !wanted[l.Attrs().Name] {
+			r.deleteLink(l)
+		}
+	}
+}
+
+// ---- VXLAN device ----
+
+// device makes the VXLAN device d exist with the right attributes and
+// returns it, or nil after recording why it could not.
+func (r *run) device(d VXLAN) netlink.Link {
+	fail := func(what string, err error) netlink.Link {
+		r.fail(fmt.Errorf("device %s: %s: %w", d.Name, what, err))
+		return nil
+	}
+	parent, mtu := 0, d.MTU
+	if d.Underlay != "" {
+		ul, err := r.h.LinkByName(d.Underlay)
+		if err != nil {
+			return fail("underlay "+d.Underlay, err)
+		}
+		parent = ul.Attrs().Index
+		if mtu == 0 {
+			mtu = ul.Attrs().MTU - vxlanOverhead
+		}
+	}
+	mac := d.MAC
+	if len(mac) == 0 && d.Addr.IsValid() {
+		mac = MACFor(d.Addr.Addr())
+	}
+	want := &netlink.Vxlan{
+		LinkAttrs: netlink.LinkAttrs{
+			Name:         d.Name,
+			MTU:          mtu,
+			HardwareAddr: mac,
+			Alias:        DeviceAlias,
+		},
+		VxlanId:      int(d.VNI),
+		VtepDevIndex: parent,
+		Learning:     false,
+		Port:         int(d.Port),
+	}
+	if d.LocalIP.IsValid() {
+		want.SrcAddr = net.IP(d.LocalIP.AsSlice())
+	}
+
+	cur, err := r.h.LinkByName(d.Name)
+	switch {
+	case isNotFound(err):
+		cur = nil
+	case err != nil:
+		return fail("look up", err)
+	}
+	if cur != nil {
+		if why := immutableDiff(cur, want); why != "" {
+			r.log.Info("recreating device", "device", d.Name, "reason", why)
+			if err := r.h.LinkDel(cur); err != nil && !isNotFound(err) {
+				return fail("delete for recreate ("+why+")", err)
+			}
+			r.changed("deleted device", "device", d.Name)
+			cur = nil
+		}
+	}
+	if cur == nil {
+		if err := r.h.LinkAdd(want); err != nil {
+			return fail("create", err)
+		}
+		r.changed("created device", "device", d.Name, "vni", d.VNI)
+		if cur, err = r.h.LinkByName(d.Name); err != nil {
+			return fail("look up after create", err)
+		}
+	}
+	r.mutable(d.Name, cur, want)
+	return cur
+}
+
+// immutableDiff names the first attribute of cur that cannot be changed in
+// place to match want, or "" when cur can be kept.
+func immutableDiff(cur netlink.Link, want *netlink.Vxlan) string {
+	v, ok := cur.(*netlink.Vxlan)
+	if !ok {
+		return "not a vxlan device (" + cur.Type() + ")"
+	}
+	switch {
+	case v.VxlanId != want.VxlanId:
+		return fmt.Sprintf("vni %d, want %d", v.VxlanId, want.VxlanId)
+	case want.Port != 0 && v.Port != want.Port:
+		return fmt.Sprintf("port %d, want %d", v.Port, want.Port)
+	case !ipEqual(v.SrcAddr, want.SrcAddr):
+		return fmt.Sprintf("local %v, want %v", v.SrcAddr, want.SrcAddr)
+	case v.VtepDevIndex != want.VtepDevIndex:
+		return fmt.Sprintf("parent ifindex %d, want %d", v.VtepDevIndex, want.VtepDevIndex)
+	case v.Learning:
+		return "learning on"
+	case v.FlowBased:
+		return "external (flow based)"
+	case len(v.Group) > 0 && !v.Group.IsUnspecified():
+		return fmt.Sprintf("remote/group %v (would flood)", v.Group)
+	}
+	return ""
+}
+
+// mutable fixes MTU, MAC, alias and the up state in place.
+func (r *run) mutable(name string, cur netlink.Link, want *netlink.Vxlan) {
+	a := cur.Attrs()
+	if want.MTU != 0 && a.MTU != want.MTU {
+		if err := r.h.LinkSetMTU(cur, want.MTU); err != nil {
+			r.fail(fmt.Errorf("device %s: set mtu %d: %w", name, want.MTU, err))
+		} else {
+			r.changed("set mtu", "device", name, "mtu", want.MTU)
+		}
+	}
+	if len(want.HardwareAddr) > 0 && a.HardwareAddr.String() != want.HardwareAddr.String() {
+		r.setMAC(name, cur, want.HardwareAddr)
+	}
+	if a.Alias != DeviceAlias {
+		if err := r.h.LinkSetAlias(cur, DeviceAlias); err != nil {
+			r.fail(fmt.Errorf("device %s: set alias: %w", name, err))
+		} else {
+			r.changed("set alias", "device", name)
+		}
+	}
+	// Re-read: setMAC may have taken the device down.
+	if l, err := r.h.LinkByIndex(a.Index); err == nil {
+		a = l.Attrs()
+	}
+	if a.Flags&net.FlagUp == 0 {
+		if err := r.h.LinkSetUp(cur); err != nil {
+			r.fail(fmt.Errorf("device %s: set up: %w", name, err))
+		} else {
+			r.changed("set up", "device", name)
+		}
+	}
+}
+
+func (r *run) setMAC(name string, cur netlink.Link, mac net.HardwareAddr) {
+	err := r.h.LinkSetHardwareAddr(cur, mac)
+	if errors.Is(err, unix.EBUSY) {
+		// Devices without live address change need to be down; the
+		// caller brings it up again.
+		if err = r.h.LinkSetDown(cur); err == nil {
+			r.changed("set down for mac change", "device", name)
+			err = r.h.LinkSetHardwareAddr(cur, mac)
+		}
+	}
+	if err != nil {
+		r.fail(fmt.Errorf("device %s: set mac %s: %w", name, mac, err))
+		return
+	}
+	r.changed("set mac", "device", name, "mac", mac.String())
+}
+
+// address makes d.Addr the only IPv4 address of the device.
+func (r *run) address(d VXLAN, link netlink.Link) {
+	addrs, err := r.h.AddrList(link, unix.AF_INET)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		r.fail(fmt.Errorf("device %s: list addresses: %w", d.Name, err))
+		return
+	}
+	have := false
+	for _, a := range addrs {
+		p, ok := prefixOf(a.IPNet)
+		if ok && d.Addr.IsValid() && p == d.Addr {
+			have = true
+			continue
+		}
+		if err := r.h.AddrDel(link, &a); err != nil && !isNotFound(err) {
+			r.fail(fmt.Errorf("device %s: delete stale address %s: %w", d.Name, a.IPNet, err))
+			continue
+		}
+		r.changed("deleted stale address", "device", d.Name, "addr", a.IPNet.String())
+	}
+	if have || !d.Addr.IsValid() {
+		return
+	}
+	if err := r.h.AddrAdd(link, &netlink.Addr{IPNet: ipNet(d.Addr)}); err != nil {
+		r.fail(fmt.Errorf("device %s: add address %s: %w", d.Name, d.Addr, err))
+		return
+	}
+	r.changed("added address", "device", d.Name, "addr", d.Addr.String())
+}
+
+// ---- FDB and neighbours ----
+
+// fdbEntry is the desired FDB entry of one peer: its MAC to its underlay.
+type fdbEntry struct {
+	MAC string // net.HardwareAddr.String()
+	Dst netip.Addr
+}
+
+// peerMAC is p.MAC or, when empty, the one derived from its VTEP.
+func peerMAC(p Peer) net.HardwareAddr {
+	if len(p.MAC) > 0 {
+		return p.MAC
+	}
+	return MACFor(p.VTEP)
+}
+
+// diffFDB compares the device's FDB with the wanted MAC -> underlay map.
+// It returns the entries to delete and the MACs to (re)write. An entry is
+// good when its MAC is wanted, it points at the wanted underlay with the
+// device's VNI and port, and it is permanent; anything else on a weft
+// device is stale (including the all-zeros flooding entry).
+func diffFDB(existing []netlink.Neigh, want map[string]netip.Addr) (del []netlink.Neigh, set []fdbEntry) {
+	good := map[string]bool{}
+	for _, n := range existing {
+		mac := n.HardwareAddr.String()
+		dst, ok := netip.AddrFromSlice(n.IP)
+		dst = dst.Unmap()
+		w, wanted := want[mac]
+		if ok && wanted && dst == w && n.VNI == 0 && n.State&netlink.NUD_PERMANENT != 0 && !good[mac] {
+			good[mac] = true
+			continue
+		}
+		if wanted && ok && dst == w {
+			// Same MAC and destination but wrong state/VNI: rewriting
+			// it with replace semantics fixes it in one change.
+			continue
+		}
+		del = append(del, n)
+	}
+	for mac, dst := range want {
+		if !good[mac] {
+			set = append(set, fdbEntry{MAC: mac, Dst: dst})
+		}
+	}
+	return del, set
+}
+
+func (r *run) fdb(d VXLAN, link netlink.Link) {
+	want := map[string]netip.Addr{}
+	for _, p := range d.Peers {
+		mac := peerMAC(p).String()
+		if prev, dup := want[mac]; dup && prev != p.Underlay {
+			r.fail(fmt.Errorf("device %s: fdb %s: two peers (%s, %s) share the MAC", d.Name, mac, prev, p.Underlay))
+			continue
+		}
+		if !p.Underlay.IsValid() {
+			r.fail(fmt.Errorf("device %s: fdb %s: peer %s has no underlay address", d.Name, mac, p.VTEP))
+			continue
+		}
+		want[mac] = p.Underlay
+	}
+	existing, err := r.h.NeighList(link.Attrs().Index, unix.AF_BRIDGE)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		r.fail(fmt.Errorf("device %s: list fdb: %w", d.Name, err))
+		return
+	}
+	del, set := diffFDB(existing, want)
+	for _, n := range del {
+		n.LinkIndex = link.Attrs().Index
+		n.Family = unix.AF_BRIDGE
+		n.Flags = netlink.NTF_SELF
+		if err := r.h.NeighDel(&n); err != nil && !isNotFound(err) {
+			r.fail(fmt.Errorf("device %s: delete stale fdb %s dst %s: %w", d.Name, n.HardwareAddr, n.IP, err))
+			continue
+		}
+		r.changed("deleted stale fdb entry", "device", d.Name, "mac", n.HardwareAddr.String(), "dst", n.IP.String())
+	}
+	for _, e := range set {
+		mac, _ := net.ParseMAC(e.MAC)
+		// Replace semantics (create, or rewrite a wrong destination in
+		// place). For a unicast MAC on a VXLAN device this is `bridge fdb
+		// append` without the case where append silently keeps an old
+		// destination.
+		n := &netlink.Neigh{
+			LinkIndex:    link.Attrs().Index,
+			Family:       unix.AF_BRIDGE,
+			Flags:        netlink.NTF_SELF,
+			State:        netlink.NUD_PERMANENT,
+			IP:           net.IP(e.Dst.AsSlice()),
+			HardwareAddr: mac,
+		}
+		if err := r.h.NeighSet(n); err != nil {
+			r.fail(fmt.Errorf("device %s: fdb %s dst %s: %w", d.Name, e.MAC, e.Dst, err))
+			continue
+		}
+		r.changed("set fdb entry", "device", d.Name, "mac", e.MAC, "dst", e.Dst.String())
+	}
+}
+
+// diffNeigh compares the device's IPv4 neighbours with the wanted VTEP ->
+// MAC map. Only static (permanent) entries that are not wanted are stale:
+// entries the kernel resolved itself are its business.
+func diffNeigh(existing []netlink.Neigh, want map[netip.Addr]string) (del []netlink.Neigh, set []netip.Addr) {
+	good := map[netip.Addr]bool{}
+	for _, n := range existing {
+		ip, ok := netip.AddrFromSlice(n.IP)
+		ip = ip.Unmap()
+		mac, wanted := want[ip]
+		if ok && wanted {
+			if n.HardwareAddr.String() == mac && n.State == netlink.NUD_PERMANENT {
+				good[ip] = true
+			}
+			continue
+		}
+		if n.State&netlink.NUD_PERMANENT != 0 {
+			del = append(del, n)
+		}
+	}
+	for ip := range want {
+		if !good[ip] {
+			set = append(set, ip)
+		}
+	}
+	return del, set
+}
+
+func (r *run) neighbours(d VXLAN, link netlink.Link) {
+	want := map[netip.Addr]string{}
+	for _, p := range d.Peers {
+		if !p.VTEP.Is4() {
+			r.fail(fmt.Errorf("device %s: neighbour %v: not an IPv4 VTEP address", d.Name, p.VTEP))
+			continue
+		}
+		want[p.VTEP] = peerMAC(p).String()
+	}
+	existing, err := r.h.NeighList(link.Attrs().Index, unix.AF_INET)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		r.fail(fmt.Errorf("device %s: list neighbours: %w", d.Name, err))
+		return
+	}
+	del, set := diffNeigh(existing, want)
+	for _, n := range del {
+		if err := r.h.NeighDel(&n); err != nil && !isNotFound(err) {
+			r.fail(fmt.Errorf("device %s: delete stale neighbour %s: %w", d.Name, n.IP, err))
+			continue
+		}
+		r.changed("deleted stale neighbour", "device", d.Name, "ip", n.IP.String())
+	}
+	for _, ip := range set {
+		mac, _ := net.ParseMAC(want[ip])
+		n := &netlink.Neigh{
+			LinkIndex:    link.Attrs().Index,
+			Family:       unix.AF_INET,
+			State:        netlink.NUD_PERMANENT,
+			IP:           net.IP(ip.AsSlice()),
+			HardwareAddr: mac,
+		}
+		if err := r.h.NeighSet(n); err != nil {
+			r.fail(fmt.Errorf("device %s: neighbour %s lladdr %s: %w", d.Name, ip, want[ip], err))
+			continue
+		}
+		r.changed("set neighbour", "device", d.Name, "ip", ip.String(), "mac", want[ip])
+	}
+}
+
+// ---- routes ----
+
+// desiredRoute renders rt for table; linkIndex resolves its device.
+func desiredRoute(rt Route, table, linkIndex int) *netlink.Route {
+	nr := &netlink.Route{
+		Family:    unix.AF_INET,
+		Table:     table,
+		Dst:       ipNet(rt.Dst.Masked()),
+		Gw:        net.IP(rt.Via.AsSlice()),
+		LinkIndex: linkIndex,
+		Flags:     int(netlink.FLAG_ONLINK),
+		Protocol:  RouteProtocol,
+		Type:      unix.RTN_UNICAST,
+		Scope:     netlink.SCOPE_UNIVERSE,
+	}
+	if rt.Src.IsValid() {
+		nr.Src = net.IP(rt.Src.AsSlice())
+	}
+	return nr
+}
+
+// routeMatches reports whether the kernel route cur is exactly want.
+func routeMatches(cur, want *netlink.Route) bool {
+	return cur.LinkIndex == want.LinkIndex &&
+		ipEqual(cur.Gw, want.Gw) &&
+		ipEqual(cur.Src, want.Src) &&
+		cur.Flags&int(netlink.FLAG_ONLINK) != 0 &&
+		cur.Type == want.Type &&
+		cur.Scope == want.Scope &&
+		cur.Priority == 0 && cur.Tos == 0 &&
+		len(cur.MultiPath) == 0
+}
+
+// routes makes weft's routes (those with RouteProtocol) in s.Table equal to
+// s.Routes. idx maps weft device names to their ifindex; other names are
+// looked up.
+func (r *run) routes(s State, idx map[string]int) {
+	filter := &netlink.Route{Table: s.Table, Protocol: RouteProtocol}
+	existing, err := r.h.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		r.fail(fmt.Errorf("list routes in table %d: %w", s.Table, err))
+		return
+	}
+	want := map[netip.Prefix]*netlink.Route{}
+	var order []netip.Prefix
+	for _, rt := range s.Routes {
+		dst := rt.Dst.Masked()
+		if _, dup := want[dst]; dup {
+			r.fail(fmt.Errorf("route %s: listed twice in the desired state", dst))
+			continue
+		}
+		li, ok := idx[rt.Dev]
+		if !ok {
+			l, err := r.h.LinkByName(rt.Dev)
+			if err != nil {
+				r.fail(fmt.Errorf("route %s via %s dev %s: device: %w", dst, rt.Via, rt.Dev, err))
+				continue
+			}
+			li = l.Attrs().Index
+		}
+		want[dst] = desiredRoute(rt, s.Table, li)
+		order = append(order, dst)
+	}
+	done := map[netip.Prefix]bool{}
+	ours := map[netip.Prefix]bool{} // a weft route at the replaceable key exists
+	for i := range existing {
+		cur := &existing[i]
+		dst, _ := prefixOf(cur.Dst)
+		if w, ok := want[dst]; ok && !done[dst] {
+			if routeMatches(cur, w) {
+				done[dst] = true
+				continue
+			}
+			if cur.Priority == 0 && cur.Tos == 0 && !ours[dst] {
+				ours[dst] = true // RouteReplace below rewrites it in place
+				continue
+			}
+		}
+		if err := r.h.RouteDel(cur); err != nil && !isNotFound(err) {
+			r.fail(fmt.Errorf("delete stale route %s table %d: %w", cur.Dst, s.Table, err))
+			continue
+		}
+		r.changed("deleted stale route", "dst", cur.Dst.String(), "table", s.Table)
+	}
+	for _, dst := range order {
+		if done[dst] {
+			continue
+		}
+		w := want[dst]
+		var err error
+		if ours[dst] {
+			err = r.h.RouteReplace(w)
+		} else {
+			// Add, not replace: a foreign route with the same key stays
+			// and the conflict is reported.
+			err = r.h.RouteAdd(w)
+			if errors.Is(err, unix.EEXIST) {
+				err = fmt.Errorf("a route that is not weft's holds this destination: %w", err)
+			}
+		}
+		if err != nil {
+			r.fail(fmt.Errorf("route %s via %s table %d: %w", dst, w.Gw, s.Table, err))
+			continue
+		}
+		r.changed("set route", "dst", dst.String(), "via", w.Gw.String(), "src", w.Src.String(), "table", s.Table)
+	}
+}
+
+// ---- rule ----
+
+// isPlainLookup reports whether ru is `from all lookup table` with no
+// selectors, IPv4.
+func isPlainLookup(ru netlink.Rule, table, priority int) bool {
+	return ru.Family == unix.AF_INET &&
+		ru.Priority == priority && ru.Table == table &&
+		(ru.Src == nil || isZeroNet(ru.Src)) && (ru.Dst == nil || isZeroNet(ru.Dst)) &&
+		ru.Mark == 0 && ru.Mask == nil && ru.Tos == 0 && ru.TunID == 0 &&
+		ru.IifName == "" && ru.OifName == "" && !ru.Invert &&
+		ru.Goto <= 0 && ru.Dport == nil && ru.Sport == nil && ru.IPProto == 0 &&
+		ru.UIDRange == nil && ru.SuppressPrefixlen < 0 && ru.SuppressIfgroup < 0 &&
+		(ru.Type == 0 || ru.Type == unix.RTN_UNICAST)
+}
+
+// rule makes exactly one `from all lookup table priority priority` rule
+// exist. Duplicates of it and rules carrying weft's protocol elsewhere (an
+// earlier table or priority) are removed; nothing else is touched.
+func (r *run) rule(table, priority int) {
+	rules, err := r.h.RuleList(unix.AF_INET)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		r.fail(fmt.Errorf("list rules: %w", err))
+		return
+	}
+	var plain []netlink.Rule
+	for _, ru := range rules {
+		switch {
+		case isPlainLookup(ru, table, priority):
+			plain = append(plain, ru)
+		case ru.Protocol == RouteProtocol:
+			r.deleteRule(ru) // an earlier table or priority of weft's
+		}
+	}
+	if len(plain) == 1 {
+		return
+	}
+	// Duplicates. The kernel deletes the first rule matching a request
+	// and cannot be told "protocol unspecified", so a specific duplicate
+	// cannot be picked: remove them all and add weft's one.
+	for _, ru := range plain {
+		if err := r.deletePlainRule(rules, ru); err != nil {
+			r.fail(err)
+			return
+		}
+	}
+	ru := netlink.NewRule()
+	ru.Family = unix.AF_INET
+	ru.Table = table
+	ru.Priority = priority
+	ru.Protocol = RouteProtocol
+	if err := r.h.RuleAdd(ru); err != nil {
+		r.fail(fmt.Errorf("rule from all lookup %d priority %d: %w", table, priority, err))
+		return
+	}
+	r.changed("added rule", "table", table, "priority", priority)
+}
+
+// deletePlainRule deletes ru, a plain lookup rule, unless the request
+// could hit a foreign rule instead: without a protocol to match, the
+// kernel deletes the first rule with the same priority and table, whatever
+// its selectors.
+func (r *run) deletePlainRule(all []netlink.Rule, ru netlink.Rule) error {
+	if ru.Protocol == 0 {
+		for _, o := range all {
+			if o.Priority == ru.Priority && o.Table == ru.Table && !isPlainLookup(o, ru.Table, ru.Priority) {
+				return fmt.Errorf("rule %s: cannot delete it without risking the foreign rule %s at the same priority and table", ru, o)
+			}
+		}
+	}
+	r.deleteRule(ru)
+	return nil
+}
+
+func (r *run) deleteRule(ru netlink.Rule) {
+	if err := r.h.RuleDel(&ru); err != nil && !isNotFound(err) {
+		r.fail(fmt.Errorf("delete rule %s: %w", ru, err))
+		return
+	}
+	r.changed("deleted rule", "rule", ru.String())
+}
+
+// removeRules deletes weft's rule (the plain lookup at priority, or any
+// rule with weft's protocol).
+func (r *run) removeRules(table, priority int) {
+	rules, err := r.h.RuleList(unix.AF_INET)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		r.fail(fmt.Errorf("list rules: %w", err))
+		return
+	}
+	for _, ru := range rules {
+		switch {
+		case isPlainLookup(ru, table, priority):
+			if err := r.deletePlainRule(rules, ru); err != nil {
+				r.fail(err)
+			}
+		case ru.Protocol == RouteProtocol:
+			r.deleteRule(ru)
+		}
+	}
+}
+
+// ---- helpers ----
+
+func isNotFound(err error) bool {
+	var lnf netlink.LinkNotFoundError
+	return errors.As(err, &lnf) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ESRCH)
+}
+
+func ipEqual(a, b net.IP) bool {
+	aNil := len(a) == 0 || a.IsUnspecified()
+	bNil := len(b) == 0 || b.IsUnspecified()
+	if aNil || bNil {
+		return aNil == bNil
+	}
+	return a.Equal(b)
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{
+		IP:   net.IP(p.Addr().AsSlice()),
+		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+	}
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	ones, bits := n.Mask.Size()
+	if bits == 0 {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, ones), true
+}
+
+func isZeroNet(n *net.IPNet) bool {
+	ones, _ := n.Mask.Size()
+	return ones == 0
+}
