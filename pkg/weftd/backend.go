@@ -15,28 +15,31 @@ import (
 // or in auto mode when the kernel probe passes; iptables otherwise.
 func SelectBackend(ctx context.Context, cfg *config.Config, log *slog.Logger) (packetfilter.Backend, error) {
 	mode := cfg.PacketFilter
-	if mode == "auto" || mode == "" {
-		if err := nftbackend.Probe(ctx); err != nil {
+	var nft *nftbackend.Backend
+	if mode == "auto" || mode == "nftables" {
+		b, err := nftbackend.New(nftbackend.WithLogger(log))
+		if err == nil {
+			err = b.Probe(ctx)
+		}
+		switch {
+		case err == nil:
+			nft, mode = b, "nftables"
+		case mode == "auto":
 			log.Warn("nftables probe failed, using iptables", "err", err)
 			mode = "iptables"
-		} else {
-			mode = "nftables"
+		default:
+			// Configured explicitly: report and keep going; Apply errors
+			// become conditions and retries.
+			log.Error("nftables probe failed; the nftables backend may not work on this kernel", "err", err)
+			nft = b
 		}
 	}
 	switch mode {
 	case "nftables":
-		if cfg.PacketFilter == "nftables" {
-			if err := nftbackend.Probe(ctx); err != nil {
-				// Configured explicitly: report and keep going; Apply
-				// errors become conditions and retries.
-				log.Error("nftables probe failed; the nftables backend may not work on this kernel", "err", err)
-			}
+		if nft == nil {
+			return nil, fmt.Errorf("start nftables backend: unavailable")
 		}
-		b, err := nftbackend.New(nftbackend.WithLogger(log))
-		if err != nil {
-			return nil, fmt.Errorf("start nftables backend: %w", err)
-		}
-		return b, nil
+		return nft, nil
 	case "iptables":
 		b, err := iptbackend.New(iptbackend.WithMode(cfg.IptablesMode), iptbackend.WithLogger(log))
 		if err != nil {

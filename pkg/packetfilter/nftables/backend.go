@@ -1,0 +1,320 @@
+// Package nftbackend renders weft's packet-filter model into its own
+// nftables table, `ip weft`, and never writes anywhere else.
+//
+// The backend works in the network namespace of the calling thread at the
+// time of each call, unless WithNetNSFd names one: then every netlink socket
+// is opened in that namespace whatever thread calls.
+//
+// Each Apply is one netlink transaction. The table is rebuilt (deleted and
+// re-created in the same transaction) when it is missing or its chains, rules
+// or set definitions differ from the rendered model; otherwise only the set
+// elements that changed are sent. Kernel state is re-read whenever the
+// ruleset generation changed since weft's last commit, so drift (`nft delete
+// table ip weft`, `nft flush ruleset`, a deleted rule) is repaired on the next
+// Apply, and the commit carries the generation it was computed from, so a
+// concurrent change makes it fail and be retried rather than clobber.
+package nftbackend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+
+	"github.com/weft-net/weft/pkg/cidrset"
+	"github.com/weft-net/weft/pkg/packetfilter"
+)
+
+// Name is the backend's name in status and configuration.
+const Name = "nftables"
+
+// ApplyStats describes the last Apply.
+type ApplyStats struct {
+	// Messages is the number of netlink messages in the committed
+	// transaction (batch begin/end not counted); 0 when nothing changed.
+	Messages int
+	// Full is true when the table was (re)built rather than diffed.
+	Full bool
+	// Reason says why the table was rebuilt.
+	Reason string
+	// ElementsAdded and ElementsDeleted count set intervals sent.
+	ElementsAdded, ElementsDeleted int
+	// Read is true when the kernel state was listed (the ruleset
+	// generation had changed since weft's last commit).
+	Read bool
+	// Attempts is how many transactions were tried (a concurrent ruleset
+	// change forces a retry).
+	Attempts int
+}
+
+// Option configures a Backend.
+type Option func(*Backend)
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(b *Backend) { b.log = l }
+}
+
+// WithNetNSFd makes every netlink socket open in the network namespace the
+// fd refers to. The caller keeps the fd open while the Backend is used.
+func WithNetNSFd(fd int) Option {
+	return func(b *Backend) { b.netnsFd = fd; b.hasNetNS = true }
+}
+
+// Backend implements packetfilter.Backend with nftables.
+type Backend struct {
+	log      *slog.Logger
+	netnsFd  int
+	hasNetNS bool
+
+	mu    sync.Mutex
+	cache *cached
+	stats ApplyStats
+}
+
+// cached is the state weft committed, valid while the ruleset generation
+// is still gen (no commit by anyone since).
+type cached struct {
+	gen   uint32
+	state *kernelState
+}
+
+var _ packetfilter.Backend = (*Backend)(nil)
+
+// New returns a Backend. It does not touch the kernel; call Probe first to
+// learn whether nftables can carry weft's rules here.
+func New(opts ...Option) (*Backend, error) {
+	b := &Backend{log: slog.Default()}
+	for _, o := range opts {
+		o(b)
+	}
+	if b.log == nil {
+		return nil, errors.New("nftables backend: nil logger")
+	}
+	return b, nil
+}
+
+// Name is "nftables".
+func (b *Backend) Name() string { return Name }
+
+// LastApplyStats describes the last Apply that returned nil.
+func (b *Backend) LastApplyStats() ApplyStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stats
+}
+
+func (b *Backend) conn() (*nftables.Conn, error) {
+	var opts []nftables.ConnOption
+	if b.hasNetNS {
+		opts = append(opts, nftables.WithNetNSFd(b.netnsFd))
+	}
+	cc, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink connection: %w", err)
+	}
+	return cc, nil
+}
+
+const maxAttempts = 4
+
+// Apply makes table ip weft render m, in one transaction.
+func (b *Backend) Apply(ctx context.Context, m packetfilter.Model) error {
+	d, err := render(m)
+	if err != nil {
+		return fmt.Errorf("render nftables model: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cc, err := b.conn()
+	if err != nil {
+		return err
+	}
+	forceFull := false
+	var lastErr error
+	for attempt := 1; attempt <= maxAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("apply nftables table ip %s: %w", TableName, err)
+		}
+		stats, err := b.applyOnce(cc, d, forceFull)
+		stats.Attempts = attempt
+		if err == nil {
+			b.stats = stats
+			return nil
+		}
+		lastErr = err
+		b.cache = nil
+		if errors.Is(err, unix.ERESTART) {
+			// Someone else committed between our read and our commit.
+			b.log.Debug("nftables ruleset changed during apply, retrying", "attempt", attempt)
+			continue
+		}
+		if forceFull || stats.Full {
+			break
+		}
+		// A refused diff (say, an element someone removed behind our
+		// back) is repaired by rebuilding the table.
+		b.log.Warn("incremental nftables update refused, rebuilding table", "table", "ip "+TableName, "err", err)
+		forceFull = true
+	}
+	return fmt.Errorf("apply nftables table ip %s: %w", TableName, lastErr)
+}
+
+func (b *Backend) applyOnce(cc *nftables.Conn, d *desired, forceFull bool) (ApplyStats, error) {
+	var stats ApplyStats
+	gen, genErr := cc.GetGen()
+	var st *kernelState
+	if genErr == nil && b.cache != nil && b.cache.gen == gen.ID && !forceFull {
+		st = b.cache.state
+	} else {
+		var err error
+		if st, err = readState(cc); err != nil {
+			return stats, err
+		}
+		stats.Read = true
+	}
+
+	bt := newBatch(cc, weftTable())
+	reason := st.mismatch(d)
+	if forceFull && reason == "" {
+		reason = "incremental update refused"
+	}
+	if reason != "" {
+		stats.Full, stats.Reason = true, reason
+		if err := b.queueFull(bt, st.tableExists, d); err != nil {
+			return stats, err
+		}
+		for _, ivs := range d.sets {
+			stats.ElementsAdded += len(ivs)
+		}
+	} else {
+		for _, name := range []string{SetLocal, SetRemote} {
+			del, add := diffIntervals(st.sets[name].intervals, d.sets[name])
+			s := &nftables.Set{Table: bt.table, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
+			// Deletions first: an added interval may overlap one being
+			// removed (10.0.0.0/25 growing into 10.0.0.0/24).
+			if err := bt.delElements(s, intervalElements(del)); err != nil {
+				return stats, fmt.Errorf("queue deletion from set %s: %w", name, err)
+			}
+			if err := bt.addElements(s, intervalElements(add)); err != nil {
+				return stats, fmt.Errorf("queue addition to set %s: %w", name, err)
+			}
+			stats.ElementsAdded += len(add)
+			stats.ElementsDeleted += len(del)
+		}
+	}
+	stats.Messages = bt.messages
+	if bt.messages == 0 {
+		if genErr == nil {
+			b.cache = &cached{gen: gen.ID, state: st}
+		}
+		return stats, nil
+	}
+
+	var err error
+	if genErr == nil {
+		err = cc.FlushWithGenID(gen.ID)
+	} else {
+		err = cc.Flush()
+	}
+	if err != nil {
+		return stats, fmt.Errorf("commit %d messages (full=%t): %w", bt.messages, stats.Full, err)
+	}
+	b.log.Debug("nftables table applied", "table", "ip "+TableName, "full", stats.Full,
+		"reason", stats.Reason, "messages", stats.Messages, "added", stats.ElementsAdded, "deleted", stats.ElementsDeleted)
+
+	// Our commit moved the generation by exactly one when nobody else
+	// committed in between; only then is the cache known to be the kernel.
+	b.cache = nil
+	if genErr == nil {
+		if after, err := cc.GetGen(); err == nil && after.ID == nextGen(gen.ID) {
+			b.cache = &cached{gen: after.ID, state: stateOf(d)}
+		}
+	}
+	return stats, nil
+}
+
+// nextGen is the kernel's generation after one commit (it skips 0).
+func nextGen(g uint32) uint32 {
+	g++
+	if g == 0 {
+		g++
+	}
+	return g
+}
+
+// queueFull deletes the table (when present) and re-creates all of it, in
+// the same transaction: packets never see a half-built table.
+func (b *Backend) queueFull(bt *batch, exists bool, d *desired) error {
+	if exists {
+		bt.delTable()
+	}
+	bt.addTable()
+	for _, name := range []string{SetLocal, SetRemote} {
+		s := &nftables.Set{Table: bt.table, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
+		if err := bt.addSet(s, intervalElements(d.sets[name])); err != nil {
+			return fmt.Errorf("queue set %s: %w", name, err)
+		}
+	}
+	for _, dc := range d.chains {
+		c := bt.addChain(dc.spec)
+		for _, r := range dc.rules {
+			bt.addRule(c, r)
+		}
+	}
+	return nil
+}
+
+// Cleanup deletes table ip weft. Idempotent.
+func (b *Backend) Cleanup(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("cleanup nftables: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cache = nil
+	cc, err := b.conn()
+	if err != nil {
+		return err
+	}
+	tables, err := cc.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return fmt.Errorf("cleanup nftables: list ip tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name != TableName {
+			continue
+		}
+		cc.DelTable(weftTable())
+		if err := cc.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("cleanup nftables: delete table ip %s: %w", TableName, err)
+		}
+		b.log.Info("deleted nftables table", "table", "ip "+TableName)
+	}
+	return nil
+}
+
+// SetIntervals returns the intervals in the named set of table ip weft, for
+// status and tests. A missing table or set is an error.
+func (b *Backend) SetIntervals(ctx context.Context, set string) ([]cidrset.Interval, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cc, err := b.conn()
+	if err != nil {
+		return nil, err
+	}
+	s, err := cc.GetSetByName(weftTable(), set)
+	if err != nil {
+		return nil, fmt.Errorf("get set %s: %w", set, err)
+	}
+	elems, err := cc.GetSetElements(s)
+	if err != nil {
+		return nil, fmt.Errorf("list elements of set %s: %w", set, err)
+	}
+	return elementsIntervals(elems), nil
+}

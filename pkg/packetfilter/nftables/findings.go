@@ -1,0 +1,109 @@
+package nftbackend
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+
+	"github.com/weft-net/weft/pkg/packetfilter"
+)
+
+// Finding types this backend reports.
+const (
+	FindingForeignDropPolicy = "ForeignDropPolicy"
+	FindingInspection        = "PacketFilterInspection"
+)
+
+// Findings lists the host's other nftables tables, read-only, and reports
+// base chains on hook input or forward whose policy is drop: weft's accept
+// rules cannot override a drop decided in another table. Only chain headers
+// are read, never foreign rules, so a rule the library cannot parse (a
+// native expression in an iptables-nft chain, say) cannot make it fail.
+func (b *Backend) Findings(ctx context.Context) (out []packetfilter.Finding) {
+	defer func() {
+		// Parsing foreign objects is the library's job; a bug there must
+		// become a finding, not a crash of the daemon.
+		if r := recover(); r != nil {
+			out = append(out, packetfilter.Finding{
+				Type: FindingInspection, Reason: "ListPanicked",
+				Message: fmt.Sprintf("listing the host's nftables chains failed: %v", r),
+				Fix:     "inspect `nft list ruleset`; weft keeps working, only this inspection is skipped",
+			})
+		}
+	}()
+	if ctx.Err() != nil {
+		return nil
+	}
+	cc, err := b.conn()
+	if err == nil {
+		var chains []*nftables.Chain
+		if chains, err = cc.ListChains(); err == nil {
+			return foreignDropFindings(chains)
+		}
+	}
+	b.log.Warn("cannot inspect host nftables chains", "err", err)
+	return []packetfilter.Finding{{
+		Type: FindingInspection, Reason: "ListFailed",
+		Message: fmt.Sprintf("listing the host's nftables chains failed: %v", err),
+		Fix:     "inspect `nft list ruleset`; weft keeps working, only this inspection is skipped",
+	}}
+}
+
+func foreignDropFindings(chains []*nftables.Chain) []packetfilter.Finding {
+	var out []packetfilter.Finding
+	for _, c := range chains {
+		if c.Table == nil || c.Hooknum == nil || c.Policy == nil || *c.Policy != nftables.ChainPolicyDrop {
+			continue
+		}
+		fam := c.Table.Family
+		if fam != nftables.TableFamilyIPv4 && fam != nftables.TableFamilyINet {
+			continue // weft's traffic is IPv4: ip6, arp, bridge, netdev drops do not see it
+		}
+		if fam == nftables.TableFamilyIPv4 && c.Table.Name == TableName {
+			continue
+		}
+		var hook, reason, allow string
+		switch *c.Hooknum {
+		case unix.NF_INET_FORWARD:
+			hook, reason = "forward", "ForwardPolicyDrop"
+			allow = `iifname "vx-weft*" accept; oifname "vx-weft*" accept`
+		case unix.NF_INET_LOCAL_IN:
+			hook, reason = "input", "InputPolicyDrop"
+			allow = "udp dport <weft VXLAN ports> accept"
+		default:
+			continue
+		}
+		family := familyName(fam)
+		out = append(out, packetfilter.Finding{
+			Type:   FindingForeignDropPolicy,
+			Reason: reason,
+			Message: fmt.Sprintf("table %s %s chain %s (hook %s) has policy drop; weft's accept in its own table cannot override it",
+				family, c.Table.Name, c.Name, hook),
+			Fix: fmt.Sprintf("allow weft's traffic in %s %s %s before the drop: %s (and the cluster CIDRs if that chain filters by address)",
+				family, c.Table.Name, c.Name, allow),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Message < out[j].Message })
+	return out
+}
+
+func familyName(f nftables.TableFamily) string {
+	switch f {
+	case nftables.TableFamilyIPv4:
+		return "ip"
+	case nftables.TableFamilyIPv6:
+		return "ip6"
+	case nftables.TableFamilyINet:
+		return "inet"
+	case nftables.TableFamilyARP:
+		return "arp"
+	case nftables.TableFamilyBridge:
+		return "bridge"
+	case nftables.TableFamilyNetdev:
+		return "netdev"
+	}
+	return fmt.Sprintf("family-%d", f)
+}
