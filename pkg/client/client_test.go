@@ -1,0 +1,215 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/pkg/api"
+	"github.com/weft-net/weft/pkg/client/clienttest"
+)
+
+func TestRoundTrips(t *testing.T) {
+	d := clienttest.Start(t)
+	c := New(d.Socket, 2*time.Second)
+	ctx := context.Background()
+	ev := api.Event{Verb: api.VerbAdd, ContainerID: "abc", IfName: "eth0", Netns: "/run/netns/x",
+		PodNamespace: "ns", PodName: "p", Network: "k8s", HostInterfaces: []string{"cni0"},
+		IPs: []api.PodIP{{Address: "10.1.2.5/24", Gateway: "10.1.2.1"}}, Time: time.Unix(1700000000, 0).UTC()}
+	if err := c.Add(ctx, ev); err != nil {
+		t.Fatalf("Add: %v", err)
+	}
+	ev.Verb = api.VerbDel
+	if err := c.Del(ctx, ev); err != nil {
+		t.Fatalf("Del: %v", err)
+	}
+	d.SetReply(api.PathCheck, clienttest.Reply{Body: api.CheckResponse{Known: true, Ready: false, Reason: "no CNI interface"}})
+	cr, err := c.Check(ctx, api.CheckRequest{ContainerID: "abc", IfName: "eth0"})
+	if err != nil || !cr.Known || cr.Ready || cr.Reason != "no CNI interface" {
+		t.Errorf("Check = %+v, %v", cr, err)
+	}
+	d.SetReply(api.PathGC, clienttest.Reply{Body: api.GCResponse{Removed: 3}})
+	gr, err := c.GC(ctx, api.GCRequest{Network: "k8s", ValidAttachments: []api.AttachmentKey{{ContainerID: "abc", IfName: "eth0"}}})
+	if err != nil || gr.Removed != 3 {
+		t.Errorf("GC = %+v, %v", gr, err)
+	}
+	st, err := c.Status(ctx)
+	if err != nil || st.Node != "fake" || !st.Ready {
+		t.Errorf("Status = %+v, %v", st, err)
+	}
+	ready, err := c.Ready(ctx)
+	if err != nil || !ready {
+		t.Errorf("Ready = %v, %v", ready, err)
+	}
+
+	reqs := d.Requests()
+	wantPaths := []string{"POST " + api.PathAdd, "POST " + api.PathDel, "POST " + api.PathCheck, "POST " + api.PathGC, "GET " + api.PathStatus, "GET " + api.PathReadyz}
+	if len(reqs) != len(wantPaths) {
+		t.Fatalf("daemon got %d requests, want %d", len(reqs), len(wantPaths))
+	}
+	for i, r := range reqs {
+		if got := r.Method + " " + r.Path; got != wantPaths[i] {
+			t.Errorf("request %d = %s, want %s", i, got, wantPaths[i])
+		}
+	}
+	adds := d.Events(t, api.PathAdd)
+	if len(adds) != 1 || adds[0].PodName != "p" || adds[0].IPs[0].Gateway != "10.1.2.1" || !adds[0].Time.Equal(ev.Time) {
+		t.Errorf("daemon decoded ADD %+v", adds)
+	}
+}
+
+func TestErrorClasses(t *testing.T) {
+	tests := []struct {
+		name            string
+		reply           clienttest.Reply
+		wantUnreachable bool
+		wantAPIStatus   int
+		wantMsg         string
+	}{
+		{"ok", clienttest.Reply{Body: struct{}{}}, false, 0, ""},
+		{"bad request", clienttest.Reply{Status: 400, Body: api.Error{Error: "containerID is empty"}}, false, 400, "containerID is empty"},
+		{"forbidden", clienttest.Reply{Status: 403, Body: api.Error{Error: "uid 1000 not allowed"}}, false, 403, "uid 1000 not allowed"},
+		{"not ours", clienttest.Reply{Status: 404, Body: "404 page not found"}, false, 404, "404 page not found"},
+		{"internal", clienttest.Reply{Status: 500, Body: api.Error{Error: "boom"}}, true, 0, "boom"},
+		{"unavailable", clienttest.Reply{Status: 503, Body: ""}, true, 0, ""},
+		{"slow", clienttest.Reply{Delay: time.Minute, Body: struct{}{}}, true, 0, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := clienttest.Start(t)
+			d.SetReply(api.PathAdd, tc.reply)
+			c := New(d.Socket, 300*time.Millisecond)
+			start := time.Now()
+			err := c.Add(context.Background(), api.Event{Verb: api.VerbAdd, ContainerID: "c", IfName: "eth0"})
+			if elapsed := time.Since(start); elapsed > 2*time.Second {
+				t.Errorf("Add took %v with a 300ms timeout", elapsed)
+			}
+			if got := errors.Is(err, ErrUnreachable); got != tc.wantUnreachable {
+				t.Errorf("errors.Is(%v, ErrUnreachable) = %v, want %v", err, got, tc.wantUnreachable)
+			}
+			var ae *APIError
+			switch {
+			case tc.wantAPIStatus == 0 && errors.As(err, &ae):
+				t.Errorf("got APIError %v, want none", ae)
+			case tc.wantAPIStatus != 0 && (!errors.As(err, &ae) || ae.Status != tc.wantAPIStatus):
+				t.Errorf("err = %v, want APIError %d", err, tc.wantAPIStatus)
+			}
+			if tc.wantMsg != "" && (err == nil || !strings.Contains(err.Error(), tc.wantMsg)) {
+				t.Errorf("err = %v, want it to contain %q", err, tc.wantMsg)
+			}
+			if tc.name == "ok" && err != nil {
+				t.Errorf("err = %v", err)
+			}
+		})
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	dir := clienttest.TempDir(t)
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close() // socket file stays, nobody listens: ECONNREFUSED
+
+	for name, path := range map[string]string{
+		"missing": filepath.Join(dir, "nope.sock"),
+		"refused": stale,
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := New(path, time.Second)
+			if err := c.Del(context.Background(), api.Event{Verb: api.VerbDel, ContainerID: "c"}); !errors.Is(err, ErrUnreachable) {
+				t.Errorf("Del = %v, want ErrUnreachable", err)
+			}
+			if _, err := c.Status(context.Background()); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), path) {
+				t.Errorf("Status = %v, want ErrUnreachable naming %s", err, path)
+			}
+		})
+	}
+}
+
+func TestReady(t *testing.T) {
+	tests := []struct {
+		reply     clienttest.Reply
+		wantReady bool
+		wantErr   bool
+	}{
+		{clienttest.Reply{Body: "ok"}, true, false},
+		{clienttest.Reply{Status: 503, Body: "not ready: no CNI interface"}, false, false},
+		{clienttest.Reply{Status: 500, Body: "boom"}, false, true},
+	}
+	for _, tc := range tests {
+		d := clienttest.Start(t)
+		d.SetReply(api.PathReadyz, tc.reply)
+		ready, err := New(d.Socket, time.Second).Ready(context.Background())
+		if ready != tc.wantReady || (err != nil) != tc.wantErr {
+			t.Errorf("reply %d: Ready = %v, %v; want %v, err %v", tc.reply.Status, ready, err, tc.wantReady, tc.wantErr)
+		}
+	}
+}
+
+func TestAnswerCap(t *testing.T) {
+	d := clienttest.Start(t)
+	d.SetReply(api.PathStatus, clienttest.Reply{Body: []byte(`{"node":"` + strings.Repeat("x", 2<<20) + `"}`)})
+	_, err := New(d.Socket, 2*time.Second).Status(context.Background())
+	if err == nil || errors.Is(err, ErrUnreachable) {
+		t.Errorf("Status with a 2 MiB answer = %v, want a non-unreachable error", err)
+	}
+}
+
+func TestRefusesUntrustedSocket(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("socket ownership checks only apply when running as root")
+	}
+	dir := clienttest.TempDir(t)
+	regular := filepath.Join(dir, "file.sock")
+	if err := os.WriteFile(regular, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := clienttest.Start(t)
+	foreign := clienttest.Start(t)
+	if err := os.Chown(foreign.Socket, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.sock")
+	if err := os.Symlink(d.Socket, link); err != nil {
+		t.Fatal(err)
+	}
+	for name, path := range map[string]string{"regular file": regular, "owned by 1000": foreign.Socket, "symlink": link} {
+		t.Run(name, func(t *testing.T) {
+			err := New(path, time.Second).Add(context.Background(), api.Event{Verb: api.VerbAdd, ContainerID: "c"})
+			if !errors.Is(err, ErrUntrustedSocket) || !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), path) {
+				t.Errorf("Add = %v, want ErrUntrustedSocket+ErrUnreachable naming %s", err, path)
+			}
+		})
+	}
+	if n := len(foreign.Requests()); n != 0 {
+		t.Errorf("untrusted daemon received %d requests", n)
+	}
+	// The root-owned socket itself is fine.
+	if err := New(d.Socket, time.Second).Add(context.Background(), api.Event{Verb: api.VerbAdd, ContainerID: "c", IfName: "eth0"}); err != nil {
+		t.Errorf("Add to root's socket: %v", err)
+	}
+}
+
+func TestPeerCredentialCheck(t *testing.T) {
+	d := clienttest.Start(t)
+	conn, err := net.Dial("unix", d.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := checkPeer(conn, d.Socket, os.Geteuid()); err != nil {
+		t.Errorf("checkPeer(own uid) = %v", err)
+	}
+	if err := checkPeer(conn, d.Socket, os.Geteuid()+4242); !errors.Is(err, ErrUntrustedSocket) {
+		t.Errorf("checkPeer(other uid) = %v, want ErrUntrustedSocket", err)
+	}
+}
