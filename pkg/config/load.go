@@ -1,0 +1,174 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// Default values (DESIGN.md, "Daemon configuration").
+const (
+	DefaultCable          = CableVXLAN
+	DefaultPacketFilter   = PacketFilterAuto
+	DefaultMSSMode        = MSSModePMTU
+	DefaultRouteTable     = 240
+	DefaultRulePriority   = 240
+	DefaultSocket         = "/run/weft/weft.sock"
+	DefaultSpoolDir       = "/run/weft/spool"
+	DefaultStateDir       = "/run/weft"
+	DefaultMetricsAddress = "127.0.0.1:9469"
+	DefaultResyncInterval = 30 * time.Second
+)
+
+// Enumerated values of the configuration.
+const (
+	CableVXLAN = "vxlan"
+	CableNone  = "none"
+
+	PacketFilterAuto     = "auto"
+	PacketFilterNftables = "nftables"
+	PacketFilterIptables = "iptables"
+
+	IptablesModeDetect = ""
+	IptablesModeLegacy = "legacy"
+	IptablesModeNft    = "nft"
+
+	MSSModePMTU  = "pmtu"
+	MSSModeFixed = "fixed"
+)
+
+// DefaultVXLAN is the node-to-gateway device; DefaultCableVXLAN the
+// gateway-to-gateway one. They differ in every field so both can coexist on
+// a gateway.
+var (
+	DefaultVXLAN      = VXLAN{Name: "vx-weft", VNI: 100, Port: 4800, VTEPCIDR: "240.0.0.0/8"}
+	DefaultCableVXLAN = VXLAN{Name: "vx-weft-cable", VNI: 101, Port: 4801, VTEPCIDR: "241.0.0.0/8"}
+)
+
+// Env is what the defaults depend on outside the file. It is passed in so
+// tests do not depend on the machine's hostname or environment.
+type Env struct {
+	Getenv   func(string) string
+	Hostname func() (string, error)
+}
+
+// OSEnv reads the real process environment and hostname.
+func OSEnv() Env {
+	return Env{Getenv: os.Getenv, Hostname: os.Hostname}
+}
+
+// Load reads, defaults and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	return LoadWith(path, OSEnv())
+}
+
+// LoadWith is Load with an explicit environment.
+func LoadWith(path string, env Env) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := ParseWith(data, env)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML or JSON, applies the defaults and validates. Unknown
+// fields are errors. A validation failure is a *ValidationError listing
+// every problem.
+func Parse(data []byte) (*Config, error) {
+	return ParseWith(data, OSEnv())
+}
+
+// ParseWith is Parse with an explicit environment.
+func ParseWith(data []byte, env Env) (*Config, error) {
+	cfg, err := decode(data)
+	if err != nil {
+		return nil, err
+	}
+	cfg.SetDefaults(env)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// SetDefaults fills every unset field. Zero means unset, except for the
+// fields where zero has a meaning of its own (vxlan mtu 0 = underlay MTU −
+// 50, mss value, iptablesMode "" = detect) and metricsAddress, where only a
+// missing key means default and an explicit "" disables the endpoint.
+// nodeIP is not defaulted here: Validate takes it from cluster.nodes when
+// this node is listed, else the daemon resolves it at run time.
+func (c *Config) SetDefaults(env Env) {
+	if c.NodeName == "" && env.Getenv != nil {
+		c.NodeName = env.Getenv("NODE_NAME")
+	}
+	if c.NodeName == "" && env.Hostname != nil {
+		if h, err := env.Hostname(); err == nil {
+			c.NodeName = h
+		}
+	}
+	if c.Cable == "" {
+		c.Cable = DefaultCable
+	}
+	defaultVXLAN(&c.VXLAN, DefaultVXLAN)
+	defaultVXLAN(&c.CableVXLAN, DefaultCableVXLAN)
+	if c.PacketFilter == "" {
+		c.PacketFilter = DefaultPacketFilter
+	}
+	if c.MSS.Mode == "" {
+		c.MSS.Mode = DefaultMSSMode
+	}
+	if c.RouteTable == 0 {
+		c.RouteTable = DefaultRouteTable
+	}
+	if c.RulePriority == 0 {
+		c.RulePriority = DefaultRulePriority
+	}
+	if c.Socket == "" {
+		c.Socket = DefaultSocket
+	}
+	if c.SpoolDir == "" {
+		c.SpoolDir = DefaultSpoolDir
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.MetricsAddress == nil {
+		a := DefaultMetricsAddress
+		c.MetricsAddress = &a
+	}
+	if c.ResyncInterval.Duration == 0 {
+		c.ResyncInterval.Duration = DefaultResyncInterval
+	}
+}
+
+func defaultVXLAN(v *VXLAN, d VXLAN) {
+	if v.Name == "" {
+		v.Name = d.Name
+	}
+	if v.VNI == 0 {
+		v.VNI = d.VNI
+	}
+	if v.Port == 0 {
+		v.Port = d.Port
+	}
+	if v.VTEPCIDR == "" {
+		v.VTEPCIDR = d.VTEPCIDR
+	}
+}
+
+// Metrics returns the metrics listen address; "" means disabled.
+func (c *Config) Metrics() string {
+	if c.MetricsAddress == nil {
+		return DefaultMetricsAddress
+	}
+	return *c.MetricsAddress
+}
+
+// IsGateway reports whether this node is the cluster's active gateway.
+func (c *Config) IsGateway() bool {
+	return c.NodeName != "" && c.NodeName == c.Cluster.Gateway
+}

@@ -1,0 +1,220 @@
+package config
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Watcher defaults.
+const (
+	DefaultDebounce  = 50 * time.Millisecond
+	DefaultWatchPoll = 10 * time.Second
+)
+
+// Watcher follows a configuration file and reports each new valid
+// configuration. It watches the file's directory rather than the file: a
+// Kubernetes ConfigMap volume updates by atomically renaming a "..data"
+// symlink and deleting the old timestamped directory, so a watch on the
+// file (or on what it resolved to) would go silent after the first update.
+// Editors that write in place or rename a new file over the old one are
+// seen through the same directory watch. Every event only triggers a
+// re-read; what changed is decided by comparing content, never by event
+// type, so missed or coalesced events cannot leave a stale config.
+type Watcher struct {
+	// Env is passed to ParseWith for the defaults. Zero value = OSEnv().
+	Env Env
+	// Last is the configuration currently in force. When nil, Watch reports
+	// the file's first valid content through onChange.
+	Last *Config
+	// Debounce is how long events must stay quiet before a re-read, so a
+	// burst (write + chmod, temp symlink + rename + remove) reads once.
+	Debounce time.Duration
+	// Poll is the period of a fallback re-read that repairs missed events
+	// (an inotify queue overflow, a watched directory replaced wholesale).
+	// A re-read with unchanged content costs one read and one hash.
+	// Zero = DefaultWatchPoll; negative disables.
+	Poll   time.Duration
+	Logger *slog.Logger
+}
+
+// Watch follows path until ctx is done. onChange receives every valid
+// configuration that differs from the last one reported (or from w.Last);
+// onError receives each new problem (unreadable or invalid file), after
+// which the caller keeps its last good configuration. Both run on Watch's
+// goroutine, one at a time. Watch returns nil when ctx ends, or an error
+// when the directory cannot be watched at all.
+func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config), onError func(error)) error {
+	debounce := w.Debounce
+	if debounce <= 0 {
+		debounce = DefaultDebounce
+	}
+	poll := w.Poll
+	if poll == 0 {
+		poll = DefaultWatchPoll
+	}
+	env := w.Env
+	if env.Getenv == nil && env.Hostname == nil {
+		env = OSEnv()
+	}
+	log := w.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch config %s: %w", path, err)
+	}
+	defer fw.Close()
+	dir := filepath.Dir(path)
+	// The watch is in place before the first read so no update between
+	// the two can be missed.
+	if err := fw.Add(dir); err != nil {
+		return fmt.Errorf("watch config directory %s: %w", dir, err)
+	}
+
+	s := &watchState{path: path, dir: dir, env: env, last: w.Last, fw: fw, log: log,
+		onChange: onChange, onError: onError}
+	s.check()
+
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var tick <-chan time.Time
+	if poll > 0 {
+		t := time.NewTicker(poll)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fw.Events:
+			if !ok {
+				return nil
+			}
+			log.Debug("config directory event", "event", ev.String())
+			timer.Reset(debounce)
+		case err, ok := <-fw.Errors:
+			if !ok {
+				return nil
+			}
+			// Typically an overflowed event queue: re-read rather than trust
+			// what was seen.
+			log.Warn("config watch error", "path", path, "err", err)
+			timer.Reset(debounce)
+		case <-timer.C:
+			s.check()
+		case <-tick:
+			s.rewatch()
+			s.check()
+		}
+	}
+}
+
+type watchState struct {
+	path, dir string
+	env       Env
+	last      *Config
+	seen      string // hash of the last content (or error) handled
+	targetDir string // directory of the file the path resolves to, also watched
+	fw        *fsnotify.Watcher
+	log       *slog.Logger
+	onChange  func(*Config)
+	onError   func(error)
+}
+
+func (s *watchState) check() {
+	s.watchTarget()
+	data, err := os.ReadFile(s.path)
+	var key string
+	if err != nil {
+		key = "error:" + err.Error()
+	} else {
+		sum := sha256.Sum256(data)
+		key = hex.EncodeToString(sum[:])
+	}
+	if key == s.seen {
+		return
+	}
+	s.seen = key
+	if err != nil {
+		s.report(fmt.Errorf("read config: %w", err))
+		return
+	}
+	cfg, err := ParseWith(data, s.env)
+	if err != nil {
+		s.report(fmt.Errorf("config %s: %w", s.path, err))
+		return
+	}
+	if s.last != nil && reflect.DeepEqual(s.last, cfg) {
+		return // e.g. a comment changed
+	}
+	s.last = cfg
+	s.log.Info("configuration changed", "path", s.path)
+	if s.onChange != nil {
+		s.onChange(cfg)
+	}
+}
+
+func (s *watchState) report(err error) {
+	s.log.Warn("configuration refused; the last good one stays in force", "err", err)
+	if s.onError != nil {
+		s.onError(err)
+	}
+}
+
+// watchTarget also watches the directory the file resolves to, so an
+// in-place write to a symlink target outside dir is seen. In a ConfigMap
+// volume that directory vanishes on every update; the directory watch on
+// dir covers that.
+func (s *watchState) watchTarget() {
+	real, err := filepath.EvalSymlinks(s.path)
+	if err != nil {
+		return
+	}
+	td := filepath.Dir(real)
+	if td == s.targetDir {
+		return
+	}
+	if s.targetDir != "" && s.targetDir != s.dir {
+		_ = s.fw.Remove(s.targetDir) // may already be gone with its directory
+	}
+	s.targetDir = ""
+	if td == s.dir {
+		s.targetDir = td
+		return
+	}
+	if err := s.fw.Add(td); err == nil {
+		s.targetDir = td
+	}
+}
+
+// rewatch restores the directory watch if the directory was removed and
+// recreated (the kernel drops a watch with its inode).
+func (s *watchState) rewatch() {
+	for _, w := range s.fw.WatchList() {
+		if w == s.dir {
+			return
+		}
+	}
+	if err := s.fw.Add(s.dir); err != nil {
+		s.log.Debug("config directory not watchable yet", "dir", s.dir, "err", err)
+	}
+}
+
+// Watch follows path with a zero Watcher: the first valid content is
+// reported through onChange.
+func Watch(ctx context.Context, path string, onChange func(*Config), onError func(error)) error {
+	return (&Watcher{}).Watch(ctx, path, onChange, onError)
+}

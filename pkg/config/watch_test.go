@@ -1,0 +1,286 @@
+package config
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recorder collects Watcher callbacks.
+type recorder struct {
+	mu      sync.Mutex
+	changes []*Config
+	errs    []error
+	signal  chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{signal: make(chan struct{}, 100)} }
+
+func (r *recorder) onChange(c *Config) {
+	r.mu.Lock()
+	r.changes = append(r.changes, c)
+	r.mu.Unlock()
+	r.signal <- struct{}{}
+}
+
+func (r *recorder) onError(err error) {
+	r.mu.Lock()
+	r.errs = append(r.errs, err)
+	r.mu.Unlock()
+	r.signal <- struct{}{}
+}
+
+func (r *recorder) counts() (int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.changes), len(r.errs)
+}
+
+func (r *recorder) lastChange() *Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changes[len(r.changes)-1]
+}
+
+// waitFor waits up to 1s (the contract) for the counts to reach the wanted
+// values.
+func (r *recorder) waitFor(t *testing.T, changes, errs int) {
+	t.Helper()
+	deadline := time.After(time.Second)
+	for {
+		c, e := r.counts()
+		if c == changes && e == errs {
+			return
+		}
+		if c > changes || e > errs {
+			t.Fatalf("got %d changes, %d errors; want %d, %d (errors: %v)", c, e, changes, errs, r.errs)
+		}
+		select {
+		case <-r.signal:
+		case <-deadline:
+			t.Fatalf("after 1s: %d changes, %d errors; want %d, %d", c, e, changes, errs)
+		}
+	}
+}
+
+// quiet asserts no callback arrives for a while.
+func (r *recorder) quiet(t *testing.T, changes, errs int) {
+	t.Helper()
+	time.Sleep(300 * time.Millisecond)
+	if c, e := r.counts(); c != changes || e != errs {
+		t.Fatalf("got %d changes, %d errors; want still %d, %d", c, e, changes, errs)
+	}
+}
+
+func configWithGateway(t *testing.T, gw string) []byte {
+	t.Helper()
+	return []byte(strings.Replace(string(readTestdata(t, "valid.yaml")), "gateway: c1-n1", "gateway: "+gw, 1))
+}
+
+func startWatch(t *testing.T, path string, last *Config) *recorder {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := newRecorder()
+	done := make(chan error, 1)
+	w := &Watcher{Env: testEnv("", ""), Last: last, Poll: -1, Logger: quietLog}
+	go func() { done <- w.Watch(ctx, path, r.onChange, r.onError) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	})
+	return r
+}
+
+// configMap lays out a Kubernetes ConfigMap volume the way the kubelet's
+// atomic writer does: weft.yaml -> ..data/weft.yaml, ..data -> ..<ts>.
+type configMap struct {
+	t   *testing.T
+	dir string
+	n   int
+	cur string
+}
+
+func newConfigMap(t *testing.T, content []byte) *configMap {
+	cm := &configMap{t: t, dir: t.TempDir()}
+	cm.writeVersion(content)
+	if err := os.Symlink(cm.cur, filepath.Join(cm.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("..data", "weft.yaml"), filepath.Join(cm.dir, "weft.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	return cm
+}
+
+func (cm *configMap) writeVersion(content []byte) {
+	cm.n++
+	cm.cur = "..2026_11_22_10_00_0" + string(rune('0'+cm.n))
+	d := filepath.Join(cm.dir, cm.cur)
+	if err := os.Mkdir(d, 0o755); err != nil {
+		cm.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "weft.yaml"), content, 0o644); err != nil {
+		cm.t.Fatal(err)
+	}
+}
+
+// update swaps ..data atomically and removes the old version, as the
+// kubelet does.
+func (cm *configMap) update(content []byte) {
+	old := cm.cur
+	cm.writeVersion(content)
+	tmp := filepath.Join(cm.dir, "..data_tmp")
+	if err := os.Symlink(cm.cur, tmp); err != nil {
+		cm.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(cm.dir, "..data")); err != nil {
+		cm.t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(cm.dir, old)); err != nil {
+		cm.t.Fatal(err)
+	}
+}
+
+func (cm *configMap) path() string { return filepath.Join(cm.dir, "weft.yaml") }
+
+func TestWatchConfigMapSwap(t *testing.T) {
+	cm := newConfigMap(t, configWithGateway(t, "c1-n1"))
+	r := startWatch(t, cm.path(), nil)
+	r.waitFor(t, 1, 0) // the initial config
+	if gw := r.lastChange().Cluster.Gateway; gw != "c1-n1" {
+		t.Fatalf("initial gateway %q", gw)
+	}
+
+	cm.update(configWithGateway(t, "c1-n2"))
+	r.waitFor(t, 2, 0)
+	if gw := r.lastChange().Cluster.Gateway; gw != "c1-n2" {
+		t.Fatalf("gateway after swap %q, want c1-n2", gw)
+	}
+
+	// An invalid update is refused; no change is reported.
+	cm.update([]byte("cluster: {id: c1, podCIDRs: [10.1.0.0/33]}\n"))
+	r.waitFor(t, 2, 1)
+	if !strings.Contains(r.errs[0].Error(), "cluster.podCIDRs[0]") {
+		t.Errorf("error %v does not name the field", r.errs[0])
+	}
+
+	// Fixing it reports the fixed config; a second swap to identical
+	// content (only a comment differs) reports nothing.
+	cm.update(configWithGateway(t, "c1-n1"))
+	r.waitFor(t, 3, 1)
+	cm.update(append(configWithGateway(t, "c1-n1"), "# touched\n"...))
+	r.quiet(t, 3, 1)
+	if gw := r.lastChange().Cluster.Gateway; gw != "c1-n1" {
+		t.Fatalf("gateway %q, want c1-n1", gw)
+	}
+
+	// A third swap still works: the watch did not die with the first
+	// version's directory.
+	cm.update(configWithGateway(t, "c1-n2"))
+	r.waitFor(t, 4, 1)
+}
+
+func TestWatchWithLastConfig(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "weft.yaml")
+	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
+	last, err := LoadWith(p, testEnv("", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startWatch(t, p, last)
+	r.quiet(t, 0, 0) // same content as Last: nothing to report
+}
+
+func TestWatchInPlaceWrite(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "weft.yaml")
+	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
+	r := startWatch(t, p, nil)
+	r.waitFor(t, 1, 0)
+
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(configWithGateway(t, "c1-n2"))
+	f.Close()
+	r.waitFor(t, 2, 0)
+	if gw := r.lastChange().Cluster.Gateway; gw != "c1-n2" {
+		t.Fatalf("gateway %q, want c1-n2", gw)
+	}
+
+	os.WriteFile(p, []byte("nodeName: [\n"), 0o644)
+	r.waitFor(t, 2, 1)
+}
+
+func TestWatchRenameOver(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "weft.yaml")
+	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
+	r := startWatch(t, p, nil)
+	r.waitFor(t, 1, 0)
+
+	tmp := filepath.Join(dir, ".weft.yaml.swp")
+	os.WriteFile(tmp, configWithGateway(t, "c1-n2"), 0o644)
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, 2, 0)
+	if gw := r.lastChange().Cluster.Gateway; gw != "c1-n2" {
+		t.Fatalf("gateway %q, want c1-n2", gw)
+	}
+
+	// Removed then recreated (some editors): an error while it is gone is
+	// allowed, the recreated file must be picked up.
+	os.Remove(p)
+	time.Sleep(150 * time.Millisecond)
+	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if c, _ := r.counts(); c == 3 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c, _ := r.counts(); c != 3 || r.lastChange().Cluster.Gateway != "c1-n1" {
+		t.Fatalf("recreated file not picked up: %d changes", c)
+	}
+}
+
+func TestWatchPollFallback(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "weft.yaml")
+	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := newRecorder()
+	// A debounce far longer than the test stands in for lost events: only
+	// the poll can see the change.
+	w := &Watcher{Env: testEnv("", ""), Debounce: time.Hour, Poll: 100 * time.Millisecond, Logger: quietLog}
+	done := make(chan error, 1)
+	go func() { done <- w.Watch(ctx, p, r.onChange, r.onError) }()
+	r.waitFor(t, 1, 0)
+	os.WriteFile(p, configWithGateway(t, "c1-n2"), 0o644)
+	r.waitFor(t, 2, 0)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWatchMissingDirectory(t *testing.T) {
+	err := (&Watcher{Env: testEnv("", ""), Logger: quietLog}).Watch(context.Background(), filepath.Join(t.TempDir(), "nope", "weft.yaml"), nil, nil)
+	if err == nil {
+		t.Fatal("want an error for an unwatchable directory")
+	}
+}
+
+var quietLog = slog.New(slog.DiscardHandler)
