@@ -48,8 +48,22 @@ type Kernel interface {
 	Underlay(nodeIP netip.Addr) (name string, addr netip.Addr, mtu int, err error)
 }
 
+// Observer is told what the agent does, for metrics. Methods must not block.
+type Observer interface {
+	ReconcileDone(d time.Duration, err error)
+	// PluginEvent counts a plugin request: verb is add, del, check or gc;
+	// result is ok or error; spooled marks an event replayed from the spool.
+	PluginEvent(verb, result string, spooled bool)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ReconcileDone(time.Duration, error) {}
+func (nopObserver) PluginEvent(string, string, bool)   {}
+
 // Deps are the agent's collaborators.
 type Deps struct {
+	Observer     Observer // nil = none
 	Log          *slog.Logger
 	Store        *state.Store
 	Kernel       Kernel
@@ -82,6 +96,9 @@ type Agent struct {
 func New(cfg *config.Config, d Deps) *Agent {
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if d.Observer == nil {
+		d.Observer = nopObserver{}
 	}
 	a := &Agent{
 		d:          d,
@@ -238,6 +255,7 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	}
 	a.applied = applied
 	a.remotes = remotes
+	a.d.Observer.ReconcileDone(end.Sub(start), err)
 	switch {
 	case cni == nil:
 		a.ready, a.notReady = false, "CNI interface not found yet"

@@ -17,7 +17,8 @@ const maxTombstones = 4096
 
 // Add records an attachment durably and triggers a reconcile: the event is
 // proof the CNI network is up, and its gateway points at the CNI interface.
-func (a *Agent) Add(ctx context.Context, ev api.Event) error {
+func (a *Agent) Add(ctx context.Context, ev api.Event) (err error) {
+	defer func() { a.d.Observer.PluginEvent("add", result(err), ev.Spooled) }()
 	key := api.AttachmentKey{ContainerID: ev.ContainerID, IfName: ev.IfName}
 	a.mu.Lock()
 	if t, ok := a.tombstones[key]; ok && ev.Spooled && !ev.Time.After(t) {
@@ -45,7 +46,8 @@ func (a *Agent) Add(ctx context.Context, ev api.Event) error {
 }
 
 // Del forgets an attachment; unknown attachments are fine (DEL is lenient).
-func (a *Agent) Del(ctx context.Context, ev api.Event) error {
+func (a *Agent) Del(ctx context.Context, ev api.Event) (err error) {
+	defer func() { a.d.Observer.PluginEvent("del", result(err), ev.Spooled) }()
 	key := api.AttachmentKey{ContainerID: ev.ContainerID, IfName: ev.IfName}
 	t := ev.Time
 	if t.IsZero() {
@@ -87,6 +89,7 @@ func (a *Agent) noteGateways(ips []api.PodIP) {
 
 // Check answers the plugin's CHECK.
 func (a *Agent) Check(ctx context.Context, req api.CheckRequest) api.CheckResponse {
+	defer a.d.Observer.PluginEvent("check", "ok", false)
 	_, known := a.d.Store.Get(api.AttachmentKey{ContainerID: req.ContainerID, IfName: req.IfName})
 	ready, why := a.Ready()
 	resp := api.CheckResponse{Known: known, Ready: ready}
@@ -102,6 +105,7 @@ func (a *Agent) Check(ctx context.Context, req api.CheckRequest) api.CheckRespon
 // GC forgets the attachments of a network that the runtime no longer has.
 func (a *Agent) GC(ctx context.Context, req api.GCRequest) (api.GCResponse, error) {
 	n, err := a.d.Store.GC(ctx, req.Network, req.ValidAttachments)
+	a.d.Observer.PluginEvent("gc", result(err), false)
 	if err != nil {
 		return api.GCResponse{}, fmt.Errorf("garbage-collect network %q: %w", req.Network, err)
 	}
@@ -184,4 +188,11 @@ func (a *Agent) WatchSpool(ctx context.Context, dir string, notify <-chan struct
 			a.d.Log.Warn("drain spool", "err", err)
 		}
 	}
+}
+
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
 }
