@@ -33,7 +33,7 @@ func (a *Agent) Add(ctx context.Context, ev api.Event) (err error) {
 	if added.IsZero() {
 		added = a.d.Now()
 	}
-	err := a.d.Store.Put(ctx, state.Attachment{
+	err = a.d.Store.Put(ctx, state.Attachment{
 		ContainerID: ev.ContainerID, IfName: ev.IfName, Netns: ev.Netns,
 		PodNamespace: ev.PodNamespace, PodName: ev.PodName, Network: ev.Network,
 		IPs: ev.IPs, HostInterfaces: ev.HostInterfaces, Added: added.UTC(),

@@ -1,0 +1,125 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/pkg/api"
+	"github.com/weft-net/weft/pkg/config"
+)
+
+// fakeCluster builds Cluster values without namespaces: WeftdConfig only
+// reads names, addresses and paths.
+func fakeCluster(id string, pod, svc string, ipBase byte, nodes int) *Cluster {
+	c := &Cluster{ID: id, PodCIDR: netip.MustParsePrefix(pod), ServiceCIDR: netip.MustParsePrefix(svc)}
+	for i := 1; i <= nodes; i++ {
+		dir := fmt.Sprintf("/tmp/x/%s-n%d", id, i)
+		c.Nodes = append(c.Nodes, &Node{
+			Name: fmt.Sprintf("%s-n%d", id, i), Cluster: id,
+			IP:       netip.AddrFrom4([4]byte{192, 168, ipBase, byte(10 + i)}),
+			Dir:      dir,
+			Socket:   dir + "/run/weft.sock",
+			SpoolDir: dir + "/run/spool",
+			StateDir: dir + "/run",
+		})
+	}
+	return c
+}
+
+// The configuration the harness generates is one weftd's own parser
+// accepts, with the values the harness meant.
+func TestWeftdConfigParses(t *testing.T) {
+	c1 := fakeCluster("c1", "10.1.0.0/16", "10.101.0.0/16", 10, 3)
+	c2 := fakeCluster("c2", "10.2.0.0/16", "10.102.0.0/16", 20, 2)
+	for _, tc := range []struct {
+		name     string
+		node     *Node
+		gateway  *Node
+		remoteGW map[string]*Node
+		wantGWIP string
+	}{
+		{"gateway", c1.Nodes[0], c1.Nodes[0], nil, "192.168.20.11"},
+		{"non-gateway, remote gateway chosen", c1.Nodes[2], c1.Nodes[0], map[string]*Node{"c2": c2.Nodes[1]}, "192.168.20.12"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := c1.WeftdConfig(tc.node, tc.gateway, []*Cluster{c2}, tc.remoteGW).MustYAML()
+			cfg, err := config.Parse(y)
+			if err != nil {
+				t.Fatalf("weftd config refused: %v\n%s", err, y)
+			}
+			if cfg.NodeName != tc.node.Name || cfg.NodeIP != tc.node.IP.String() || cfg.Socket != tc.node.Socket ||
+				cfg.SpoolDir != tc.node.SpoolDir || cfg.StateDir != tc.node.StateDir || cfg.Metrics() != "" {
+				t.Errorf("identity/paths not carried: %+v", cfg)
+			}
+			if cfg.Cluster.Gateway != tc.gateway.Name || len(cfg.Cluster.Nodes) != 3 || cfg.IsGateway() != (tc.node == tc.gateway) {
+				t.Errorf("cluster: %+v", cfg.Cluster)
+			}
+			if len(cfg.Remotes) != 1 || cfg.Remotes[0].GatewayIP != tc.wantGWIP || cfg.Remotes[0].PodCIDRs[0] != "10.2.0.0/16" {
+				t.Errorf("remotes: %+v", cfg.Remotes)
+			}
+		})
+	}
+}
+
+// Process control against the real weftd: start, status over the CLI,
+// SIGTERM, restart, SIGKILL. Skips until bin/weftd is built.
+func TestWeftdLifecycle(t *testing.T) {
+	env := newEnv(t)
+	if !env.HasBin("weftd") {
+		t.Skipf("%s not built (make build)", env.Bin("weftd"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	u := must(NewUnderlay(env))(t)
+	c := must(NewCluster(env, u, ClusterSpec{ID: "c1", Nodes: 1, PodCIDR: "10.1.0.0/16",
+		ServiceCIDR: "10.101.0.0/16", NodeIPBase: "192.168.10.0", CNI: CNIOptions{Layout: LayoutFlannel, Weft: true}}))(t)
+	n := c.Nodes[0]
+	cfg := c.WeftdConfig(n, n, nil, nil).MustYAML()
+
+	w := must(n.StartWeftd(ctx, cfg))(t)
+	st, err := w.WaitFor(ctx, func(s api.Status) bool { return s.Node == n.Name })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Cluster != "c1" || st.Role != "gateway" {
+		t.Errorf("status: %+v", st)
+	}
+	if err := w.Stop(); err != nil {
+		t.Errorf("SIGTERM: %v\n%s", err, w.LogTail(2000))
+	}
+	if w.Running() {
+		t.Error("running after Stop")
+	}
+
+	w2 := must(n.StartWeftd(ctx, w.Config))(t)
+	if w2.PID == w.PID {
+		t.Error("restart reused the PID")
+	}
+	if _, err := w2.WaitFor(ctx, func(s api.Status) bool { return s.Node == n.Name }); err != nil {
+		t.Fatal(err)
+	}
+	// The weft entry of the conflist reaches this daemon: an ADD shows up
+	// as an attachment.
+	if _, err := n.RunPod(ctx, "default", "p1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.WaitFor(ctx, func(s api.Status) bool { return s.Attachments == 1 }); err != nil {
+		t.Error(err)
+	}
+	if err := w2.Kill(); err != nil {
+		t.Error(err)
+	}
+	if _, err := n.WeftdStatus(ctx, w2.Socket); err == nil {
+		t.Error("status answered after SIGKILL")
+	}
+
+	// An invalid configuration: weftd refuses it and StartWeftd says so.
+	_, err = n.StartWeftd(ctx, []byte(fmt.Sprintf("socket: %s\ncluster: {id: c1, podCIDRs: [10.1.0.0/33]}\n", n.Socket)))
+	if err == nil || !strings.Contains(err.Error(), "10.1.0.0/33") {
+		t.Errorf("weftd with an invalid configuration: %v", err)
+	}
+}
