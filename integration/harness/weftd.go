@@ -69,9 +69,12 @@ func (n *Node) StartWeftd(ctx context.Context, configYAML []byte) (*Weftd, error
 	defer logf.Close() // the child holds its own descriptor
 	fmt.Fprintf(logf, "=== harness: weftd start %s ===\n", time.Now().Format(time.RFC3339Nano))
 
-	// A socket left by a killed predecessor must not pass for readiness:
-	// ready means a socket file that is not the one there before.
-	stale, _ := os.Stat(w.Socket)
+	// A socket left by a killed predecessor must not pass for readiness.
+	// Comparing inodes is not enough (tmpfs reuses a freed inode number at
+	// once), so the stale file is removed: weftd would replace it anyway.
+	if err := os.Remove(w.Socket); err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("node %s: remove stale socket: %w", n.Name, err)
+	}
 	w.cmd = exec.Command("ip", "netns", "exec", n.NS.Name, n.env.Bin("weftd"), "run", "--config", w.ConfigPath)
 	w.cmd.Env = append(os.Environ(), "NODE_NAME="+n.Name)
 	w.cmd.Stdout, w.cmd.Stderr = logf, logf
@@ -102,7 +105,7 @@ func (n *Node) StartWeftd(ctx context.Context, configYAML []byte) (*Weftd, error
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if st, err := os.Stat(w.Socket); err == nil && st.Mode()&os.ModeSocket != 0 && (stale == nil || !os.SameFile(st, stale)) {
+		if st, err := os.Stat(w.Socket); err == nil && st.Mode()&os.ModeSocket != 0 {
 			return w, nil
 		}
 		select {
