@@ -1,0 +1,208 @@
+// Command demo builds weft's two-cluster scenario in network namespaces,
+// shows what weft does, and removes everything again. Run as root through
+// `make demo` (or `make demo BACKEND=iptables`): it needs bin/weft,
+// bin/weftd and the pinned CNI tools.
+//
+// It prints the time from weftd's start to every node being ready, a
+// connectivity matrix (every pod and every node's host network to every
+// pod of the other cluster, with the source address the destination saw),
+// and `weftd status` of a gateway and a non-gateway node. It exits 1 when
+// any probe failed. Nothing outlives it: the namespaces, processes and
+// files are removed on success, on failure and on Ctrl-C / SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/weft-net/weft/integration/harness"
+	"github.com/weft-net/weft/integration/scenario"
+)
+
+func main() {
+	backend := flag.String("backend", "nftables", "packet-filter backend of every weftd: nftables, iptables or auto")
+	nodes := flag.Int("nodes", 3, "nodes per cluster (the gateway is n2)")
+	verbose := flag.Bool("v", false, "log the harness's progress to stderr")
+	timeout := flag.Duration("timeout", 45*time.Second, "give up after this long")
+	flag.Parse()
+	os.Exit(run(*backend, *nodes, *verbose, *timeout))
+}
+
+func run(backend string, nodes int, verbose bool, timeout time.Duration) (code int) {
+	// Without a handler a write to a closed stdout (`make demo | head`)
+	// kills the process by SIGPIPE before it has removed the namespaces.
+	// A caught signal, unlike an ignored one, is not inherited by weftd.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// stop runs after env.Close: a second Ctrl-C during cleanup must not
+	// kill the process half-way through it.
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	env, err := harness.NewEnv(log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		return 2
+	}
+	defer func() {
+		fmt.Println("\ncleaning up (weftd stopped, namespaces and files removed) …")
+		if err := env.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "demo: cleanup: %v\n", err)
+			code = 1
+		}
+	}()
+	for _, b := range []string{"weft", "weftd"} {
+		if !env.HasBin(b) {
+			fmt.Fprintf(os.Stderr, "demo: %s not built (make build)\n", env.Bin(b))
+			return 2
+		}
+	}
+	if err := demo(ctx, env, os.Stdout, scenario.Options{NodesPerCluster: nodes, Backend: backend}); err != nil {
+		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			fmt.Fprintln(os.Stderr, "demo: interrupted")
+		} else {
+			fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+func demo(ctx context.Context, env *harness.Env, out io.Writer, opts scenario.Options) error {
+	start := time.Now()
+	fmt.Fprintf(out, "building two clusters (flannel-like bridge + host-local + host-gw + ipMasq, weft chained last), packet filter %s …\n", backendName(opts.Backend))
+	s, err := scenario.Build(ctx, env, opts)
+	if err != nil {
+		return err
+	}
+	took, err := s.WaitAllReady(ctx)
+	if err != nil {
+		return fmt.Errorf("waiting for weftd: %w", err)
+	}
+	printTopology(out, s)
+	fmt.Fprintf(out, "\nweftd start -> all %d nodes ready: %s\n", len(s.Members), took.Round(time.Millisecond))
+
+	probes := s.Matrix(ctx)
+	printMatrix(out, s, probes)
+
+	for _, role := range []string{scenario.RoleGateway, scenario.RoleNonGateway} {
+		m := firstWithRole(s, role)
+		fmt.Fprintf(out, "\n$ weftd status   # on %s (%s)\n", m.Node.Name, role)
+		stdout, stderr, err := m.Node.WeftdCommand(ctx, "status", "--socket", m.Weftd.Socket)
+		out.Write(stdout)
+		if err != nil {
+			return fmt.Errorf("weftd status on %s: %w: %s", m.Node.Name, err, strings.TrimSpace(stderr))
+		}
+	}
+
+	failed := scenario.Failed(probes)
+	fmt.Fprintf(out, "\n%d of %d probes ok, %s in total\n", len(probes)-len(failed), len(probes), time.Since(start).Round(time.Millisecond))
+	if len(failed) > 0 {
+		for _, p := range failed {
+			fmt.Fprintf(out, "  %s\n", p)
+		}
+		return fmt.Errorf("%d probes failed", len(failed))
+	}
+	return nil
+}
+
+func backendName(b string) string {
+	if b == "" {
+		return "auto"
+	}
+	return b
+}
+
+func firstWithRole(s *scenario.Scenario, role string) *scenario.Member {
+	for _, m := range s.Members {
+		if s.Role(m.Node) == role {
+			return m
+		}
+	}
+	return s.Members[0]
+}
+
+func printTopology(out io.Writer, s *scenario.Scenario) {
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tROLE\tUNDERLAY IP\tPOD CIDR\tCNI IP (cni0)\tPOD IP")
+	for _, m := range s.Members {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Node.Name, s.Role(m.Node), m.Node.IP, m.Node.PodCIDR, m.CNIIP(), m.Pod.IP)
+	}
+	tw.Flush()
+}
+
+// printMatrix prints one table per direction: rows are the sources (pods
+// and host networks), columns the remote pods, cells ✓/✗ and the source
+// address the remote pod saw.
+func printMatrix(out io.Writer, s *scenario.Scenario, probes []scenario.Probe) {
+	for _, c := range s.Clusters.Clusters() {
+		var dsts []*scenario.Member
+		for _, m := range s.Members {
+			if m.Cluster != c {
+				dsts = append(dsts, m)
+			}
+		}
+		fmt.Fprintf(out, "\nfrom %s to the pods of the other cluster (cell: result, source address seen by the destination)\n", c.ID)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprint(tw, "SOURCE\tROLE")
+		for _, d := range dsts {
+			fmt.Fprintf(tw, "\tpod %s (%s)", d.Node.Name, s.Role(d.Node))
+		}
+		fmt.Fprintln(tw)
+		for _, kind := range []string{scenario.SourcePod, scenario.SourceHost} {
+			for _, m := range s.Members {
+				if m.Cluster != c {
+					continue
+				}
+				src := m.Pod.IP
+				if kind == scenario.SourceHost {
+					src = m.CNIIP()
+				}
+				fmt.Fprintf(tw, "%s %s [%s]\t%s", kind, m.Node.Name, src, s.Role(m.Node))
+				for _, d := range dsts {
+					fmt.Fprintf(tw, "\t%s", cell(find(probes, kind, m.Node.Name, d.Node.Name)))
+				}
+				fmt.Fprintln(tw)
+			}
+		}
+		tw.Flush()
+	}
+}
+
+func find(ps []scenario.Probe, kind, src, dst string) *scenario.Probe {
+	for i := range ps {
+		if ps[i].Kind == kind && ps[i].SrcNode == src && ps[i].DstNode == dst {
+			return &ps[i]
+		}
+	}
+	return nil
+}
+
+func cell(p *scenario.Probe) string {
+	switch {
+	case p == nil:
+		return "-"
+	case p.OK:
+		return "✓ " + p.Seen.String()
+	case p.Err != nil:
+		return "✗ no answer"
+	}
+	return fmt.Sprintf("✗ %s (want %s)", p.Seen, p.Expected)
+}
