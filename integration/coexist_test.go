@@ -249,12 +249,16 @@ func TestCoexistForeignNativeRules(t *testing.T) {
 		// pod IP survives.
 		t.Run("foreign-masquerade", func(t *testing.T) {
 			if backend == "iptables" {
-				// An iptables ACCEPT in nat POSTROUTING ends only the
-				// iptables-nft chain; a masquerade in another nft table
-				// still applies (the remote pod sees the gateway's
-				// underlay IP). Needs an identity NAT binding in the
-				// iptables backend (e.g. NETMAP to the same CIDR).
-				t.Skip("known limitation of the iptables backend: a masquerade in a foreign nft table rewrites pod IPs")
+				// weft's iptables chain makes an identity NAT binding
+				// (NETMAP to 0.0.0.0/0), so the first NAT binding is
+				// weft's — when its chain runs first. iptables-nft's nat
+				// POSTROUTING sits at priority srcnat (100), and the kernel
+				// runs a NAT chain registered later at the same priority
+				// BEFORE the older ones; this foreign chain is added after
+				// weft's, so it binds first. Only the nftables backend
+				// (srcnat - 10) is immune; iptables mode may only write
+				// through the iptables binary, which cannot pick a priority.
+				t.Skip("limitation of iptables mode: a foreign nft NAT chain at priority srcnat registered after iptables' own runs first")
 			}
 			for _, n := range nodes {
 				dpExec(t, n, "nft", "add chain ip kube-proxy cni-masq { type nat hook postrouting priority srcnat; } ; "+

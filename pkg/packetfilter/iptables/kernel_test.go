@@ -285,8 +285,11 @@ func TestSetMatchCounts(t *testing.T) {
 			return nil
 		})
 		out := n.MustExec(t, "iptables-"+mode+"-save", "-c")
-		for _, chain := range []string{ChainMSS, ChainPostrouting} {
-			re := regexp.MustCompile(`(?m)^\[(\d+):\d+\] -A ` + chain + ` -.*--match-set weft-local src -m set --match-set weft-remote dst`)
+		for chain, match := range map[string]string{
+			ChainMSS:         `-.*--match-set weft-local src -m set --match-set weft-remote dst`,
+			ChainPostrouting: `-m set --match-set weft-local src -m set --match-set weft-remote dst -j NETMAP`,
+		} {
+			re := regexp.MustCompile(`(?m)^\[(\d+):\d+\] -A ` + chain + ` ` + match)
 			mm := re.FindStringSubmatch(out)
 			if mm == nil || mm[1] == "0" {
 				t.Errorf("%s local→remote rule did not match the SYN: %v\n%s", chain, mm, out)

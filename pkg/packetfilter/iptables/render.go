@@ -83,12 +83,16 @@ func render(m packetfilter.Model) (map[string][]string, error) {
 		remoteDst = "-m set --match-set " + SetRemote + " dst"
 	)
 
-	// The first NAT binding decides, and in nat POSTROUTING an ACCEPT ends
-	// the traversal: position 1 keeps pod IPs across clusters even when a
-	// later rule (CNI, kube-proxy) would masquerade.
+	// Local↔remote: an identity NAT binding at position 1. NETMAP to
+	// 0.0.0.0/0 keeps every address bit (the netmask is empty), and a NAT
+	// binding — unlike a plain ACCEPT, which only ends this chain — keeps a
+	// later masquerade out, both later in this chain (CNI, kube-proxy
+	// rules) and in another nft table that runs after it at the same hook:
+	// in netfilter the first source NAT of a connection wins. The nftables
+	// backend does the same with `snat to ip saddr`.
 	nat := []string{
-		localSrc + " " + remoteDst + " -j ACCEPT",
-		remoteSrc + " " + localDst + " -j ACCEPT",
+		localSrc + " " + remoteDst + " -j NETMAP --to 0.0.0.0/0",
+		remoteSrc + " " + localDst + " -j NETMAP --to 0.0.0.0/0",
 	}
 	if m.CNIIP.IsValid() {
 		if !m.CNIIP.Unmap().Is4() {

@@ -98,8 +98,8 @@ COMMIT
 const wantRestore = `*nat
 :WEFT-POSTROUTING - [0:0]
 -F WEFT-POSTROUTING
--A WEFT-POSTROUTING -m set --match-set weft-local src -m set --match-set weft-remote dst -j ACCEPT
--A WEFT-POSTROUTING -m set --match-set weft-remote src -m set --match-set weft-local dst -j ACCEPT
+-A WEFT-POSTROUTING -m set --match-set weft-local src -m set --match-set weft-remote dst -j NETMAP --to 0.0.0.0/0
+-A WEFT-POSTROUTING -m set --match-set weft-remote src -m set --match-set weft-local dst -j NETMAP --to 0.0.0.0/0
 -A WEFT-POSTROUTING -o vx-weft -m set ! --match-set weft-local src -m set --match-set weft-remote dst -j SNAT --to-source 10.1.2.1
 -A WEFT-POSTROUTING -o vx-weft-cable -m set ! --match-set weft-local src -m set --match-set weft-remote dst -j SNAT --to-source 10.1.2.1
 -I POSTROUTING 1 -m comment --comment weft -j WEFT-POSTROUTING
