@@ -234,10 +234,17 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 				a.setCond(CondDataplaneReady, true, "Applied", "", "")
 			}
 			pfErr := a.d.PacketFilter.Apply(ctx, res.Filter)
-			if pfErr != nil {
+			switch {
+			case errors.Is(pfErr, packetfilter.ErrDegraded):
+				// Traffic rules are in place; the periodic resync retries
+				// the rest without holding readiness back.
+				a.d.Log.Warn("packet filter degraded", "backend", a.d.PacketFilter.Name(), "err", pfErr)
+				a.setCond(CondPacketFilterReady, false, "Degraded", pfErr.Error(), "see the other conditions for the foreign rules involved; weft retries on every resync")
+				pfErr = nil
+			case pfErr != nil:
 				errs = append(errs, fmt.Errorf("apply packet filter (%s): %w", a.d.PacketFilter.Name(), pfErr))
 				a.setCond(CondPacketFilterReady, false, "ApplyFailed", pfErr.Error(), "see weftd logs; weft retries with backoff")
-			} else {
+			default:
 				a.setCond(CondPacketFilterReady, true, "Applied", "", "")
 			}
 			a.applyFindings(a.d.PacketFilter.Findings(ctx))

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -301,5 +302,28 @@ func TestSpoolReplayInOrderAndLateAddAfterDel(t *testing.T) {
 	}
 	if entries, _, _ := spool.List(dir); len(entries) != 0 {
 		t.Fatalf("spool not emptied: %d left", len(entries))
+	}
+}
+
+type degradedPF struct{ pfRecorder }
+
+func (d degradedPF) Apply(ctx context.Context, m packetfilter.Model) error {
+	_ = d.pfRecorder.Apply(ctx, m)
+	return fmt.Errorf("filter table unparsable: %w", packetfilter.ErrDegraded)
+}
+
+// A degraded packet filter (traffic rules in place, informative rules
+// missing) is a condition, not a readiness failure.
+func TestDegradedPacketFilterKeepsReadiness(t *testing.T) {
+	ctx := context.Background()
+	a, k, rec, _ := newTestAgent(t)
+	a.d.PacketFilter = degradedPF{pfRecorder{rec}}
+	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatalf("degraded filter reported as a failed reconcile: %v", err)
+	}
+	st := a.Status()
+	if c := cond(st, CondPacketFilterReady); !st.Ready || c.Status || c.Reason != "Degraded" {
+		t.Fatalf("ready=%v condition=%+v, want ready with PacketFilterReady=false/Degraded", st.Ready, c)
 	}
 }

@@ -5,8 +5,15 @@ package packetfilter
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 )
+
+// ErrDegraded marks an Apply error after which every rule that carries
+// traffic (NAT, MSS) is in place and only informative rules are missing
+// (e.g. the accept rules of a filter table that a foreign tool made
+// unparsable for iptables). The node stays ready; the condition says why.
+var ErrDegraded = errors.New("packet filter degraded")
 
 // MSS modes.
 const (

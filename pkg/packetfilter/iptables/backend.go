@@ -38,8 +38,17 @@ func (e *IncompatibleTableError) Error() string {
 		e.Mode, strings.Join(e.Tables, ", "))
 }
 
-// Unwrap makes errors.Is(err, ErrIncompatibleTable) true.
-func (e *IncompatibleTableError) Unwrap() error { return ErrIncompatibleTable }
+// Unwrap makes errors.Is(err, ErrIncompatibleTable) true, and
+// errors.Is(err, packetfilter.ErrDegraded) when only the filter table (whose
+// accept rules are informative) is affected.
+func (e *IncompatibleTableError) Unwrap() []error {
+	for _, t := range e.Tables {
+		if t != "filter" {
+			return []error{ErrIncompatibleTable}
+		}
+	}
+	return []error{ErrIncompatibleTable, packetfilter.ErrDegraded}
+}
 
 // Stats counts the work one Apply did; benchmarks and tests read it.
 type Stats struct {
