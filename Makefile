@@ -20,7 +20,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/weftd ./daemon
 
 # cnitool and the reference plugins, pinned, built from the Go module proxy.
-tools: $(TOOLS)/cnitool $(TOOLS)/bridge $(TOOLS)/ptp $(TOOLS)/host-local $(TOOLS)/tuning
+tools: $(TOOLS)/cnitool $(TOOLS)/bridge $(TOOLS)/ptp $(TOOLS)/host-local $(TOOLS)/tuning $(TOOLS)/portmap
 
 $(TOOLS)/cnitool:
 	GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/cni/cnitool@$(CNI_VERSION)
@@ -30,6 +30,8 @@ $(TOOLS)/host-local:
 	GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/plugins/plugins/ipam/host-local@$(PLUGINS_VERSION)
 $(TOOLS)/tuning:
 	GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/plugins/plugins/meta/tuning@$(PLUGINS_VERSION)
+$(TOOLS)/portmap:
+	GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/plugins/plugins/meta/portmap@$(PLUGINS_VERSION)
 
 vet:
 	$(GO) vet ./...
@@ -52,3 +54,20 @@ demo: build tools
 
 clean:
 	rm -rf $(BIN) .tools
+
+# Fuzzing: each target for FUZZTIME (make test runs them for 5 s each).
+FUZZTIME     ?= 10s
+FUZZ_TARGETS := pkg/apiserver:FuzzDecodeEvent pkg/cniplugin:FuzzParseConfig pkg/config:FuzzParse pkg/cidrset:FuzzMerge
+.PHONY: fuzz-short reliability
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== fuzz $$fn (./$$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg; \
+	done
+fuzz-short:
+	$(MAKE) fuzz FUZZTIME=5s
+test: fuzz-short
+
+# Reliability, security and bad input, full form (make test runs the short form).
+reliability: build tools
+	WEFT_RELIABILITY=full $(GO) test -count=1 -timeout 20m -v ./integration/reliability/

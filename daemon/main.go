@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/weft-net/weft/conflist"
 	"github.com/weft-net/weft/pkg/client"
 	"github.com/weft-net/weft/pkg/weftd"
 )
@@ -24,7 +26,7 @@ commands:
   run --config FILE                 run the node daemon
   status [--json] [--socket PATH]   print the daemon's status
   cleanup --config FILE             remove everything weft owns on this node
-  install-cni                       install the plugin into the node's CNI config
+  install-cni [--watch|--uninstall] install the plugin into the node's CNI config
   version                           print the version
 `
 
@@ -44,7 +46,7 @@ func main() {
 	case "cleanup":
 		err = cleanup(args, log)
 	case "install-cni":
-		err = fmt.Errorf("install-cni is not available in this version yet")
+		err = installCNI(args, log)
 	case "version", "--version", "-v":
 		fmt.Println(version)
 	case "help", "-h", "--help":
@@ -108,4 +110,57 @@ func cleanup(args []string, log *slog.Logger) error {
 	}
 	fmt.Println("weft removed from this node")
 	return nil
+}
+
+// installCNI copies the plugin into the CNI bin dir and puts it last in the
+// primary CNI's conflist. In the DaemonSet it runs twice: as the init
+// container (install, then exit, so pods start with weft in the chain) and
+// as the install-cni sidecar with --watch (put weft back whenever the
+// primary CNI rewrites its file). --uninstall takes it out again.
+func installCNI(args []string, log *slog.Logger) error {
+	fs := flag.NewFlagSet("install-cni", flag.ExitOnError)
+	confDir := fs.String("conf-dir", "/etc/cni/net.d", "CNI configuration directory")
+	binDir := fs.String("bin-dir", "/opt/cni/bin", "CNI plugin directory")
+	plugin := fs.String("plugin", "", "weft plugin binary to copy (default: weft next to this weftd)")
+	watch := fs.Bool("watch", false, "after installing, keep weft in the primary conflist until stopped")
+	uninstall := fs.Bool("uninstall", false, "remove weft from every conflist, then the plugin binary")
+	var e conflist.Entry
+	fs.StringVar(&e.Socket, "socket", "/run/weft/weft.sock", "plugin option socket")
+	fs.StringVar(&e.SpoolDir, "spool-dir", "/run/weft/spool", "plugin option spoolDir")
+	fs.StringVar(&e.FailPolicy, "fail-policy", "open", "plugin option failPolicy: open or closed")
+	fs.StringVar(&e.Timeout, "timeout", "2s", "plugin option timeout")
+	fs.StringVar(&e.LogFile, "log-file", "", "plugin option logFile (empty: stderr, which the runtime logs)")
+	_ = fs.Parse(args)
+	if e.FailPolicy != "open" && e.FailPolicy != "closed" {
+		return fmt.Errorf("--fail-policy %q: want open or closed", e.FailPolicy)
+	}
+	if _, err := time.ParseDuration(e.Timeout); err != nil {
+		return fmt.Errorf("--timeout: %w", err)
+	}
+	if *plugin == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find the plugin next to weftd: %w", err)
+		}
+		*plugin = filepath.Join(filepath.Dir(self), conflist.BinaryName)
+	}
+	in := conflist.New(conflist.Options{ConfDir: *confDir, BinDir: *binDir, PluginSource: *plugin, Entry: e, Log: log})
+	if *uninstall {
+		res, err := in.Uninstall()
+		for _, p := range append(res.Edited, res.Restored...) {
+			fmt.Println("weft removed from", p)
+		}
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	res, err := in.Install(ctx)
+	if err != nil {
+		return err
+	}
+	log.Info("weft is in the CNI chain", "conflist", res.Primary, "changed", res.Changed)
+	if !*watch {
+		return nil
+	}
+	return in.Watch(ctx)
 }

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,6 +24,7 @@ import (
 	"github.com/weft-net/weft/pkg/config"
 	"github.com/weft-net/weft/pkg/dataplane"
 	"github.com/weft-net/weft/pkg/discovery"
+	"github.com/weft-net/weft/pkg/metrics"
 	"github.com/weft-net/weft/pkg/state"
 )
 
@@ -58,8 +58,12 @@ func Run(ctx context.Context, cfgPath, version string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	a := agent.New(cfg, agent.Deps{
-		Log: log, Store: store, Kernel: netlinkKernel{},
+	// The metrics read the agent's status at scrape time; scrapes start
+	// only after the agent exists.
+	var a *agent.Agent
+	m := metrics.New(func() api.Status { return a.Status() })
+	a = agent.New(cfg, agent.Deps{
+		Log: log, Store: store, Kernel: netlinkKernel{}, Observer: m,
 		Dataplane: dataplane.New(log), PacketFilter: pf, Version: version,
 	})
 
@@ -100,7 +104,7 @@ func Run(ctx context.Context, cfgPath, version string, log *slog.Logger) error {
 		}
 	})
 	if addr := cfg.Metrics(); addr != "" {
-		goRun(func() { serveHealth(ctx, log, addr, a) })
+		goRun(func() { serveMetrics(ctx, log, addr, metrics.NewMux(m, a.Ready)) })
 	}
 	log.Info("weftd started", "node", cfg.NodeName, "cluster", cfg.Cluster.ID, "role", a.Status().Role,
 		"packetFilter", pf.Name(), "socket", cfg.Socket, "version", version)
@@ -153,25 +157,18 @@ func watchDir(ctx context.Context, log *slog.Logger, dir string, notify chan<- s
 	}
 }
 
-// serveHealth serves /healthz and /readyz for the kubelet's probes.
-func serveHealth(ctx context.Context, log *slog.Logger, addr string, a *agent.Agent) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+api.PathHealthz, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET "+api.PathReadyz, func(w http.ResponseWriter, r *http.Request) {
-		if ok, why := a.Ready(); !ok {
-			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ok\n")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
+// serveMetrics serves /metrics, /healthz and /readyz on addr (the
+// kubelet's probes and Prometheus). A port in use is logged, not fatal:
+// the data plane matters more than its metrics.
+func serveMetrics(ctx context.Context, log *slog.Logger, addr string, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		log.Error("health endpoint unavailable", "address", addr, "err", err)
+		log.Error("metrics and health endpoint unavailable", "address", addr, "err", err)
 		return
 	}
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Error("health endpoint stopped", "err", err)
+		log.Error("metrics and health endpoint stopped", "err", err)
 	}
 }

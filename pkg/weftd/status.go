@@ -15,7 +15,11 @@ func PrintStatus(w io.Writer, st api.Status, now time.Time) {
 	if st.Ready {
 		ready = "ready"
 	}
-	fmt.Fprintf(w, "node %s  cluster %s  role %s  %s\n", st.Node, st.Cluster, st.Role, ready)
+	fmt.Fprintf(w, "node %s  cluster %s  role %s  %s", st.Node, st.Cluster, st.Role, ready)
+	if st.Version != "" {
+		fmt.Fprintf(w, "  (weftd %s)", st.Version)
+	}
+	fmt.Fprintln(w)
 	if c := st.CNIInterface; c != nil {
 		fmt.Fprintf(w, "CNI interface  %s %s (via %s, since %s, %s ago)\n", c.Name, c.IP, c.Source,
 			c.Since.Format(time.RFC3339), now.Sub(c.Since).Round(time.Second))

@@ -1,0 +1,165 @@
+// Package metrics exposes weftd's Prometheus metrics. Events the agent
+// reports as they happen (reconcile passes, plugin requests) are counted
+// through the agent.Observer methods; everything that is a fact about the
+// node now (CNI interface, attachments, backend, routes per remote, spool
+// counts, conditions) is read from the agent's status document at scrape
+// time, so the metrics can never drift from what `weftd status` says.
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/weft-net/weft/pkg/api"
+)
+
+const namespace = "weft"
+
+// Metrics is weftd's registry. It implements agent.Observer.
+type Metrics struct {
+	reg               *prometheus.Registry
+	reconcileDuration prometheus.Histogram
+	reconcileErrors   prometheus.Counter
+	pluginEvents      *prometheus.CounterVec
+}
+
+// New returns the registry; status is called on every scrape (it must be
+// cheap and safe for concurrent use, like agent.Agent.Status).
+func New(status func() api.Status) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		reconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "reconcile_duration_seconds",
+			Help:    "Duration of reconcile passes (discover, compute desired state, apply the difference).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5ms … 16s
+		}),
+		reconcileErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "reconcile_errors_total",
+			Help: "Reconcile passes that ended with an error (each is retried with backoff).",
+		}),
+		pluginEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "plugin_events_total",
+			Help: "Requests from the CNI plugin by verb (add, del, check, gc), result (ok, error) and source (socket, spool).",
+		}, []string{"verb", "result", "source"}),
+	}
+	m.reg.MustRegister(m.reconcileDuration, m.reconcileErrors, m.pluginEvents,
+		&statusCollector{status: status},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ReconcileDone records one reconcile pass.
+func (m *Metrics) ReconcileDone(d time.Duration, err error) {
+	m.reconcileDuration.Observe(d.Seconds())
+	if err != nil {
+		m.reconcileErrors.Inc()
+	}
+}
+
+// PluginEvent counts one plugin request.
+func (m *Metrics) PluginEvent(verb, result string, spooled bool) {
+	source := "socket"
+	if spooled {
+		source = "spool"
+	}
+	m.pluginEvents.WithLabelValues(verb, result, source).Inc()
+}
+
+// Registry is the underlying registry (tests gather from it).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+var (
+	descCNIReady = prometheus.NewDesc(namespace+"_cni_interface_ready",
+		"1 when the node's CNI interface is known; the interface label names it (empty while none is found).",
+		[]string{"interface"}, nil)
+	descAttachments = prometheus.NewDesc(namespace+"_attachments",
+		"Pod attachments weftd knows on this node.", nil, nil)
+	descSpoolReplayed = prometheus.NewDesc(namespace+"_spool_replayed_total",
+		"Plugin events replayed from the spool directory since weftd started.", nil, nil)
+	descSpoolDropped = prometheus.NewDesc(namespace+"_spool_dropped_total",
+		"Plugin events the plugin could not spool because the spool was full, as counted in the spool.", nil, nil)
+	descSpoolSkipped = prometheus.NewDesc(namespace+"_spool_skipped_total",
+		"Spool files that could not be read and were set aside.", nil, nil)
+	descBackend = prometheus.NewDesc(namespace+"_packet_filter_backend_info",
+		"The packet-filter backend in use (value is always 1).", []string{"backend"}, nil)
+	descRoutes = prometheus.NewDesc(namespace+"_remote_routes_installed",
+		"1 when the routes to a remote cluster's CIDRs are in place.", []string{"remote"}, nil)
+	descReady = prometheus.NewDesc(namespace+"_ready",
+		"1 when the node is ready (CNI interface known, last reconcile succeeded, every desired object in place).", nil, nil)
+	descCondition = prometheus.NewDesc(namespace+"_condition",
+		"Status of each condition (1 true, 0 false); reason names why.", []string{"type", "reason"}, nil)
+	descInfo = prometheus.NewDesc(namespace+"_node_info",
+		"The node's identity and role (value is always 1).", []string{"node", "cluster", "role", "version"}, nil)
+)
+
+// statusCollector turns the status document into metrics at scrape time.
+type statusCollector struct {
+	status func() api.Status
+}
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descCNIReady, descAttachments, descSpoolReplayed, descSpoolDropped,
+		descSpoolSkipped, descBackend, descRoutes, descReady, descCondition, descInfo} {
+		ch <- d
+	}
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.status()
+	if st.CNIInterface != nil && st.CNIInterface.Name != "" {
+		ch <- prometheus.MustNewConstMetric(descCNIReady, prometheus.GaugeValue, 1, st.CNIInterface.Name)
+	} else {
+		ch <- prometheus.MustNewConstMetric(descCNIReady, prometheus.GaugeValue, 0, "")
+	}
+	ch <- prometheus.MustNewConstMetric(descAttachments, prometheus.GaugeValue, float64(st.Attachments))
+	ch <- prometheus.MustNewConstMetric(descSpoolReplayed, prometheus.CounterValue, float64(st.Spool.Replayed))
+	ch <- prometheus.MustNewConstMetric(descSpoolDropped, prometheus.CounterValue, float64(st.Spool.Dropped))
+	ch <- prometheus.MustNewConstMetric(descSpoolSkipped, prometheus.CounterValue, float64(st.Spool.Skipped))
+	if st.PacketFilter != "" {
+		ch <- prometheus.MustNewConstMetric(descBackend, prometheus.GaugeValue, 1, st.PacketFilter)
+	}
+	for _, r := range st.Remotes {
+		ch <- prometheus.MustNewConstMetric(descRoutes, prometheus.GaugeValue, boolValue(r.RoutesInstalled), r.ID)
+	}
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, boolValue(st.Ready))
+	for _, cd := range st.Conditions {
+		ch <- prometheus.MustNewConstMetric(descCondition, prometheus.GaugeValue, boolValue(cd.Status), cd.Type, cd.Reason)
+	}
+	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, st.Node, st.Cluster, st.Role, st.Version)
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// NewMux serves /metrics and the kubelet's probes: /healthz answers while
+// the process serves, /readyz only while ready reports true.
+func NewMux(m *Metrics, ready func() (bool, string)) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.HandleFunc("GET "+api.PathHealthz, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET "+api.PathReadyz, func(w http.ResponseWriter, r *http.Request) {
+		if ok, why := ready(); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	return mux
+}
