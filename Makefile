@@ -71,3 +71,10 @@ test: fuzz-short
 # Reliability, security and bad input, full form (make test runs the short form).
 reliability: build tools
 	WEFT_RELIABILITY=full $(GO) test -count=1 -timeout 20m -v ./integration/reliability/
+
+# Benchmarks (root; not part of `make test`): weft next to its references in
+# one run; one table on stdout, the rows in bench-results.json.
+# BENCH_QUICK=1 for a short development run, BENCH_ONLY=1,3 for some figures.
+bench: build tools
+	WEFT_BENCH_COMMAND='make bench$(if $(BENCH_QUICK), BENCH_QUICK=1)$(if $(BENCH_ONLY), BENCH_ONLY=$(BENCH_ONLY))' \
+		$(GO) run ./integration/bench/cmd/weftbench -v $(if $(BENCH_QUICK),-quick) $(if $(BENCH_ONLY),-only $(BENCH_ONLY)) -out bench-results.json
