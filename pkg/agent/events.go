@@ -62,11 +62,42 @@ func (a *Agent) Del(ctx context.Context, ev api.Event) (err error) {
 	}
 	a.tombstones[key] = t
 	a.mu.Unlock()
+	if !ev.Spooled {
+		a.dropSpooledAdds(key, t)
+	}
 	if _, err := a.d.Store.Delete(ctx, key); err != nil {
 		return fmt.Errorf("forget attachment %s/%s: %w", ev.ContainerID, ev.IfName, err)
 	}
 	a.Trigger()
 	return nil
+}
+
+// dropSpooledAdds removes the spooled ADDs of key that a live DEL at t
+// supersedes. The tombstone that orders them is in memory only: if weftd
+// died before draining such an ADD, the next weftd would replay it after the
+// DEL and resurrect a removed attachment. The runtime sends DEL only after
+// ADD returned, so a spooled ADD of the same attachment is already on disk.
+func (a *Agent) dropSpooledAdds(key api.AttachmentKey, t time.Time) {
+	cfg := a.Config()
+	if cfg == nil || cfg.SpoolDir == "" {
+		return
+	}
+	entries, _, err := spool.List(cfg.SpoolDir)
+	if err != nil {
+		a.d.Log.Warn("list spool for superseded ADDs", "err", err)
+		return
+	}
+	for _, e := range entries {
+		ev := e.Event
+		if ev.Verb != api.VerbAdd || ev.ContainerID != key.ContainerID || ev.IfName != key.IfName || ev.Time.After(t) {
+			continue
+		}
+		if err := spool.Remove(cfg.SpoolDir, e.Name); err != nil {
+			a.d.Log.Warn("remove superseded spooled ADD", "file", e.Name, "err", err)
+			continue
+		}
+		a.d.Log.Info("spooled ADD superseded by a live DEL, removed", "file", e.Name, "containerID", key.ContainerID, "ifName", key.IfName)
+	}
 }
 
 // noteGateways remembers the pod gateways, newest first, deduplicated.

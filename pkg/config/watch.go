@@ -127,6 +127,7 @@ type watchState struct {
 	env       Env
 	last      *Config
 	seen      string // hash of the last content (or error) handled
+	refused   bool   // the last content handled was refused
 	targetDir string // directory of the file the path resolves to, also watched
 	fw        *fsnotify.Watcher
 	log       *slog.Logger
@@ -157,9 +158,13 @@ func (s *watchState) check() {
 		s.report(fmt.Errorf("config %s: %w", s.path, err))
 		return
 	}
-	if s.last != nil && reflect.DeepEqual(s.last, cfg) {
-		return // e.g. a comment changed
+	// An unchanged config is no news (e.g. a comment changed), unless the
+	// file was refused in between: then the good file coming back must
+	// clear the refusal.
+	if s.last != nil && reflect.DeepEqual(s.last, cfg) && !s.refused {
+		return
 	}
+	s.refused = false
 	s.last = cfg
 	s.log.Info("configuration changed", "path", s.path)
 	if s.onChange != nil {
@@ -168,6 +173,7 @@ func (s *watchState) check() {
 }
 
 func (s *watchState) report(err error) {
+	s.refused = true
 	s.log.Warn("configuration refused; the last good one stays in force", "err", err)
 	if s.onError != nil {
 		s.onError(err)

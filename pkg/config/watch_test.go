@@ -284,3 +284,21 @@ func TestWatchMissingDirectory(t *testing.T) {
 }
 
 var quietLog = slog.New(slog.DiscardHandler)
+
+// The good file coming back after a refused one must be reported, even
+// though it equals the configuration in force: the refusal must clear.
+func TestWatchGoodFileBackAfterRefusal(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "weft.yaml")
+	good := configWithGateway(t, "c1-n1")
+	os.WriteFile(p, good, 0o644)
+	last, err := LoadWith(p, testEnv("", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startWatch(t, p, last)
+	os.WriteFile(p, []byte("nodeName: [\n"), 0o644)
+	r.waitFor(t, 0, 1)
+	os.WriteFile(p, good, 0o644)
+	r.waitFor(t, 1, 1)
+}
