@@ -72,18 +72,25 @@ func Run(ctx context.Context, cfgPath, version string, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
 		return fmt.Errorf("create spool dir %s: %w", cfg.SpoolDir, err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	goRun := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+	// The spool watch starts before the first drain: a file the plugin
+	// spools while that drain runs leaves a notification that the
+	// WatchSpool loop (started after it) acts on at once.
+	spoolNotify := make(chan struct{}, 1)
+	goRun(func() { watchDir(ctx, log, cfg.SpoolDir, spoolNotify) })
 	if err := a.DrainSpool(ctx, cfg.SpoolDir); err != nil {
 		log.Warn("initial spool drain incomplete, will retry", "err", err)
 	}
 
 	srv, err := apiserver.Listen(apiserver.Options{Socket: cfg.Socket, Log: log}, a)
 	if err != nil {
+		cancel()
+		wg.Wait()
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	goRun := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
 
 	goRun(func() {
 		if err := srv.Serve(); err != nil {
@@ -94,8 +101,6 @@ func Run(ctx context.Context, cfgPath, version string, log *slog.Logger) error {
 	goRun(func() {
 		discovery.Watch(ctx, log, cfg.RouteTable, func(string) { a.Trigger() })
 	})
-	spoolNotify := make(chan struct{}, 1)
-	goRun(func() { watchDir(ctx, log, cfg.SpoolDir, spoolNotify) })
 	goRun(func() { a.WatchSpool(ctx, cfg.SpoolDir, spoolNotify, 5*time.Second) })
 	goRun(func() {
 		w := &config.Watcher{Last: cfg, Logger: log}
