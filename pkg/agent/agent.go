@@ -160,13 +160,21 @@ func (a *Agent) ConfigRejected(err error) {
 
 // Run reconciles until ctx ends. resync is read from the config on each
 // pass so a reload can change it.
+//
+// The first pass, every periodic resync and every pass after a failed one
+// verify: they re-read all of weft's objects from the kernel and repair any
+// drift. Passes triggered by events (plugin, netlink, config) trust what the
+// last Apply verified for what they were not told about, so their cost
+// follows what changed rather than the number of peers.
 func (a *Agent) Run(ctx context.Context) {
 	backoff := time.Duration(0)
 	var retry <-chan time.Time
 	resync := time.NewTimer(a.Config().ResyncInterval.Duration)
 	defer resync.Stop()
+	verify := true
 	for {
-		if err := a.Reconcile(ctx); err != nil {
+		err := a.reconcile(ctx, verify)
+		if err != nil {
 			if backoff == 0 {
 				backoff = 100 * time.Millisecond
 			} else if backoff < 30*time.Second {
@@ -177,25 +185,41 @@ func (a *Agent) Run(ctx context.Context) {
 		} else {
 			backoff, retry = 0, nil
 		}
+		// A failed write leaves the kernel unknown: verify after one.
+		verify = err != nil
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.trigger:
 		case <-retry:
 		case <-resync.C:
+			verify = true
 			resync.Reset(a.Config().ResyncInterval.Duration)
 		}
 	}
 }
 
-// Reconcile makes one pass: discover, compute the desired state, apply the
-// difference, record conditions. It returns the first error, for backoff.
+// Reconcile makes one verifying pass: discover, compute the desired state,
+// re-read weft's objects, apply the difference, record conditions. It
+// returns the first error, for backoff.
 func (a *Agent) Reconcile(ctx context.Context) error {
+	return a.reconcile(ctx, true)
+}
+
+// reconcile is one pass; verify as in dataplane.State.Verify, and only a
+// verifying pass inspects the host's foreign packet filter (Findings lists
+// every table: a few ms that event-driven passes need not pay, and what it
+// reports changes only behind weft's back, which the resync catches).
+func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 	start := a.d.Now()
 	cfg := a.Config()
 	var errs []error
+	ph := phases{log: a.d.Log, now: a.d.Now, last: start}
 
-	cni, cniErr := a.discover(ctx, cfg)
+	// A changed CNI interface is recorded durably (an fsync) while the
+	// kernel is programmed; the pass, and readiness, wait for both.
+	cni, recorded, cniErr := a.discover(ctx, cfg, &ph)
+	ph.mark("discover")
 	if cniErr != nil {
 		errs = append(errs, cniErr)
 	}
@@ -206,6 +230,7 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 		in.CNIIP, _ = netip.ParseAddr(cni.IP)
 	}
 	ul, addr, mtu, err := a.d.Kernel.Underlay(cfg.Parsed.NodeIP)
+	ph.mark("underlay")
 	applied := false
 	var remotes []api.Remote
 	if err != nil {
@@ -217,6 +242,7 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 			in.NodeIP = addr
 		}
 		res, err := topology.Desired(cfg, in)
+		ph.mark("topology")
 		if err != nil {
 			errs = append(errs, fmt.Errorf("compute desired state: %w", err))
 			a.setCond(CondTopologyValid, false, "Invalid", err.Error(), "fix cluster.nodes / remotes in the config")
@@ -226,7 +252,9 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 			} else {
 				a.setCond(CondTopologyValid, true, "Valid", "", "")
 			}
+			res.Dataplane.Verify = verify
 			dpErr := a.d.Dataplane.Apply(ctx, res.Dataplane)
+			ph.mark("dataplane")
 			if dpErr != nil {
 				errs = append(errs, fmt.Errorf("apply data plane: %w", dpErr))
 				a.setCond(CondDataplaneReady, false, "ApplyFailed", dpErr.Error(), "see weftd logs; weft retries with backoff")
@@ -234,6 +262,7 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 				a.setCond(CondDataplaneReady, true, "Applied", "", "")
 			}
 			pfErr := a.d.PacketFilter.Apply(ctx, res.Filter)
+			ph.mark("packetFilter")
 			switch {
 			case errors.Is(pfErr, packetfilter.ErrDegraded):
 				// Traffic rules are in place; the periodic resync retries
@@ -247,14 +276,22 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 			default:
 				a.setCond(CondPacketFilterReady, true, "Applied", "", "")
 			}
-			a.applyFindings(a.d.PacketFilter.Findings(ctx))
+			if verify {
+				a.applyFindings(a.d.PacketFilter.Findings(ctx))
+				ph.mark("findings")
+			}
 			applied = dpErr == nil && pfErr == nil
 			remotes = remoteStatus(cfg, res.Dataplane, dpErr == nil)
 		}
 	}
 
+	if err := recorded(); err != nil {
+		errs = append(errs, err)
+	}
+	ph.mark("record")
 	err = errors.Join(errs...)
 	end := a.d.Now()
+	ph.log.Debug("reconcile pass", append([]any{"verify", verify, "ms", ms(end.Sub(start)), "err", err != nil}, ph.attrs...)...)
 	a.mu.Lock()
 	a.last = &api.Reconcile{At: end.UTC(), DurationMs: float64(end.Sub(start).Microseconds()) / 1000}
 	if err != nil {
@@ -275,13 +312,42 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	return err
 }
 
+// phases times the steps of a pass for the debug log.
+type phases struct {
+	log   *slog.Logger
+	now   func() time.Time
+	last  time.Time
+	attrs []any
+}
+
+func (p *phases) mark(name string) {
+	t := p.now()
+	p.attrs = append(p.attrs, name+"Ms", ms(t.Sub(p.last)))
+	p.last = t
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 // discover evaluates the CNI interface from the kernel as it is now and
-// records a change durably. It returns the current choice, or nil.
-func (a *Agent) discover(ctx context.Context, cfg *config.Config) (*api.CNIInterface, error) {
+// starts recording a change durably. It returns the current choice, or
+// nil, and recorded, which waits for the record and returns its error.
+func (a *Agent) discover(ctx context.Context, cfg *config.Config, ph *phases) (_ *api.CNIInterface, recorded func() error, _ error) {
+	recorded = func() error { return nil }
+	record := func(c *api.CNIInterface) {
+		done := make(chan error, 1)
+		go func() { done <- a.d.Store.SetCNI(ctx, c) }()
+		recorded = func() error {
+			if err := <-done; err != nil {
+				return fmt.Errorf("record CNI interface: %w", err)
+			}
+			return nil
+		}
+	}
 	ifaces, err := a.d.Kernel.Interfaces()
+	ph.mark("interfaces")
 	if err != nil {
 		a.setCond(CondCNIInterfaceReady, false, "ListFailed", err.Error(), "")
-		return a.d.Store.CNI(), fmt.Errorf("list interfaces: %w", err)
+		return a.d.Store.CNI(), recorded, fmt.Errorf("list interfaces: %w", err)
 	}
 	a.mu.Lock()
 	hints := discovery.Hints{
@@ -297,26 +363,22 @@ func (a *Agent) discover(ctx context.Context, cfg *config.Config) (*api.CNIInter
 			"weft waits for the primary CNI (no restart needed); if the CNI interface has an unusual name, set cniInterface in the config")
 		if prev != nil {
 			a.d.Log.Warn("CNI interface gone", "name", prev.Name, "ip", prev.IP)
-			if err := a.d.Store.SetCNI(ctx, nil); err != nil {
-				return nil, fmt.Errorf("record CNI interface: %w", err)
-			}
+			record(nil)
 		}
-		return nil, nil
+		return nil, recorded, nil
 	}
 	rec := &api.CNIInterface{Name: choice.Name, IP: choice.IP.String(), Source: choice.Source, Since: a.d.Now().UTC()}
 	if prev != nil && prev.Name == rec.Name && prev.IP == rec.IP {
 		rec.Since = prev.Since
 		if prev.Source == rec.Source {
 			a.setCond(CondCNIInterfaceReady, true, "Found", fmt.Sprintf("%s %s (%s)", rec.Name, rec.IP, rec.Source), "")
-			return prev, nil
+			return prev, recorded, nil
 		}
 	}
 	a.d.Log.Info("CNI interface discovered", "name", rec.Name, "ip", rec.IP, "source", rec.Source)
-	if err := a.d.Store.SetCNI(ctx, rec); err != nil {
-		return rec, fmt.Errorf("record CNI interface: %w", err)
-	}
+	record(rec)
 	a.setCond(CondCNIInterfaceReady, true, "Found", fmt.Sprintf("%s %s (%s)", rec.Name, rec.IP, rec.Source), "")
-	return rec, nil
+	return rec, recorded, nil
 }
 
 func remoteStatus(cfg *config.Config, s dataplane.State, ok bool) []api.Remote {

@@ -66,6 +66,9 @@ type recorder struct {
 	pf    packetfilter.Model
 	fail  error
 	calls int
+	// verify is State.Verify of every Apply, findings the Findings calls.
+	verify   []bool
+	findings int
 }
 
 func (r *recorder) Apply(_ context.Context, s dataplane.State) error {
@@ -73,6 +76,7 @@ func (r *recorder) Apply(_ context.Context, s dataplane.State) error {
 	defer r.mu.Unlock()
 	r.calls++
 	r.dp = s
+	r.verify = append(r.verify, s.Verify)
 	return r.fail
 }
 func (r *recorder) Cleanup(context.Context, []string, int, int) error { return nil }
@@ -86,8 +90,13 @@ func (p pfRecorder) Apply(_ context.Context, m packetfilter.Model) error {
 	p.r.pf = m
 	return nil
 }
-func (p pfRecorder) Cleanup(context.Context) error                   { return nil }
-func (p pfRecorder) Findings(context.Context) []packetfilter.Finding { return nil }
+func (p pfRecorder) Cleanup(context.Context) error { return nil }
+func (p pfRecorder) Findings(context.Context) []packetfilter.Finding {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	p.r.findings++
+	return nil
+}
 
 func newTestAgent(t *testing.T) (*Agent, *fakeKernel, *recorder, *state.Store) {
 	t.Helper()
@@ -326,4 +335,118 @@ func TestDegradedPacketFilterKeepsReadiness(t *testing.T) {
 	if c := cond(st, CondPacketFilterReady); !st.Ready || c.Status || c.Reason != "Degraded" {
 		t.Fatalf("ready=%v condition=%+v, want ready with PacketFilterReady=false/Degraded", st.Ready, c)
 	}
+}
+
+// A live DEL removes the spooled ADD it supersedes from disk, so a weftd
+// that dies before draining it cannot have a successor replay the ADD
+// after the DEL (the in-memory tombstone dies with the process).
+func TestLiveDelRemovesSupersededSpooledAdd(t *testing.T) {
+	ctx := context.Background()
+	a, _, _, store := newTestAgent(t)
+	dir := t.TempDir()
+	cfg := *a.Config()
+	cfg.SpoolDir = dir
+	a.SetConfig(&cfg)
+	t0 := time.Now()
+	for _, e := range []api.Event{
+		{Verb: "ADD", ContainerID: "gone", IfName: "eth0", Time: t0},
+		{Verb: "ADD", ContainerID: "kept", IfName: "eth0", Time: t0.Add(time.Millisecond)},
+	} {
+		if _, err := spool.Write(dir, 100, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Del(ctx, api.Event{Verb: "DEL", ContainerID: "gone", IfName: "eth0", Time: t0.Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	// A successor: fresh agent (no tombstones) on the same store and spool.
+	b := New(a.Config(), a.d)
+	if err := b.DrainSpool(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, at := range store.List() {
+		ids = append(ids, at.ContainerID)
+	}
+	if len(ids) != 1 || ids[0] != "kept" {
+		t.Fatalf("attachments after the successor's replay = %v, want [kept]", ids)
+	}
+}
+
+// Event-driven passes trust the last verified state; the first pass, every
+// resync and the pass after a failure re-read the kernel (Verify) and are
+// the only ones that inspect foreign packet-filter tables.
+func TestRunVerifiesOnStartRetryAndResync(t *testing.T) {
+	a, k, rec, _ := newTestAgent(t)
+	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
+	cfg := *a.Config()
+	cfg.ResyncInterval.Duration = time.Second
+	a.mu.Lock()
+	a.cfg = &cfg
+	a.mu.Unlock()
+	snapshot := func() ([]bool, int) {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return append([]bool(nil), rec.verify...), rec.findings
+	}
+	waitPasses := func(n int) []bool {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			v, _ := snapshot()
+			if len(v) >= n {
+				return v
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d passes after 3 s, want %d: %v", len(v), n, v)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Run(ctx)
+
+	start := time.Now()
+	waitPasses(1)
+	a.Trigger()
+	waitPasses(2)
+	rec.mu.Lock()
+	rec.fail = errors.New("transient")
+	rec.mu.Unlock()
+	a.Trigger()
+	waitPasses(3) // fails; the retry 100 ms later verifies
+	rec.mu.Lock()
+	rec.fail = nil
+	rec.mu.Unlock()
+	waitPasses(4)
+	a.Trigger()
+	got := waitPasses(5)
+	if time.Since(start) > 900*time.Millisecond {
+		t.Skipf("machine too slow to see the passes before the 1 s resync: %v", got)
+	}
+	got = waitPasses(6) // the resync
+	want := []bool{true, false, false, true, false, true}
+	for i, w := range want {
+		if got[i] != w {
+			t.Fatalf("Verify of passes = %v, want %v (start, trigger, trigger failing, retry, trigger, resync)", got[:len(want)], want)
+		}
+	}
+	if _, f := snapshot(); f < 3 {
+		t.Errorf("Findings called %d times, want one per verifying pass (>= 3)", f)
+	}
+	_, f := snapshot()
+	if v, _ := snapshot(); f > countTrue(v) {
+		t.Errorf("Findings called %d times for %d verifying passes: %v", f, countTrue(v), v)
+	}
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }

@@ -29,9 +29,14 @@ func TestDiffFDB(t *testing.T) {
 		b = "02:57:f0:00:00:02"
 		c = "02:57:f0:00:00:03"
 	)
-	want := map[string]netip.Addr{
-		a: netip.MustParseAddr("192.168.0.1"),
-		b: netip.MustParseAddr("192.168.0.2"),
+	key := func(s string) macKey {
+		hw, _ := net.ParseMAC(s)
+		k, _ := keyOf(hw)
+		return k
+	}
+	want := map[macKey]netip.Addr{
+		key(a): netip.MustParseAddr("192.168.0.1"),
+		key(b): netip.MustParseAddr("192.168.0.2"),
 	}
 	tests := []struct {
 		name     string
@@ -71,7 +76,7 @@ func TestDiffFDB(t *testing.T) {
 				gotDel = append(gotDel, n.HardwareAddr.String()+" "+n.IP.String())
 			}
 			for _, e := range set {
-				gotSet = append(gotSet, e.MAC)
+				gotSet = append(gotSet, e.MAC.String())
 				if e.Dst != want[e.MAC] {
 					t.Errorf("set %s dst %s, want %s", e.MAC, e.Dst, want[e.MAC])
 				}
@@ -84,7 +89,9 @@ func TestDiffFDB(t *testing.T) {
 
 func TestDiffNeigh(t *testing.T) {
 	v1, v2 := netip.MustParseAddr("240.0.0.1"), netip.MustParseAddr("240.0.0.2")
-	want := map[netip.Addr]string{v1: MACFor(v1).String(), v2: MACFor(v2).String()}
+	k1, _ := keyOf(MACFor(v1))
+	k2, _ := keyOf(MACFor(v2))
+	want := map[netip.Addr]macKey{v1: k1, v2: k2}
 	n := func(ip string, mac net.HardwareAddr, state int) netlink.Neigh {
 		return netlink.Neigh{IP: net.ParseIP(ip).To4(), HardwareAddr: mac, State: state, Family: unix.AF_INET}
 	}

@@ -46,6 +46,13 @@ type State struct {
 	// LooseRPFilter lists interfaces whose rp_filter must be 2 (weft's
 	// devices, the CNI interface, the underlay interface).
 	LooseRPFilter []string
+	// Verify re-reads every object from the kernel instead of trusting
+	// what the last Apply verified, so drift nobody was told about is
+	// repaired. Without it a device's FDB and neighbours are taken to be
+	// what the last Apply left (while the device keeps its ifindex and the
+	// last Apply wrote them without error) and only the difference to s
+	// is written: O(changed) instead of O(peers).
+	Verify bool
 }
 
 // Manager applies a State and removes what weft owns.

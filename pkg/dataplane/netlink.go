@@ -43,6 +43,19 @@ type Netlink struct {
 
 	mu   sync.Mutex
 	last Stats
+	// verified is, per device name, what the last Apply left in place,
+	// for Applies without State.Verify.
+	verified map[string]*verified
+}
+
+// verified is the FDB and neighbour state of one device as the last Apply
+// left it: confirmed by a dump or written without error. It is valid only
+// for the device with that ifindex (a recreated device has a new one and
+// starts empty). A nil map means "unknown: dump it".
+type verified struct {
+	ifindex int
+	fdb     map[macKey]netip.Addr // MAC -> underlay
+	neigh   map[netip.Addr]macKey // VTEP -> MAC
 }
 
 var _ Manager = (*Netlink)(nil)
@@ -52,7 +65,7 @@ func New(logger *slog.Logger) *Netlink {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Netlink{log: logger}
+	return &Netlink{log: logger, verified: map[string]*verified{}}
 }
 
 // LastApplyStats reports the changes made by the most recent Apply or
@@ -100,15 +113,37 @@ func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
 	wanted := map[string]bool{}
 	for _, d := range s.Devices {
 		wanted[d.Name] = true
+	}
+	for name := range m.verified {
+		if !wanted[name] {
+			delete(m.verified, name)
+		}
+	}
+	for _, d := range s.Devices {
 		if ctx.Err() != nil {
 			break
 		}
-		if link := r.device(d); link != nil {
-			idx[d.Name] = link.Attrs().Index
-			r.address(d, link)
-			r.fdb(d, link)
-			r.neighbours(d, link)
+		before := r.changes
+		link := r.device(d)
+		if link == nil {
+			delete(m.verified, d.Name)
+			continue
 		}
+		idx[d.Name] = link.Attrs().Index
+		r.address(d, link)
+		v := m.verified[d.Name]
+		if v == nil || v.ifindex != link.Attrs().Index || r.changes != before {
+			// New, recreated, brought up again or readdressed: taking a
+			// device down or removing its last address flushes its
+			// neighbours, permanent ones too. Nothing is known.
+			v = &verified{ifindex: link.Attrs().Index}
+			m.verified[d.Name] = v
+		}
+		if s.Verify {
+			v.fdb, v.neigh = nil, nil
+		}
+		r.fdb(d, link, v)
+		r.neighbours(d, link, v)
 	}
 	if ctx.Err() == nil {
 		r.staleDevices(wanted)
@@ -157,6 +192,7 @@ func (m *Netlink) finishLocked(r *run) (Stats, error) {
 func (m *Netlink) Cleanup(ctx context.Context, names []string, table, priority int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	clear(m.verified)
 	r, err := m.startLocked(ctx)
 	if err != nil {
 		return err
@@ -380,9 +416,25 @@ func (r *run) address(d VXLAN, link netlink.Link) {
 
 // ---- FDB and neighbours ----
 
+// macKey is an Ethernet MAC as a comparable value: maps keyed by it cost
+// far less than by the text form, which shows with thousands of peers.
+type macKey [6]byte
+
+// keyOf returns hw as a key; ok is false unless it is 6 bytes long.
+func keyOf(hw net.HardwareAddr) (k macKey, ok bool) {
+	if len(hw) != len(k) {
+		return k, false
+	}
+	return macKey(hw), true
+}
+
+func (k macKey) hw() net.HardwareAddr { return net.HardwareAddr(k[:]) }
+
+func (k macKey) String() string { return k.hw().String() }
+
 // fdbEntry is the desired FDB entry of one peer: its MAC to its underlay.
 type fdbEntry struct {
-	MAC string // net.HardwareAddr.String()
+	MAC macKey
 	Dst netip.Addr
 }
 
@@ -399,13 +451,14 @@ func peerMAC(p Peer) net.HardwareAddr {
 // good when its MAC is wanted, it points at the wanted underlay with the
 // device's VNI and port, and it is permanent; anything else on a weft
 // device is stale (including the all-zeros flooding entry).
-func diffFDB(existing []netlink.Neigh, want map[string]netip.Addr) (del []netlink.Neigh, set []fdbEntry) {
-	good := map[string]bool{}
+func diffFDB(existing []netlink.Neigh, want map[macKey]netip.Addr) (del []netlink.Neigh, set []fdbEntry) {
+	good := make(map[macKey]bool, len(want))
 	for _, n := range existing {
-		mac := n.HardwareAddr.String()
+		mac, macOK := keyOf(n.HardwareAddr)
 		dst, ok := netip.AddrFromSlice(n.IP)
 		dst = dst.Unmap()
 		w, wanted := want[mac]
+		wanted = wanted && macOK
 		if ok && wanted && dst == w && n.VNI == 0 && n.State&netlink.NUD_PERMANENT != 0 && !good[mac] {
 			good[mac] = true
 			continue
@@ -425,10 +478,18 @@ func diffFDB(existing []netlink.Neigh, want map[string]netip.Addr) (del []netlin
 	return del, set
 }
 
-func (r *run) fdb(d VXLAN, link netlink.Link) {
-	want := map[string]netip.Addr{}
+// fdb makes the device's FDB hold exactly one permanent entry per peer. v
+// is what the last Apply left; when its fdb is known the kernel is not
+// dumped and only the difference is written. v.fdb is the new state after,
+// or nil when any write failed.
+func (r *run) fdb(d VXLAN, link netlink.Link, v *verified) {
+	want := make(map[macKey]netip.Addr, len(d.Peers))
 	for _, p := range d.Peers {
-		mac := peerMAC(p).String()
+		mac, ok := keyOf(peerMAC(p))
+		if !ok {
+			r.fail(fmt.Errorf("device %s: fdb %s: peer %s: not an Ethernet MAC", d.Name, peerMAC(p), p.VTEP))
+			continue
+		}
 		if prev, dup := want[mac]; dup && prev != p.Underlay {
 			r.fail(fmt.Errorf("device %s: fdb %s: two peers (%s, %s) share the MAC", d.Name, mac, prev, p.Underlay))
 			continue
@@ -439,12 +500,27 @@ func (r *run) fdb(d VXLAN, link netlink.Link) {
 		}
 		want[mac] = p.Underlay
 	}
-	existing, err := r.h.NeighList(link.Attrs().Index, unix.AF_BRIDGE)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		r.fail(fmt.Errorf("device %s: list fdb: %w", d.Name, err))
-		return
+	var del []netlink.Neigh
+	var set []fdbEntry
+	partial := false
+	if v.fdb != nil {
+		del, set = diffFDBCached(v.fdb, want)
+	} else {
+		existing, err := r.h.NeighList(link.Attrs().Index, unix.AF_BRIDGE)
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			r.fail(fmt.Errorf("device %s: list fdb: %w", d.Name, err))
+			return
+		}
+		partial = err != nil // an interrupted dump may miss stale entries
+		del, set = diffFDB(existing, want)
 	}
-	del, set := diffFDB(existing, want)
+	nerr := len(r.errs)
+	defer func() {
+		v.fdb = nil
+		if len(r.errs) == nerr && !partial {
+			v.fdb = want
+		}
+	}()
 	for _, n := range del {
 		n.LinkIndex = link.Attrs().Index
 		n.Family = unix.AF_BRIDGE
@@ -456,7 +532,7 @@ func (r *run) fdb(d VXLAN, link netlink.Link) {
 		r.changed("deleted stale fdb entry", "device", d.Name, "mac", n.HardwareAddr.String(), "dst", n.IP.String())
 	}
 	for _, e := range set {
-		mac, _ := net.ParseMAC(e.MAC)
+		mac := e.MAC.hw()
 		// Replace semantics (create, or rewrite a wrong destination in
 		// place). For a unicast MAC on a VXLAN device this is `bridge fdb
 		// append` without the case where append silently keeps an old
@@ -473,21 +549,57 @@ func (r *run) fdb(d VXLAN, link netlink.Link) {
 			r.fail(fmt.Errorf("device %s: fdb %s dst %s: %w", d.Name, e.MAC, e.Dst, err))
 			continue
 		}
-		r.changed("set fdb entry", "device", d.Name, "mac", e.MAC, "dst", e.Dst.String())
+		r.changed("set fdb entry", "device", d.Name, "mac", e.MAC.String(), "dst", e.Dst.String())
 	}
+}
+
+// diffFDBCached is diffFDB against the entries the last Apply left (MAC ->
+// underlay) rather than a dump.
+func diffFDBCached(have, want map[macKey]netip.Addr) (del []netlink.Neigh, set []fdbEntry) {
+	for mac, dst := range have {
+		if w, ok := want[mac]; ok && w == dst {
+			continue
+		}
+		if _, ok := want[mac]; ok {
+			continue // rewritten in place by the set below
+		}
+		del = append(del, netlink.Neigh{HardwareAddr: mac.hw(), IP: net.IP(dst.AsSlice())})
+	}
+	for mac, dst := range want {
+		if h, ok := have[mac]; !ok || h != dst {
+			set = append(set, fdbEntry{MAC: mac, Dst: dst})
+		}
+	}
+	return del, set
+}
+
+// diffNeighCached is diffNeigh against the entries the last Apply left
+// (VTEP -> MAC) rather than a dump.
+func diffNeighCached(have, want map[netip.Addr]macKey) (del []netlink.Neigh, set []netip.Addr) {
+	for ip := range have {
+		if _, ok := want[ip]; !ok {
+			del = append(del, netlink.Neigh{Family: unix.AF_INET, IP: net.IP(ip.AsSlice())})
+		}
+	}
+	for ip, mac := range want {
+		if h, ok := have[ip]; !ok || h != mac {
+			set = append(set, ip)
+		}
+	}
+	return del, set
 }
 
 // diffNeigh compares the device's IPv4 neighbours with the wanted VTEP ->
 // MAC map. Only static (permanent) entries that are not wanted are stale:
 // entries the kernel resolved itself are its business.
-func diffNeigh(existing []netlink.Neigh, want map[netip.Addr]string) (del []netlink.Neigh, set []netip.Addr) {
-	good := map[netip.Addr]bool{}
+func diffNeigh(existing []netlink.Neigh, want map[netip.Addr]macKey) (del []netlink.Neigh, set []netip.Addr) {
+	good := make(map[netip.Addr]bool, len(want))
 	for _, n := range existing {
 		ip, ok := netip.AddrFromSlice(n.IP)
 		ip = ip.Unmap()
 		mac, wanted := want[ip]
 		if ok && wanted {
-			if n.HardwareAddr.String() == mac && n.State == netlink.NUD_PERMANENT {
+			if k, ok := keyOf(n.HardwareAddr); ok && k == mac && n.State == netlink.NUD_PERMANENT {
 				good[ip] = true
 			}
 			continue
@@ -504,22 +616,45 @@ func diffNeigh(existing []netlink.Neigh, want map[netip.Addr]string) (del []netl
 	return del, set
 }
 
-func (r *run) neighbours(d VXLAN, link netlink.Link) {
-	want := map[netip.Addr]string{}
+// neighbours makes the device's static neighbours one per peer VTEP; v as
+// for fdb.
+func (r *run) neighbours(d VXLAN, link netlink.Link, v *verified) {
+	want := make(map[netip.Addr]macKey, len(d.Peers))
 	for _, p := range d.Peers {
 		if !p.VTEP.Is4() {
 			r.fail(fmt.Errorf("device %s: neighbour %v: not an IPv4 VTEP address", d.Name, p.VTEP))
 			continue
 		}
-		want[p.VTEP] = peerMAC(p).String()
+		mac, ok := keyOf(peerMAC(p))
+		if !ok {
+			r.fail(fmt.Errorf("device %s: neighbour %v: lladdr %s is not an Ethernet MAC", d.Name, p.VTEP, peerMAC(p)))
+			continue
+		}
+		want[p.VTEP] = mac
 	}
-	existing, err := r.h.NeighList(link.Attrs().Index, unix.AF_INET)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		r.fail(fmt.Errorf("device %s: list neighbours: %w", d.Name, err))
-		return
+	var del []netlink.Neigh
+	var set []netip.Addr
+	partial := false
+	if v.neigh != nil {
+		del, set = diffNeighCached(v.neigh, want)
+	} else {
+		existing, err := r.h.NeighList(link.Attrs().Index, unix.AF_INET)
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			r.fail(fmt.Errorf("device %s: list neighbours: %w", d.Name, err))
+			return
+		}
+		partial = err != nil // an interrupted dump may miss stale entries
+		del, set = diffNeigh(existing, want)
 	}
-	del, set := diffNeigh(existing, want)
+	nerr := len(r.errs)
+	defer func() {
+		v.neigh = nil
+		if len(r.errs) == nerr && !partial {
+			v.neigh = want
+		}
+	}()
 	for _, n := range del {
+		n.LinkIndex = link.Attrs().Index
 		if err := r.h.NeighDel(&n); err != nil && !isNotFound(err) {
 			r.fail(fmt.Errorf("device %s: delete stale neighbour %s: %w", d.Name, n.IP, err))
 			continue
@@ -527,7 +662,7 @@ func (r *run) neighbours(d VXLAN, link netlink.Link) {
 		r.changed("deleted stale neighbour", "device", d.Name, "ip", n.IP.String())
 	}
 	for _, ip := range set {
-		mac, _ := net.ParseMAC(want[ip])
+		mac := want[ip].hw()
 		n := &netlink.Neigh{
 			LinkIndex:    link.Attrs().Index,
 			Family:       unix.AF_INET,
@@ -539,7 +674,7 @@ func (r *run) neighbours(d VXLAN, link netlink.Link) {
 			r.fail(fmt.Errorf("device %s: neighbour %s lladdr %s: %w", d.Name, ip, want[ip], err))
 			continue
 		}
-		r.changed("set neighbour", "device", d.Name, "ip", ip.String(), "mac", want[ip])
+		r.changed("set neighbour", "device", d.Name, "ip", ip.String(), "mac", want[ip].String())
 	}
 }
 

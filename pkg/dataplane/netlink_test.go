@@ -350,6 +350,7 @@ func TestDriftRepaired(t *testing.T) {
 			for _, c := range tc.drift {
 				n.MustExec(t, c[0], c[1:]...)
 			}
+			s.Verify = true // what the agent's resync does
 			if c := mustApply(t, n, m, s); c == 0 {
 				t.Error("Apply after drift made no changes")
 			}
@@ -362,6 +363,71 @@ func TestDriftRepaired(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVerifyFalseTrustsCache pins what an Apply without Verify may skip:
+// drift nobody was told about in a device's FDB and neighbours stays until
+// a Verify Apply, but a device with a new ifindex (recreated, by weft or by
+// hand with identical attributes) is programmed in full either way.
+func TestVerifyFalseTrustsCache(t *testing.T) {
+	n := setupNode(t)
+	m := New(testLogger(t))
+	s := baseState()
+	mustApply(t, n, m, s)
+	gw := s.Devices[0].Peers[0]
+	fdbLine := fmt.Sprintf("%s dst %s self permanent", gw.MAC, gw.Underlay)
+	neighLine := fmt.Sprintf("%s lladdr %s PERMANENT", gw.VTEP, gw.MAC)
+
+	n.MustExec(t, "bridge", "fdb", "del", gw.MAC.String(), "dev", "vx-weft", "dst", gw.Underlay.String())
+	n.MustExec(t, "ip", "neigh", "del", gw.VTEP.String(), "dev", "vx-weft")
+	if c := mustApply(t, n, m, s); c != 0 {
+		t.Errorf("Verify=false Apply after hidden drift made %d changes, want 0 (it trusts the last Apply)", c)
+	}
+	notContains(t, "bridge fdb", n.MustExec(t, "bridge", "fdb", "show", "dev", "vx-weft"), fdbLine)
+
+	// A peer change is still written, and only it.
+	added := peer("192.168.10.99")
+	s.Devices[0].Peers = append(s.Devices[0].Peers, added)
+	if c := mustApply(t, n, m, s); c != 2 {
+		t.Errorf("Verify=false Apply adding a peer made %d changes, want 2", c)
+	}
+	contains(t, "bridge fdb", n.MustExec(t, "bridge", "fdb", "show", "dev", "vx-weft"), added.MAC.String()+" dst 192.168.10.99")
+
+	s.Verify = true
+	if c := mustApply(t, n, m, s); c != 2 {
+		t.Errorf("Verify=true Apply after hidden drift made %d changes, want 2 (fdb + neighbour)", c)
+	}
+	contains(t, "bridge fdb", n.MustExec(t, "bridge", "fdb", "show", "dev", "vx-weft"), fdbLine)
+	contains(t, "ip neigh", n.MustExec(t, "ip", "neigh", "show", "dev", "vx-weft"), neighLine)
+	checkState(t, n, s)
+
+	// Deleted: weft recreates it and programs everything without Verify.
+	s.Verify = false
+	n.MustExec(t, "ip", "link", "del", "vx-weft")
+	if c := mustApply(t, n, m, s); c == 0 {
+		t.Error("Verify=false Apply after the device was deleted made no changes")
+	}
+	checkState(t, n, s)
+
+	// Recreated by hand, identical but for its ifindex: only the FDB,
+	// neighbours and routes it lost are missing.
+	d := s.Devices[0]
+	n.MustExec(t, "ip", "link", "del", "vx-weft")
+	for _, c := range [][]string{
+		{"link", "add", d.Name, "address", d.MAC.String(), "mtu", "1450", "type", "vxlan", "id", fmt.Sprint(d.VNI),
+			"dstport", fmt.Sprint(d.Port), "local", d.LocalIP.String(), "dev", d.Underlay, "nolearning"},
+		{"link", "set", d.Name, "alias", DeviceAlias},
+		{"addr", "add", d.Addr.String(), "dev", d.Name},
+		{"link", "set", d.Name, "up"},
+	} {
+		n.MustExec(t, "ip", c...)
+	}
+	// + the new device's rp_filter, which starts at the default.
+	wantChanges := 2*len(d.Peers) + len(s.Routes) + 1
+	if c := mustApply(t, n, m, s); c != wantChanges {
+		t.Errorf("Verify=false Apply on a device recreated by hand made %d changes, want %d (fdb, neighbours, routes, rp_filter)", c, wantChanges)
+	}
+	checkState(t, n, s)
 }
 
 // foreign creates objects that are not weft's and returns a check that they

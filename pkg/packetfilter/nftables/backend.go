@@ -13,6 +13,12 @@
 // table ip weft`, `nft flush ruleset`, a deleted rule) is repaired on the next
 // Apply, and the commit carries the generation it was computed from, so a
 // concurrent change makes it fail and be retried rather than clobber.
+//
+// Apply and Findings share one netlink socket that stays open between calls
+// (see lastingConn): closing an nfnetlink socket waits for the kernel to
+// finish destroying what earlier transactions removed, an RCU grace period
+// of 5–20 ms, which would otherwise be paid by every Apply that deletes a set
+// element or rebuilds the table.
 package nftbackend
 
 import (
@@ -74,7 +80,16 @@ type Backend struct {
 	mu    sync.Mutex
 	cache *cached
 	stats ApplyStats
+	// lasting is the connection Apply and Findings reuse, open in the
+	// namespace lastingNS identifies; nil until first needed.
+	lasting   *nftables.Conn
+	lastingNS nsID
+	// memoLocal and memoRemote spare re-merging unchanged CIDR lists.
+	memoLocal, memoRemote intervalMemo
 }
+
+// nsID identifies a network namespace (device and inode of its nsfs file).
+type nsID struct{ dev, ino uint64 }
 
 // cached is the state weft committed, valid while the ruleset generation
 // is still gen (no commit by anyone since).
@@ -120,17 +135,70 @@ func (b *Backend) conn() (*nftables.Conn, error) {
 	return cc, nil
 }
 
+// lastingConn returns the reusable connection for the namespace the backend
+// works in now, dialling it (again) when there is none or the calling
+// thread moved to another namespace since. b.mu is held.
+func (b *Backend) lastingConn() (*nftables.Conn, error) {
+	var id nsID
+	if !b.hasNetNS {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+			return nil, fmt.Errorf("identify network namespace: %w", err)
+		}
+		id = nsID{dev: st.Dev, ino: st.Ino}
+	}
+	if b.lasting != nil && b.lastingNS == id {
+		return b.lasting, nil
+	}
+	b.dropLastingLocked()
+	if id != b.lastingNS {
+		// Generation numbers are per namespace: what was cached in
+		// another one says nothing about this one.
+		b.cache = nil
+	}
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if b.hasNetNS {
+		opts = append(opts, nftables.WithNetNSFd(b.netnsFd))
+	}
+	cc, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink connection: %w", err)
+	}
+	b.lasting, b.lastingNS = cc, id
+	return cc, nil
+}
+
+// dropLastingLocked closes the reusable connection, so the next call starts
+// on a fresh socket (after an error nothing stale can be read from it).
+func (b *Backend) dropLastingLocked() {
+	if b.lasting != nil {
+		if err := b.lasting.CloseLasting(); err != nil {
+			b.log.Debug("close nftables netlink connection", "err", err)
+		}
+		b.lasting = nil
+	}
+}
+
+// Close releases the netlink socket the backend keeps open between calls.
+// The backend stays usable: a later call opens a new one.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dropLastingLocked()
+	return nil
+}
+
 const maxAttempts = 4
 
 // Apply makes table ip weft render m, in one transaction.
 func (b *Backend) Apply(ctx context.Context, m packetfilter.Model) error {
-	d, err := render(m)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d, err := renderMemo(m, &b.memoLocal, &b.memoRemote)
 	if err != nil {
 		return fmt.Errorf("render nftables model: %w", err)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	cc, err := b.conn()
+	cc, err := b.lastingConn()
 	if err != nil {
 		return err
 	}
@@ -148,6 +216,13 @@ func (b *Backend) Apply(ctx context.Context, m packetfilter.Model) error {
 		}
 		lastErr = err
 		b.cache = nil
+		// The next attempt starts on a fresh socket: nothing queued or
+		// left unread on this one can leak into it.
+		b.dropLastingLocked()
+		var cerr error
+		if cc, cerr = b.lastingConn(); cerr != nil {
+			return cerr
+		}
 		if errors.Is(err, unix.ERESTART) {
 			// Someone else committed between our read and our commit.
 			b.log.Debug("nftables ruleset changed during apply, retrying", "attempt", attempt)

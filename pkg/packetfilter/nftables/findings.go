@@ -37,12 +37,9 @@ func (b *Backend) Findings(ctx context.Context) (out []packetfilter.Finding) {
 	if ctx.Err() != nil {
 		return nil
 	}
-	cc, err := b.conn()
+	chains, err := b.listChains()
 	if err == nil {
-		var chains []*nftables.Chain
-		if chains, err = cc.ListChains(); err == nil {
-			return foreignDropFindings(chains)
-		}
+		return foreignDropFindings(chains)
 	}
 	b.log.Warn("cannot inspect host nftables chains", "err", err)
 	return []packetfilter.Finding{{
@@ -50,6 +47,21 @@ func (b *Backend) Findings(ctx context.Context) (out []packetfilter.Finding) {
 		Message: fmt.Sprintf("listing the host's nftables chains failed: %v", err),
 		Fix:     "inspect `nft list ruleset`; weft keeps working, only this inspection is skipped",
 	}}
+}
+
+// listChains lists every chain of every table on the reusable connection.
+func (b *Backend) listChains() ([]*nftables.Chain, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cc, err := b.lastingConn()
+	if err != nil {
+		return nil, err
+	}
+	chains, err := cc.ListChains()
+	if err != nil {
+		b.dropLastingLocked()
+	}
+	return chains, err
 }
 
 func foreignDropFindings(chains []*nftables.Chain) []packetfilter.Finding {

@@ -464,3 +464,35 @@ func TestStaleGenerationIsERESTART(t *testing.T) {
 		t.Fatalf("generation after one foreign commit = %v (err %v), want %d", after, err, nextGen(gen.ID))
 	}
 }
+
+// The socket Apply keeps open between calls belongs to one namespace: a
+// backend without WithNetNSFd that is called from another namespace must
+// open a new one there, and never write to the namespace it was in before.
+func TestReusedSocketFollowsCallingThreadNetNS(t *testing.T) {
+	n1, n2 := netnstest.New(t), netnstest.New(t)
+	b, err := New(WithLogger(slog.New(slog.NewTextHandler(t.Output(), nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	in := func(n *netnstest.NS, m packetfilter.Model) {
+		t.Helper()
+		if err := n.Do(func(ns.NetNS) error { return b.Apply(context.Background(), m) }); err != nil {
+			t.Fatalf("Apply in %s: %v", n.Name, err)
+		}
+	}
+	m1, m2 := baseModel(), baseModel()
+	m2.RemoteCIDRs = prefixes("10.3.0.0/16")
+	in(n1, m1)
+	in(n2, m2)
+	in(n1, m1) // back again: still n1's table, and nothing to send
+	if st := b.LastApplyStats(); st.Messages != 0 {
+		t.Errorf("re-applying n1's model in n1 sent %d messages, want 0 (stats %+v)", st.Messages, st)
+	}
+	if got := setElements(t, listWeft(t, n1), SetRemote); got != "10.2.0.0/16, 10.102.0.0/16" {
+		t.Errorf("n1 remote set = %q, want n1's model", got)
+	}
+	if got := setElements(t, listWeft(t, n2), SetRemote); got != "10.3.0.0/16" {
+		t.Errorf("n2 remote set = %q, want n2's model", got)
+	}
+}
