@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+
 	"github.com/weft-net/weft/integration/harness"
 	"github.com/weft-net/weft/pkg/api"
 )
@@ -84,8 +86,61 @@ func TestCoexistForeignDrops(t *testing.T) {
 			t.Logf("%s: %s — fix: %s", c.condType, got.Message, got.Fix)
 		})
 	}
-	// A firewalld-like owner-flagged table lives only as long as the netlink
-	// socket of the process that made it; the nft CLI exits at once, so the
-	// case needs a long-lived owner and is not tried here.
-	run.sum.Figure(PCoexist, "owner-flagged table not tried (needs a long-lived nft owner)")
+}
+
+// A firewalld-like table: owner-flagged (it lives as long as its creator's
+// netlink socket and nobody else may change it) with a forward chain whose
+// policy is drop. weft reports it, names the owner flag so the operator
+// changes the owning daemon's configuration, and never touches it.
+func TestCoexistOwnerFlaggedTable(t *testing.T) {
+	defer run.sum.Track(t, PCoexist)()
+	env := harness.NewTestEnv(t)
+	ctx := ctxFor(t, 60*time.Second)
+	n, cfg := oneNode(t, env, nodeSpec{backend: "nftables"})
+
+	// The owner: a lasting netlink connection held by this test process.
+	owner, err := nftables.New(nftables.WithNetNSFd(int(n.NS.Fd())), nftables.AsLasting())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.CloseLasting()
+	tbl := owner.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "firewalld", Flags: nftables.TableFlagOwner})
+	drop := nftables.ChainPolicyDrop
+	owner.AddChain(&nftables.Chain{
+		Name: "filter_FORWARD", Table: tbl, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(10), Policy: &drop,
+	})
+	if err := owner.Flush(); err != nil {
+		t.Skipf("kernel refuses an owner-flagged table: %v", err)
+	}
+	before, err := n.Exec("nft", "list", "table", "inet", "firewalld")
+	if err != nil || !strings.Contains(before, "flags owner") {
+		t.Fatalf("owner-flagged table not in place (%v):\n%s", err, before)
+	}
+
+	w, err := n.StartWeftd(ctx, cfg.MustYAML())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.RunPod(ctx, "default", "owner"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := w.WaitFor(ctx, func(s api.Status) bool {
+		c, ok := cond(s, "ForeignDropPolicy")
+		return ok && strings.Contains(c.Message, "firewalld")
+	})
+	if err != nil {
+		t.Fatalf("owner-flagged drop not reported: %v", err)
+	}
+	got, _ := cond(st, "ForeignDropPolicy")
+	if got.Status || !strings.Contains(got.Message, "owner") || got.Fix == "" {
+		t.Fatalf("condition %+v: want it to name the owner flag and give a fix", got)
+	}
+	time.Sleep(1500 * time.Millisecond) // a resync or two
+	after, err := n.Exec("nft", "list", "table", "inet", "firewalld")
+	if err != nil || after != before {
+		t.Fatalf("weft touched the owner-flagged table (%v):\nbefore:\n%s\nafter:\n%s", err, before, after)
+	}
+	t.Logf("ForeignDropPolicy: %s — fix: %s", got.Message, got.Fix)
+	run.sum.Figure(PCoexist, "owner-flagged (firewalld-like) table reported, untouched")
 }

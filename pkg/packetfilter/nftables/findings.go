@@ -37,9 +37,9 @@ func (b *Backend) Findings(ctx context.Context) (out []packetfilter.Finding) {
 	if ctx.Err() != nil {
 		return nil
 	}
-	chains, err := b.listChains()
+	chains, owned, err := b.listChains()
 	if err == nil {
-		return foreignDropFindings(chains)
+		return foreignDropFindings(chains, owned)
 	}
 	b.log.Warn("cannot inspect host nftables chains", "err", err)
 	return []packetfilter.Finding{{
@@ -49,22 +49,40 @@ func (b *Backend) Findings(ctx context.Context) (out []packetfilter.Finding) {
 	}}
 }
 
-// listChains lists every chain of every table on the reusable connection.
-func (b *Backend) listChains() ([]*nftables.Chain, error) {
+// listChains lists every chain of every table on the reusable connection,
+// and which tables are owner-flagged (firewalld-style: only the creating
+// process may change them, and they vanish with it), keyed family/name.
+func (b *Backend) listChains() ([]*nftables.Chain, map[tableKey]uint32, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cc, err := b.lastingConn()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	tables, err := cc.ListTables()
+	if err != nil {
+		b.dropLastingLocked()
+		return nil, nil, err
+	}
+	owned := map[tableKey]uint32{}
+	for _, t := range tables {
+		if t.Flags&nftables.TableFlagOwner != 0 {
+			owned[tableKey{t.Family, t.Name}] = t.Owner
+		}
 	}
 	chains, err := cc.ListChains()
 	if err != nil {
 		b.dropLastingLocked()
 	}
-	return chains, err
+	return chains, owned, err
 }
 
-func foreignDropFindings(chains []*nftables.Chain) []packetfilter.Finding {
+type tableKey struct {
+	family nftables.TableFamily
+	name   string
+}
+
+func foreignDropFindings(chains []*nftables.Chain, owned map[tableKey]uint32) []packetfilter.Finding {
 	var out []packetfilter.Finding
 	for _, c := range chains {
 		if c.Table == nil || c.Hooknum == nil || c.Policy == nil || *c.Policy != nftables.ChainPolicyDrop {
@@ -89,14 +107,21 @@ func foreignDropFindings(chains []*nftables.Chain) []packetfilter.Finding {
 			continue
 		}
 		family := familyName(fam)
-		out = append(out, packetfilter.Finding{
+		f := packetfilter.Finding{
 			Type:   FindingForeignDropPolicy,
 			Reason: reason,
 			Message: fmt.Sprintf("table %s %s chain %s (hook %s) has policy drop; weft's accept in its own table cannot override it",
 				family, c.Table.Name, c.Name, hook),
 			Fix: fmt.Sprintf("allow weft's traffic in %s %s %s before the drop: %s (and the cluster CIDRs if that chain filters by address)",
 				family, c.Table.Name, c.Name, allow),
-		})
+		}
+		if pid, ok := owned[tableKey{fam, c.Table.Name}]; ok {
+			// Nobody but the owner may change it, and it is rebuilt from
+			// the owner's configuration: the fix goes there.
+			f.Message += fmt.Sprintf("; the table is owner-flagged (owned by netlink port %d, e.g. firewalld)", pid)
+			f.Fix = fmt.Sprintf("the table belongs to the process that created it (firewalld or similar): allow weft there, e.g. `firewall-cmd --permanent --zone=trusted --add-interface=vx-weft` (and vx-weft-cable on gateways), plus udp ports of weft's VXLAN devices; editing %s %s directly is refused", family, c.Table.Name)
+		}
+		out = append(out, f)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Message < out[j].Message })
 	return out
