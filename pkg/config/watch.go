@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -102,6 +103,12 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 		case ev, ok := <-fw.Events:
 			if !ok {
 				return nil
+			}
+			if !s.relevant(ev.Name) {
+				// Other files in the directory (a log written next to
+				// the config, an editor's swap file) are not news; logging
+				// them could even feed back into the watch.
+				continue
 			}
 			log.Debug("config directory event", "event", ev.String())
 			timer.Reset(debounce)
@@ -204,6 +211,17 @@ func (s *watchState) watchTarget() {
 	if err := s.fw.Add(td); err == nil {
 		s.targetDir = td
 	}
+}
+
+// relevant reports whether an event on name can change what path reads:
+// the file itself, the ConfigMap volume's "..data" and "..<timestamp>"
+// entries, or anything in the directory the path currently resolves to.
+func (s *watchState) relevant(name string) bool {
+	base := filepath.Base(name)
+	if base == filepath.Base(s.path) || strings.HasPrefix(base, "..") {
+		return true
+	}
+	return s.targetDir != "" && s.targetDir != s.dir && filepath.Dir(name) == s.targetDir
 }
 
 // rewatch restores the directory watch if the directory was removed and

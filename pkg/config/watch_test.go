@@ -302,3 +302,48 @@ func TestWatchGoodFileBackAfterRefusal(t *testing.T) {
 	os.WriteFile(p, good, 0o644)
 	r.waitFor(t, 1, 1)
 }
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Files next to the config (a daemon log, an editor's swap file) are not
+// events of the config: with debug logging to a file in the same
+// directory, treating them as such fed the watch its own log lines.
+func TestWatchIgnoresOtherFilesInTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "weft.yaml")
+	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := newRecorder()
+	w := &Watcher{Env: testEnv("", ""), Poll: -1, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	go func() { _ = w.Watch(ctx, p, r.onChange, r.onError) }()
+	r.waitFor(t, 1, 0)
+	for i := 0; i < 20; i++ {
+		os.WriteFile(filepath.Join(dir, "weftd.log"), []byte(strings.Repeat("x", i)), 0o644)
+		os.WriteFile(filepath.Join(dir, ".weft.yaml.swp"), []byte("swap"), 0o644)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := strings.Count(logs.String(), "config directory event"); n != 0 {
+		t.Fatalf("%d events logged for files that are not the config:\n%s", n, logs.String())
+	}
+	// The config itself is still followed.
+	os.WriteFile(p, configWithGateway(t, "c1-n2"), 0o644)
+	r.waitFor(t, 2, 0)
+}
