@@ -82,16 +82,10 @@ func StartupCost(ctx context.Context, env *harness.Env, o Options) ([]Row, error
 	if err != nil {
 		return nil, err
 	}
-	// Production keeps stateDir in /run/weft, a tmpfs on every systemd
-	// host, where the state store's fsync is nearly free. This machine's
-	// /run and /tmp are on disk, so the main rows use /dev/shm and row 1c
-	// repeats weft's chain with the state on disk.
-	shm, err := os.MkdirTemp("/dev/shm", "weft-bench-")
-	if err != nil {
-		return nil, fmt.Errorf("tmpfs state dir: %w", err)
+	// Row 1c repeats weft's chain with the state on disk.
+	if err := stateOnTmpfs(env, cfg); err != nil {
+		return nil, err
 	}
-	env.Defer("dir "+shm, func() error { return os.RemoveAll(shm) })
-	cfg["stateDir"] = shm
 	w, err := n.StartWeftd(ctx, cfg.MustYAML())
 	if err != nil {
 		return nil, err
@@ -304,4 +298,18 @@ func pluginPhases(ctx context.Context, env *harness.Env, n *harness.Node, o Opti
 	out["daemon API add round trip (in-process client)"] = Summarize(Ms(adds))
 	out["daemon API del round trip (in-process client)"] = Summarize(Ms(dels))
 	return out, nil
+}
+
+// stateOnTmpfs points the daemon's stateDir at a fresh /dev/shm directory.
+// Production keeps stateDir in /run/weft, a tmpfs on every systemd host,
+// where the state store's fsync is nearly free; this machine's /run and
+// /tmp are on disk, which would measure the disk instead of weft.
+func stateOnTmpfs(env *harness.Env, cfg harness.WeftdConfig) error {
+	shm, err := os.MkdirTemp("/dev/shm", "weft-bench-")
+	if err != nil {
+		return fmt.Errorf("tmpfs state dir: %w", err)
+	}
+	env.Defer("dir "+shm, func() error { return os.RemoveAll(shm) })
+	cfg["stateDir"] = shm
+	return nil
 }
