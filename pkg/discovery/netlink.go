@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,7 +38,8 @@ func Interfaces() ([]Iface, error) {
 }
 
 // Watch calls notify (which must not block) on every link and IPv4 address
-// change, and every route deleted from table, until ctx ends. A broken subscription (the kernel dropped it, or
+// change, every route deleted from table and every ip rule deleted, until
+// ctx ends. A broken subscription (the kernel dropped it, or
 // the socket overran) is re-established after a short pause, and notify is
 // called then too, since events may have been missed.
 func Watch(ctx context.Context, log *slog.Logger, table int, notify func(reason string)) {
@@ -77,12 +79,20 @@ func watchOnce(ctx context.Context, table int, notify func(string)) error {
 	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
 		return fmt.Errorf("subscribe routes: %w", err)
 	}
+	rules, err := subscribeRuleDeletions(done, onErr)
+	if err != nil {
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-errs:
 			return err
+		case <-rules:
+			// A deleted ip rule may be weft's; the library has no rule
+			// subscription, so this is a raw one.
+			notify("rule-deleted")
 		case _, ok := <-links:
 			if !ok {
 				return fmt.Errorf("link subscription closed")
@@ -105,4 +115,40 @@ func watchOnce(ctx context.Context, table int, notify func(string)) error {
 			}
 		}
 	}
+}
+
+// subscribeRuleDeletions reports every IPv4 ip rule deletion until done is
+// closed. Rules change rarely, so every deletion is reported.
+func subscribeRuleDeletions(done <-chan struct{}, onErr func(error)) (<-chan struct{}, error) {
+	sock, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_IPV4_RULE)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe ip rules: %w", err)
+	}
+	out := make(chan struct{}, 1)
+	go func() {
+		<-done
+		sock.Close() // unblocks Receive
+	}()
+	go func() {
+		for {
+			msgs, _, err := sock.Receive()
+			if err != nil {
+				select {
+				case <-done:
+				default:
+					onErr(fmt.Errorf("receive ip rule events: %w", err))
+				}
+				return
+			}
+			for _, m := range msgs {
+				if m.Header.Type == unix.RTM_DELRULE {
+					select {
+					case out <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	return out, nil
 }
