@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -90,6 +91,10 @@ type Agent struct {
 	remotes    []api.Remote
 	spool      api.Spool
 	applied    bool // the last apply put every desired object in place
+
+	// appliedFilter is the rule model of the last successful packet-filter
+	// apply; only the reconcile pass touches it.
+	appliedFilter *packetfilter.Model
 }
 
 // New returns an agent for cfg. Call Run to start the loop.
@@ -261,20 +266,31 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 			} else {
 				a.setCond(CondDataplaneReady, true, "Applied", "", "")
 			}
-			pfErr := a.d.PacketFilter.Apply(ctx, res.Filter)
-			ph.mark("packetFilter")
-			switch {
-			case errors.Is(pfErr, packetfilter.ErrDegraded):
-				// Traffic rules are in place; the periodic resync retries
-				// the rest without holding readiness back.
-				a.d.Log.Warn("packet filter degraded", "backend", a.d.PacketFilter.Name(), "err", pfErr)
-				a.setCond(CondPacketFilterReady, false, "Degraded", pfErr.Error(), "see the other conditions for the foreign rules involved; weft retries on every resync")
-				pfErr = nil
-			case pfErr != nil:
-				errs = append(errs, fmt.Errorf("apply packet filter (%s): %w", a.d.PacketFilter.Name(), pfErr))
-				a.setCond(CondPacketFilterReady, false, "ApplyFailed", pfErr.Error(), "see weftd logs; weft retries with backoff")
-			default:
-				a.setCond(CondPacketFilterReady, true, "Applied", "", "")
+			// An event-driven pass with the same rule model as the last
+			// successful apply has nothing to send: skip the backend, whose
+			// steady-state check is O(rules) for iptables (a save and the
+			// ipset listings). Verifying passes always apply, repairing
+			// drift made behind weft's back.
+			var pfErr error
+			if verify || a.appliedFilter == nil || !reflect.DeepEqual(*a.appliedFilter, res.Filter) {
+				a.appliedFilter = nil
+				pfErr = a.d.PacketFilter.Apply(ctx, res.Filter)
+				ph.mark("packetFilter")
+				switch {
+				case errors.Is(pfErr, packetfilter.ErrDegraded):
+					// Traffic rules are in place; the periodic resync
+					// retries the rest without holding readiness back.
+					a.d.Log.Warn("packet filter degraded", "backend", a.d.PacketFilter.Name(), "err", pfErr)
+					a.setCond(CondPacketFilterReady, false, "Degraded", pfErr.Error(), "see the other conditions for the foreign rules involved; weft retries on every resync")
+					pfErr = nil
+				case pfErr != nil:
+					errs = append(errs, fmt.Errorf("apply packet filter (%s): %w", a.d.PacketFilter.Name(), pfErr))
+					a.setCond(CondPacketFilterReady, false, "ApplyFailed", pfErr.Error(), "see weftd logs; weft retries with backoff")
+				default:
+					m := res.Filter
+					a.appliedFilter = &m
+					a.setCond(CondPacketFilterReady, true, "Applied", "", "")
+				}
 			}
 			if verify {
 				a.applyFindings(a.d.PacketFilter.Findings(ctx))

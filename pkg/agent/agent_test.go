@@ -67,8 +67,9 @@ type recorder struct {
 	fail  error
 	calls int
 	// verify is State.Verify of every Apply, findings the Findings calls.
-	verify   []bool
-	findings int
+	verify    []bool
+	findings  int
+	pfApplies int
 }
 
 func (r *recorder) Apply(_ context.Context, s dataplane.State) error {
@@ -88,6 +89,7 @@ func (p pfRecorder) Apply(_ context.Context, m packetfilter.Model) error {
 	p.r.mu.Lock()
 	defer p.r.mu.Unlock()
 	p.r.pf = m
+	p.r.pfApplies++
 	return nil
 }
 func (p pfRecorder) Cleanup(context.Context) error { return nil }
@@ -449,4 +451,40 @@ func countTrue(bs []bool) int {
 		}
 	}
 	return n
+}
+
+// Event-driven passes skip the packet-filter backend when the rule model
+// is the one last applied; verifying passes and changed models apply.
+func TestUnchangedFilterModelSkippedOnEventPasses(t *testing.T) {
+	ctx := context.Background()
+	a, k, rec, _ := newTestAgent(t)
+	cni0 := discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}}
+	k.set(cni0)
+	applies := func() int { rec.mu.Lock(); defer rec.mu.Unlock(); return rec.pfApplies }
+	steps := []struct {
+		name   string
+		verify bool
+		change func()
+		want   int
+	}{
+		{"first, verifying", true, nil, 1},
+		{"event, unchanged", false, nil, 1},
+		{"event, CNI IP changed", false, func() { cni0.Addrs = []netip.Addr{netip.MustParseAddr("10.1.3.1")}; k.set(cni0) }, 2},
+		{"event, unchanged again", false, nil, 2},
+		{"resync, verifying", true, nil, 3},
+	}
+	for _, s := range steps {
+		if s.change != nil {
+			s.change()
+		}
+		if err := a.reconcile(ctx, s.verify); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if got := applies(); got != s.want {
+			t.Fatalf("%s: %d packet-filter applies, want %d", s.name, got, s.want)
+		}
+	}
+	if !a.Status().Ready {
+		t.Fatal("not ready")
+	}
 }
