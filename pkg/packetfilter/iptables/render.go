@@ -119,9 +119,11 @@ func render(m packetfilter.Model) (map[string][]string, error) {
 		return nil, fmt.Errorf("unknown mss mode %q", m.MSS.Mode)
 	}
 	const syn = "-m tcp --tcp-flags SYN,RST SYN"
+	// The SYN test comes first: this chain sees every packet, and the set
+	// lookups are the expensive part.
 	mss := []string{
-		"-p tcp " + localSrc + " " + remoteDst + " " + syn + " " + mssTarget,
-		"-p tcp " + remoteSrc + " " + localDst + " " + syn + " " + mssTarget,
+		"-p tcp " + syn + " " + localSrc + " " + remoteDst + " " + mssTarget,
+		"-p tcp " + syn + " " + remoteSrc + " " + localDst + " " + mssTarget,
 	}
 
 	var input, forward []string

@@ -107,8 +107,8 @@ COMMIT
 *mangle
 :WEFT-MSS - [0:0]
 -F WEFT-MSS
--A WEFT-MSS -p tcp -m set --match-set weft-local src -m set --match-set weft-remote dst -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu
--A WEFT-MSS -p tcp -m set --match-set weft-remote src -m set --match-set weft-local dst -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu
+-A WEFT-MSS -p tcp -m tcp --tcp-flags SYN,RST SYN -m set --match-set weft-local src -m set --match-set weft-remote dst -j TCPMSS --clamp-mss-to-pmtu
+-A WEFT-MSS -p tcp -m tcp --tcp-flags SYN,RST SYN -m set --match-set weft-remote src -m set --match-set weft-local dst -j TCPMSS --clamp-mss-to-pmtu
 -I POSTROUTING 1 -m comment --comment weft -j WEFT-MSS
 COMMIT
 *filter

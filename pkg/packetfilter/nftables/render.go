@@ -201,11 +201,13 @@ func clampMSS(name, from, to string, fixed *uint16) desiredRule {
 	}
 	return desiredRule{
 		name: name,
-		text: fmt.Sprintf("ip saddr @%s ip daddr @%s tcp flags syn / syn,rst tcp option maxseg size set %s", from, to, action),
+		// The SYN test comes first: this chain sees every packet, and
+		// two set lookups per packet showed in the data-path benchmark.
+		text: fmt.Sprintf("tcp flags syn / syn,rst ip saddr @%s ip daddr @%s tcp option maxseg size set %s", from, to, action),
 		build: func(b *batch) []expr.Any {
-			ex := b.lookupAddr(12, from, false)
+			ex := synOnly()
+			ex = append(ex, b.lookupAddr(12, from, false)...)
 			ex = append(ex, b.lookupAddr(16, to, false)...)
-			ex = append(ex, synOnly()...)
 			return append(ex, mssWrite(fixed)...)
 		},
 	}
