@@ -26,7 +26,7 @@ type pathVariant struct {
 // switched under it: the `ip weft` table is deleted and restored from its
 // own listing, and plain routing is an ip rule ahead of weft's table.
 func DataPath(ctx context.Context, env *harness.Env, o Options) ([]Row, error) {
-	rounds := o.pick(5, 2)
+	rounds := o.pick(11, 2) // odd, and many: 2 shared cores make single transfers swing ±30 %
 	size := int64(o.pick(256, 32)) << 20
 	u, err := harness.NewUnderlay(env)
 	if err != nil {

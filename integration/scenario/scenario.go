@@ -73,6 +73,9 @@ type Member struct {
 	Weftd   *harness.Weftd
 	Pod     *harness.Pod
 	Echo    *harness.EchoServer
+	// FirstADD is when the node's first pod ADD started: weftd was already
+	// running, and the bridge plugin creates cni0 during that ADD.
+	FirstADD time.Time
 }
 
 // PodAddr is the address of the pod's echo server.
@@ -143,6 +146,7 @@ func Build(ctx context.Context, env *harness.Env, opts Options) (*Scenario, erro
 		m.Weftd = w
 	}
 	for _, m := range s.Members {
+		m.FirstADD = time.Now()
 		p, err := m.Node.RunPod(ctx, "default", "pod-"+m.Node.Name)
 		if err != nil {
 			return nil, fmt.Errorf("attach pod on %s: %w", m.Node.Name, err)

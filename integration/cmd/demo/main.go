@@ -97,6 +97,17 @@ func demo(ctx context.Context, env *harness.Env, out io.Writer, opts scenario.Op
 	}
 	printTopology(out, s)
 	fmt.Fprintf(out, "\nweftd start -> all %d nodes ready: %s\n", len(s.Members), took.Round(time.Millisecond))
+	// weftd ran before any pod: cni0 appeared during each node's first ADD
+	// (the bridge plugin creates it), and weftd recorded it from there.
+	fmt.Fprintf(out, "first pod ADD -> CNI interface recorded by weftd:")
+	for _, m := range s.Members {
+		st, err := m.Weftd.Status(ctx)
+		if err != nil || st.CNIInterface == nil {
+			return fmt.Errorf("status of %s: %v", m.Node.Name, err)
+		}
+		fmt.Fprintf(out, "  %s %s", m.Node.Name, st.CNIInterface.Since.Sub(m.FirstADD).Round(time.Millisecond))
+	}
+	fmt.Fprintln(out)
 
 	probes := s.Matrix(ctx)
 	printMatrix(out, s, probes)
