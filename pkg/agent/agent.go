@@ -90,7 +90,6 @@ type Agent struct {
 	role       string
 	remotes    []api.Remote
 	spool      api.Spool
-	applied    bool // the last apply put every desired object in place
 
 	// appliedFilter is the rule model of the last successful packet-filter
 	// apply; only the reconcile pass touches it.
@@ -236,7 +235,6 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 	}
 	ul, addr, mtu, err := a.d.Kernel.Underlay(cfg.Parsed.NodeIP)
 	ph.mark("underlay")
-	applied := false
 	var remotes []api.Remote
 	if err != nil {
 		errs = append(errs, fmt.Errorf("find underlay: %w", err))
@@ -283,6 +281,8 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 					a.d.Log.Warn("packet filter degraded", "backend", a.d.PacketFilter.Name(), "err", pfErr)
 					a.setCond(CondPacketFilterReady, false, "Degraded", pfErr.Error(), "see the other conditions for the foreign rules involved; weft retries on every resync")
 					pfErr = nil
+					m := res.Filter
+					a.appliedFilter = &m
 				case pfErr != nil:
 					errs = append(errs, fmt.Errorf("apply packet filter (%s): %w", a.d.PacketFilter.Name(), pfErr))
 					a.setCond(CondPacketFilterReady, false, "ApplyFailed", pfErr.Error(), "see weftd logs; weft retries with backoff")
@@ -296,7 +296,6 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 				a.applyFindings(a.d.PacketFilter.Findings(ctx))
 				ph.mark("findings")
 			}
-			applied = dpErr == nil && pfErr == nil
 			remotes = remoteStatus(cfg, res.Dataplane, dpErr == nil)
 		}
 	}
@@ -313,7 +312,6 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 	if err != nil {
 		a.last.Error = err.Error()
 	}
-	a.applied = applied
 	a.remotes = remotes
 	a.d.Observer.ReconcileDone(end.Sub(start), err)
 	switch {
