@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfgPath, version string, log *slog.Logger) error {
 	// spools while that drain runs leaves a notification that the
 	// WatchSpool loop (started after it) acts on at once.
 	spoolNotify := make(chan struct{}, 1)
-	goRun(func() { watchDir(ctx, log, cfg.SpoolDir, spoolNotify) })
+	watchDir(ctx, log, cfg.SpoolDir, spoolNotify, goRun)
 	if err := a.DrainSpool(ctx, cfg.SpoolDir); err != nil {
 		log.Warn("initial spool drain incomplete, will retry", "err", err)
 	}
@@ -123,43 +123,48 @@ func Run(ctx context.Context, cfgPath, version string, log *slog.Logger) error {
 	return nil
 }
 
-// watchDir signals notify whenever a file appears in dir.
-func watchDir(ctx context.Context, log *slog.Logger, dir string, notify chan<- struct{}) {
+// watchDir starts watching dir and returns once the watch is in place; a
+// goroutine (tracked by goRun) then signals notify whenever a file appears
+// in dir, until ctx ends. Without a watch, the periodic drain still runs.
+func watchDir(ctx context.Context, log *slog.Logger, dir string, notify chan<- struct{}, goRun func(func())) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		log.Warn("spool watch unavailable, relying on periodic drain", "err", err)
 		return
 	}
-	defer w.Close()
 	if err := w.Add(dir); err != nil {
+		w.Close()
 		log.Warn("spool watch unavailable, relying on periodic drain", "dir", dir, "err", err)
 		return
 	}
-	for {
+	poke := func() {
 		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-w.Events:
-			if !ok {
-				return
-			}
-			if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Rename) {
-				select {
-				case notify <- struct{}{}:
-				default:
-				}
-			}
-		case err, ok := <-w.Errors:
-			if !ok {
-				return
-			}
-			log.Warn("spool watch error", "err", err)
-			select {
-			case notify <- struct{}{}:
-			default:
-			}
+		case notify <- struct{}{}:
+		default:
 		}
 	}
+	goRun(func() {
+		defer w.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Rename) {
+					poke()
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				log.Warn("spool watch error", "err", err)
+				poke()
+			}
+		}
+	})
 }
 
 // serveMetrics serves /metrics, /healthz and /readyz on addr (the
