@@ -1,9 +1,13 @@
 // Package client speaks the daemon's HTTP+JSON API over its unix socket. It
 // is what the CNI plugin uses, so it depends on nothing beyond the standard
-// library and the wire types.
+// library and the wire types — and not on net/http either: the plugin runs
+// on every pod start-up, and net/http brings TLS, HTTP/2 and compression,
+// which made the binary half again as large and slower to start. One
+// request per connection over a local socket needs none of that.
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,8 +15,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"net/textproto"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -61,7 +67,6 @@ const maxResponseBytes = 1 << 20
 type Client struct {
 	socket  string
 	timeout time.Duration
-	hc      *http.Client
 	// trustedUID is the only socket owner and peer uid accepted; -1 accepts
 	// anyone (used when not running as root, where a user can only reach
 	// sockets it has permission for anyway).
@@ -79,26 +84,13 @@ func New(socket string, timeout time.Duration) *Client {
 }
 
 func newClient(socket string, timeout time.Duration, trustedUID int) *Client {
-	c := &Client{socket: socket, timeout: timeout, trustedUID: trustedUID}
-	c.hc = &http.Client{
-		Transport: &http.Transport{
-			DialContext:            c.dial,
-			DisableKeepAlives:      true, // the plugin makes one request and exits
-			MaxResponseHeaderBytes: 64 << 10,
-			ResponseHeaderTimeout:  timeout,
-		},
-		Timeout: timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
-	return c
+	return &Client{socket: socket, timeout: timeout, trustedUID: trustedUID}
 }
 
 // Socket returns the socket path the client talks to.
 func (c *Client) Socket() string { return c.socket }
 
-func (c *Client) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 	if c.trustedUID >= 0 {
 		if err := checkSocketFile(c.socket, c.trustedUID); err != nil {
 			return nil, err
@@ -163,44 +155,33 @@ func checkPeer(conn net.Conn, path string, uid int) error {
 	return nil
 }
 
+// maxHeaderBytes caps the status line and headers of an answer.
+const maxHeaderBytes = 64 << 10
+
 // do sends one request and decodes a 2xx JSON answer into out (if non-nil).
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	var body io.Reader
+	var body []byte
 	if in != nil {
-		data, err := json.Marshal(in)
-		if err != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
 			return fmt.Errorf("encode %s request: %w", path, err)
 		}
-		body = bytes.NewReader(data)
 	}
-	// The host part is ignored by the unix dialer; it only has to be valid.
-	req, err := http.NewRequestWithContext(ctx, method, "http://weftd"+path, body)
-	if err != nil {
-		return fmt.Errorf("build %s %s request: %w", method, path, err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.hc.Do(req)
-	if err != nil {
+	status, data, err := c.exchange(ctx, method, path, body)
+	var tooLarge errAnswerTooLarge
+	switch {
+	case errors.As(err, &tooLarge):
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	case err != nil:
 		return fmt.Errorf("%w: %s %s via %s: %w", ErrUnreachable, method, path, c.socket, err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
-	if err != nil {
-		return fmt.Errorf("%w: %s %s via %s: read answer: %w", ErrUnreachable, method, path, c.socket, err)
-	}
-	if len(data) > maxResponseBytes {
-		return fmt.Errorf("%s %s: answer larger than %d bytes", method, path, maxResponseBytes)
-	}
 	switch {
-	case resp.StatusCode >= 500:
-		return &serverError{method: method, path: path, status: resp.StatusCode, msg: errorMessage(data)}
-	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		return &APIError{Status: resp.StatusCode, Message: errorMessage(data)}
+	case status >= 500:
+		return &serverError{method: method, path: path, status: status, msg: errorMessage(data)}
+	case status < 200 || status > 299:
+		return &APIError{Status: status, Message: errorMessage(data)}
 	}
 	if out == nil {
 		return nil
@@ -209,6 +190,136 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("decode %s answer: %w", path, err)
 	}
 	return nil
+}
+
+// errAnswerTooLarge is not an unreachable daemon: it answered, too much.
+type errAnswerTooLarge struct{ limit int }
+
+func (e errAnswerTooLarge) Error() string { return fmt.Sprintf("answer larger than %d bytes", e.limit) }
+
+// exchange is one HTTP/1.1 request on a fresh connection (Connection:
+// close), bounded by ctx's deadline, returning the status code and the body.
+func (c *Client) exchange(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	var req bytes.Buffer
+	fmt.Fprintf(&req, "%s %s HTTP/1.1\r\nHost: weftd\r\nUser-Agent: weft\r\nAccept: application/json\r\nConnection: close\r\n", method, path)
+	if body != nil {
+		fmt.Fprintf(&req, "Content-Type: application/json\r\nContent-Length: %d\r\n", len(body))
+	}
+	req.WriteString("\r\n")
+	req.Write(body)
+	if _, err := conn.Write(req.Bytes()); err != nil {
+		return 0, nil, ctxErr(ctx, fmt.Errorf("send request: %w", err))
+	}
+
+	br := bufio.NewReader(io.LimitReader(conn, maxHeaderBytes+maxResponseBytes+64<<10))
+	tp := textproto.NewReader(br)
+	line, err := tp.ReadLine()
+	if err != nil {
+		return 0, nil, ctxErr(ctx, fmt.Errorf("read status line: %w", err))
+	}
+	proto, rest, _ := strings.Cut(line, " ")
+	code, _, _ := strings.Cut(rest, " ")
+	status, err := strconv.Atoi(code)
+	if !strings.HasPrefix(proto, "HTTP/1.") || err != nil || status < 100 || status > 999 {
+		return 0, nil, fmt.Errorf("malformed status line %q", truncate(line))
+	}
+	hdr, err := tp.ReadMIMEHeader()
+	if err != nil {
+		return 0, nil, ctxErr(ctx, fmt.Errorf("read headers: %w", err))
+	}
+	var r io.Reader = br
+	switch {
+	case strings.EqualFold(hdr.Get("Transfer-Encoding"), "chunked"):
+		r = &chunkedReader{r: br}
+	case hdr.Get("Content-Length") != "":
+		n, err := strconv.ParseInt(hdr.Get("Content-Length"), 10, 64)
+		if err != nil || n < 0 {
+			return 0, nil, fmt.Errorf("malformed Content-Length %q", hdr.Get("Content-Length"))
+		}
+		if n > maxResponseBytes {
+			return status, nil, errAnswerTooLarge{maxResponseBytes}
+		}
+		r = io.LimitReader(br, n)
+	}
+	data, err := io.ReadAll(io.LimitReader(r, maxResponseBytes+1))
+	if err != nil {
+		return 0, nil, ctxErr(ctx, fmt.Errorf("read answer: %w", err))
+	}
+	if len(data) > maxResponseBytes {
+		return status, nil, errAnswerTooLarge{maxResponseBytes}
+	}
+	return status, data, nil
+}
+
+// ctxErr prefers the context's reason (deadline, cancel) over the I/O
+// error it caused.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	return err
+}
+
+func truncate(s string) string {
+	if len(s) > 128 {
+		return s[:128] + "…"
+	}
+	return s
+}
+
+// chunkedReader decodes an HTTP/1.1 chunked body (the daemon's server
+// chooses chunking for answers it cannot size in advance).
+type chunkedReader struct {
+	r    *bufio.Reader
+	left int64 // bytes left in the current chunk
+	done bool
+}
+
+func (c *chunkedReader) Read(p []byte) (int, error) {
+	for c.left == 0 {
+		if c.done {
+			return 0, io.EOF
+		}
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			return 0, fmt.Errorf("read chunk size: %w", err)
+		}
+		size, _, _ := strings.Cut(strings.TrimRight(line, "\r\n"), ";")
+		n, err := strconv.ParseInt(strings.TrimSpace(size), 16, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("malformed chunk size %q", truncate(line))
+		}
+		if n == 0 {
+			c.done = true // trailers, if any, are not needed
+			return 0, io.EOF
+		}
+		c.left = n
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	if c.left == 0 && err == nil {
+		if _, err := c.r.Discard(2); err != nil { // the chunk's CRLF
+			return n, fmt.Errorf("read chunk end: %w", err)
+		}
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }
 
 // errorMessage extracts api.Error.Error from a body, falling back to the
@@ -230,44 +341,44 @@ func errorMessage(data []byte) string {
 
 // Add reports a pod attachment.
 func (c *Client) Add(ctx context.Context, ev api.Event) error {
-	return c.do(ctx, http.MethodPost, api.PathAdd, ev, nil)
+	return c.do(ctx, "POST", api.PathAdd, ev, nil)
 }
 
 // Del reports the removal of a pod attachment.
 func (c *Client) Del(ctx context.Context, ev api.Event) error {
-	return c.do(ctx, http.MethodPost, api.PathDel, ev, nil)
+	return c.do(ctx, "POST", api.PathDel, ev, nil)
 }
 
 // Check asks whether an attachment is known and the node ready.
 func (c *Client) Check(ctx context.Context, req api.CheckRequest) (api.CheckResponse, error) {
 	var resp api.CheckResponse
-	err := c.do(ctx, http.MethodPost, api.PathCheck, req, &resp)
+	err := c.do(ctx, "POST", api.PathCheck, req, &resp)
 	return resp, err
 }
 
 // GC tells the daemon which attachments of a network are still valid.
 func (c *Client) GC(ctx context.Context, req api.GCRequest) (api.GCResponse, error) {
 	var resp api.GCResponse
-	err := c.do(ctx, http.MethodPost, api.PathGC, req, &resp)
+	err := c.do(ctx, "POST", api.PathGC, req, &resp)
 	return resp, err
 }
 
 // Status fetches the daemon's status document.
 func (c *Client) Status(ctx context.Context) (api.Status, error) {
 	var st api.Status
-	err := c.do(ctx, http.MethodGet, api.PathStatus, nil, &st)
+	err := c.do(ctx, "GET", api.PathStatus, nil, &st)
 	return st, err
 }
 
 // Ready reports the daemon's readiness (/readyz). A daemon that answers
 // 503 is reachable and not ready: (false, nil).
 func (c *Client) Ready(ctx context.Context) (bool, error) {
-	err := c.do(ctx, http.MethodGet, api.PathReadyz, nil, nil)
+	err := c.do(ctx, "GET", api.PathReadyz, nil, nil)
 	if err == nil {
 		return true, nil
 	}
 	var se *serverError
-	if errors.As(err, &se) && se.status == http.StatusServiceUnavailable {
+	if errors.As(err, &se) && se.status == 503 {
 		return false, nil
 	}
 	return false, err

@@ -1,11 +1,14 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +214,80 @@ func TestPeerCredentialCheck(t *testing.T) {
 	}
 	if err := checkPeer(conn, d.Socket, os.Geteuid()+4242); !errors.Is(err, ErrUntrustedSocket) {
 		t.Errorf("checkPeer(other uid) = %v, want ErrUntrustedSocket", err)
+	}
+}
+
+// rawServer answers every connection on a unix socket with reply, after
+// reading the request head.
+func rawServer(t *testing.T, reply string) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "raw.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil || l == "\r\n" {
+						break
+					}
+				}
+				io.WriteString(c, reply)
+			}()
+		}
+	}()
+	return sock
+}
+
+// The client speaks HTTP/1.1 itself (no net/http in the plugin): the
+// framings a server may choose decode, and broken answers are errors.
+func TestAnswerFraming(t *testing.T) {
+	body := `{"node":"c1-n2","ready":true}`
+	cases := []struct {
+		name      string
+		reply     string
+		wantNode  string
+		wantErr   error
+		wantAnErr bool
+	}{
+		{"content-length", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body, "c1-n2", nil, false},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n" + body[:5] + "\r\n" + strconv.FormatInt(int64(len(body)-5), 16) + ";ext=1\r\n" + body[5:] + "\r\n0\r\n\r\n", "c1-n2", nil, false},
+		{"until close", "HTTP/1.1 200 OK\r\n\r\n" + body, "c1-n2", nil, false},
+		{"malformed status line", "SMTP ready\r\n\r\n", "", ErrUnreachable, false},
+		{"bad chunk size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "", ErrUnreachable, false},
+		{"truncated chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{\"node\"", "", ErrUnreachable, false},
+		{"oversized content-length", "HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n", "", nil, true},
+		{"server error", "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 20\r\n\r\n{\"error\":\"starting\"}", "", ErrUnreachable, false},
+		{"rejected", "HTTP/1.1 400 Bad Request\r\nContent-Length: 15\r\n\r\n{\"error\":\"bad\"}", "", nil, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClient(rawServer(t, tc.reply), 2*time.Second, -1)
+			st, err := c.Status(context.Background())
+			switch {
+			case tc.wantErr != nil:
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+			case tc.wantAnErr:
+				if err == nil || errors.Is(err, ErrUnreachable) {
+					t.Fatalf("err = %v, want an error that is not 'unreachable'", err)
+				}
+			default:
+				if err != nil || st.Node != tc.wantNode || !st.Ready {
+					t.Fatalf("status = %+v, %v", st, err)
+				}
+			}
+		})
 	}
 }
