@@ -39,17 +39,6 @@ func handoffNode(t *testing.T, env *harness.Env, cni harness.CNIOptions) (*harne
 	return n, cfg
 }
 
-// setFailPolicy rewrites the node's conflist with the weft entry's
-// failPolicy set to policy.
-func setFailPolicy(t *testing.T, n *harness.Node, policy string) {
-	t.Helper()
-	opts := n.CNI()
-	opts.WeftOptions = map[string]any{"failPolicy": policy}
-	if err := n.WriteConflist(opts); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -219,7 +208,9 @@ func TestHandoffDaemonAway(t *testing.T) {
 	if err := w.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	setFailPolicy(t, n, "closed")
+	if err := n.SetWeftOption("failPolicy", "closed"); err != nil {
+		t.Fatal(err)
+	}
 	p, err := n.NewPod("default", "closed")
 	if err != nil {
 		t.Fatal(err)
@@ -337,7 +328,9 @@ func TestHandoffStatusAndGC(t *testing.T) {
 	if err := w.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	setFailPolicy(t, n, "closed")
+	if err := n.SetWeftOption("failPolicy", "closed"); err != nil {
+		t.Fatal(err)
+	}
 	err = n.StatusLibcni(ctx)
 	var ce *harness.CNIError
 	if !errors.As(err, &ce) || ce.Code != 50 {

@@ -177,6 +177,20 @@ func (n *Node) WriteConflist(opts CNIOptions) error {
 	return nil
 }
 
+// SetWeftOption rewrites the node's conflist with one key of the weft entry
+// set (a nil value deletes it), keeping the rest of the options.
+func (n *Node) SetWeftOption(key string, value any) error {
+	opts := n.CNI()
+	merged := map[string]any{key: value}
+	for k, v := range opts.WeftOptions {
+		if k != key {
+			merged[k] = v
+		}
+	}
+	opts.WeftOptions = merged
+	return n.WriteConflist(opts)
+}
+
 // CNI returns the options of the conflist last written (defaults filled).
 func (n *Node) CNI() CNIOptions {
 	n.mu.Lock()

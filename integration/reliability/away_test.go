@@ -45,9 +45,7 @@ func TestDaemonAway(t *testing.T) {
 		if err := n.GCLibcni(ctx, p); err != nil {
 			t.Fatalf("GC with the daemon away, failPolicy open: %v", err)
 		}
-		closed := n.CNI()
-		closed.WeftOptions = map[string]any{"failPolicy": "closed"}
-		if err := n.WriteConflist(closed); err != nil {
+		if err := n.SetWeftOption("failPolicy", "closed"); err != nil {
 			t.Fatal(err)
 		}
 		if err := n.GCLibcni(ctx, p); !errors.As(err, &ce) || ce.Code != 11 {
