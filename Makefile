@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 14m
 export WEFT_BIN_DIR   := $(CURDIR)/$(BIN)
 export WEFT_TOOLS_DIR := $(TOOLS)
 
-.PHONY: all build tools test unit integration demo vet fmt clean bench fuzz
+.PHONY: all build tools kubetools test unit integration demo vet fmt clean bench fuzz
 
 all: build
 
@@ -32,6 +32,15 @@ $(TOOLS)/tuning:
 	GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/plugins/plugins/meta/tuning@$(PLUGINS_VERSION)
 $(TOOLS)/portmap:
 	GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/plugins/plugins/meta/portmap@$(PLUGINS_VERSION)
+
+# A real kube-apiserver, etcd and kubectl for the tests that talk to
+# Kubernetes, built from their own module (integration/kubetools) so that the
+# product's go.mod never requires k8s.io/kubernetes. The first build takes
+# ~10 min and ~3 GB; afterwards they are cached like cnitool.
+KUBE_TOOLS := $(TOOLS)/kube-apiserver $(TOOLS)/etcd $(TOOLS)/kubectl
+kubetools: $(KUBE_TOOLS)
+$(KUBE_TOOLS): integration/kubetools/go.mod integration/kubetools/go.sum
+	cd integration/kubetools && CGO_ENABLED=0 GOBIN=$(TOOLS) $(GO) install -trimpath ./$(@F)
 
 vet:
 	$(GO) vet ./...
