@@ -7,6 +7,7 @@ PLUGINS_VERSION := v1.9.0
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 TEST_TIMEOUT ?= 14m
+KUBE_TOOLS := $(TOOLS)/kube-apiserver $(TOOLS)/etcd $(TOOLS)/kubectl
 
 export WEFT_BIN_DIR   := $(CURDIR)/$(BIN)
 export WEFT_TOOLS_DIR := $(TOOLS)
@@ -20,7 +21,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/weftd ./daemon
 
 # cnitool and the reference plugins, pinned, built from the Go module proxy.
-tools: $(TOOLS)/cnitool $(TOOLS)/bridge $(TOOLS)/ptp $(TOOLS)/host-local $(TOOLS)/tuning $(TOOLS)/portmap
+tools: $(TOOLS)/cnitool $(TOOLS)/bridge $(TOOLS)/ptp $(TOOLS)/host-local $(TOOLS)/tuning $(TOOLS)/portmap $(KUBE_TOOLS)
 
 $(TOOLS)/cnitool:
 	GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/cni/cnitool@$(CNI_VERSION)
@@ -37,7 +38,6 @@ $(TOOLS)/portmap:
 # Kubernetes, built from their own module (integration/kubetools) so that the
 # product's go.mod never requires k8s.io/kubernetes. The first build takes
 # ~10 min and ~3 GB; afterwards they are cached like cnitool.
-KUBE_TOOLS := $(TOOLS)/kube-apiserver $(TOOLS)/etcd $(TOOLS)/kubectl
 kubetools: $(KUBE_TOOLS)
 $(KUBE_TOOLS): integration/kubetools/go.mod integration/kubetools/go.sum
 	cd integration/kubetools && CGO_ENABLED=0 GOBIN=$(TOOLS) $(GO) install -trimpath ./$(@F)
