@@ -260,7 +260,14 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 			ph.mark("dataplane")
 			if dpErr != nil {
 				errs = append(errs, fmt.Errorf("apply data plane: %w", dpErr))
-				a.setCond(CondDataplaneReady, false, "ApplyFailed", dpErr.Error(), "see weftd logs; weft retries with backoff")
+				reason, fix := "ApplyFailed", "see weftd logs; weft retries with backoff"
+				var ce *dataplane.ConflictError
+				if errors.As(dpErr, &ce) {
+					// Another VXLAN device (Submariner's route agent's) holds
+					// weft's VNI and port: only the operator can choose.
+					reason, fix = "VXLANConflict", ce.Fix()
+				}
+				a.setCond(CondDataplaneReady, false, reason, dpErr.Error(), fix)
 			} else {
 				a.setCond(CondDataplaneReady, true, "Applied", "", "")
 			}

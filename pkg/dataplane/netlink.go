@@ -119,9 +119,22 @@ func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
 			delete(m.verified, name)
 		}
 	}
+	// One dump serves the conflict check and the stale-device sweep.
+	links, err := r.h.LinkList()
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		r.fail(fmt.Errorf("list devices: %w", err))
+		links = nil
+	}
+	blocked := map[string]bool{} // weft devices not created: routes through them are not wanted either
 	for _, d := range s.Devices {
 		if ctx.Err() != nil {
 			break
+		}
+		if c := conflict(links, d); c != nil {
+			r.fail(c)
+			blocked[d.Name] = true
+			delete(m.verified, d.Name)
+			continue
 		}
 		before := r.changes
 		link := r.device(d)
@@ -145,11 +158,11 @@ func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
 		r.fdb(d, link, v)
 		r.neighbours(d, link, v)
 	}
-	if ctx.Err() == nil {
-		r.staleDevices(wanted)
+	if ctx.Err() == nil && links != nil {
+		r.staleDevices(links, wanted)
 	}
 	if ctx.Err() == nil {
-		r.routes(s, idx)
+		r.routes(s, idx, blocked)
 	}
 	if ctx.Err() == nil {
 		r.rule(s.Table, s.RulePriority)
@@ -208,8 +221,12 @@ func (m *Netlink) Cleanup(ctx context.Context, names []string, table, priority i
 		r.deleteLink(link)
 	}
 	// Devices weft created under a name no longer configured.
-	r.staleDevices(nil)
-	r.routes(State{Table: table}, nil)
+	if links, err := r.h.LinkList(); err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		r.fail(fmt.Errorf("list devices: %w", err))
+	} else {
+		r.staleDevices(links, nil)
+	}
+	r.routes(State{Table: table}, nil, nil)
 	r.removeRules(table, priority)
 	_, err = m.finishLocked(r)
 	return err
@@ -225,12 +242,7 @@ func (r *run) deleteLink(link netlink.Link) {
 }
 
 // staleDevices deletes devices tagged with DeviceAlias that are not wanted.
-func (r *run) staleDevices(wanted map[string]bool) {
-	links, err := r.h.LinkList()
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		r.fail(fmt.Errorf("list devices: %w", err))
-		return
-	}
+func (r *run) staleDevices(links []netlink.Link, wanted map[string]bool) {
 	for _, l := range links {
 		if l.Attrs().Alias == DeviceAlias && !wanted[l.Attrs().Name] {
 			r.deleteLink(l)
@@ -714,7 +726,7 @@ func routeMatches(cur, want *netlink.Route) bool {
 // routes makes weft's routes (those with RouteProtocol) in s.Table equal to
 // s.Routes. idx maps weft device names to their ifindex; other names are
 // looked up.
-func (r *run) routes(s State, idx map[string]int) {
+func (r *run) routes(s State, idx map[string]int, blocked map[string]bool) {
 	filter := &netlink.Route{Table: s.Table, Protocol: RouteProtocol}
 	existing, err := r.h.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
@@ -728,6 +740,9 @@ func (r *run) routes(s State, idx map[string]int) {
 		if _, dup := want[dst]; dup {
 			r.fail(fmt.Errorf("route %s: listed twice in the desired state", dst))
 			continue
+		}
+		if blocked[rt.Dev] {
+			continue // the device's ConflictError says why
 		}
 		li, ok := idx[rt.Dev]
 		if !ok {
