@@ -98,11 +98,6 @@ func (u *Underlay) AddNode(opts NodeOptions) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("add node %s: %w", opts.Name, err)
 	}
-	u.mu.Lock()
-	u.ports++
-	peer := "ul-" + strconv.Itoa(u.ports)
-	u.mu.Unlock()
-
 	node := &Node{
 		Name:     opts.Name,
 		Cluster:  opts.Cluster,
@@ -117,7 +112,6 @@ func (u *Underlay) AddNode(opts NodeOptions) (*Node, error) {
 		Socket:   filepath.Join(dir, "run", "weft.sock"),
 		SpoolDir: filepath.Join(dir, "run", "spool"),
 		Underlay: u,
-		ULPort:   peer,
 		env:      env,
 	}
 	for _, d := range []string{node.ConfDir, node.CacheDir, node.IPAMDir} {
@@ -125,25 +119,11 @@ func (u *Underlay) AddNode(opts NodeOptions) (*Node, error) {
 			return nil, fmt.Errorf("add node %s: %w", opts.Name, err)
 		}
 	}
-	// The veth pair is born inside the node namespace with its peer sent
-	// straight to the underlay namespace: no link ever exists in the root
-	// namespace, not even for a moment.
-	ul := u.NS.Name
-	steps := []struct {
-		in   *netnstest.NS
-		args []string
-	}{
-		{n, []string{"link", "add", "eth0", "type", "veth", "peer", "name", peer, "netns", ul}},
-		{n, []string{"addr", "add", netip.PrefixFrom(opts.IP, UnderlayPrefix.Bits()).String(), "dev", "eth0"}},
-		{n, []string{"link", "set", "eth0", "up"}},
-		{u.NS, []string{"link", "set", peer, "master", UnderlayBridge}},
-		{u.NS, []string{"link", "set", peer, "up"}},
-		{n, []string{"route", "add", "default", "via", UnderlayNextHop.String(), "dev", "eth0"}},
+	if node.ULPort, err = u.Plug(n, opts.IP); err != nil {
+		return nil, fmt.Errorf("add node %s: %w", opts.Name, err)
 	}
-	for _, s := range steps {
-		if _, err := s.in.Exec("ip", s.args...); err != nil {
-			return nil, fmt.Errorf("add node %s: %w", opts.Name, err)
-		}
+	if _, err := n.Exec("ip", "route", "add", "default", "via", UnderlayNextHop.String(), "dev", "eth0"); err != nil {
+		return nil, fmt.Errorf("add node %s: %w", opts.Name, err)
 	}
 	if opts.MTU != 0 {
 		if err := node.SetUnderlayMTU(opts.MTU); err != nil {
@@ -165,6 +145,38 @@ func (u *Underlay) AddNode(opts NodeOptions) (*Node, error) {
 	u.mu.Unlock()
 	env.Log.Info("node up", "node", node.Name, "netns", n.Name, "ip", node.IP, "podCIDR", node.PodCIDR, "dir", dir)
 	return node, nil
+}
+
+// Plug gives namespace n an eth0 with address ip on the underlay bridge and
+// returns the name of its bridge port. Nodes use it, and so does anything
+// else that must be reachable from the nodes, such as a test API server.
+func (u *Underlay) Plug(n *netnstest.NS, ip netip.Addr) (string, error) {
+	if !UnderlayPrefix.Contains(ip) || ip == UnderlayNextHop {
+		return "", fmt.Errorf("plug %s: IP %s not usable in underlay %s", n.Name, ip, UnderlayPrefix)
+	}
+	u.mu.Lock()
+	u.ports++
+	peer := "ul-" + strconv.Itoa(u.ports)
+	u.mu.Unlock()
+	// The veth pair is born inside n with its peer sent straight to the
+	// underlay namespace: no link ever exists in the root namespace, not
+	// even for a moment.
+	steps := []struct {
+		in   *netnstest.NS
+		args []string
+	}{
+		{n, []string{"link", "add", "eth0", "type", "veth", "peer", "name", peer, "netns", u.NS.Name}},
+		{n, []string{"addr", "add", netip.PrefixFrom(ip, UnderlayPrefix.Bits()).String(), "dev", "eth0"}},
+		{n, []string{"link", "set", "eth0", "up"}},
+		{u.NS, []string{"link", "set", peer, "master", UnderlayBridge}},
+		{u.NS, []string{"link", "set", peer, "up"}},
+	}
+	for _, s := range steps {
+		if _, err := s.in.Exec("ip", s.args...); err != nil {
+			return "", fmt.Errorf("plug %s into the underlay: %w", n.Name, err)
+		}
+	}
+	return peer, nil
 }
 
 // Node is one simulated Kubernetes node: a namespace with eth0 on the
