@@ -16,6 +16,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -28,6 +29,8 @@ type objects struct {
 	serviceAccounts []*corev1.ServiceAccount
 	configMaps      []*corev1.ConfigMap
 	daemonSets      []*appsv1.DaemonSet
+	clusterRoles    []*rbacv1.ClusterRole
+	bindings        []*rbacv1.ClusterRoleBinding
 }
 
 var docSep = regexp.MustCompile(`(?m)^---\s*$`)
@@ -67,6 +70,12 @@ func load(t *testing.T, dir string) objects {
 			case "apps/v1/DaemonSet":
 				x := &appsv1.DaemonSet{}
 				o.daemonSets, obj = append(o.daemonSets, x), x
+			case "rbac.authorization.k8s.io/v1/ClusterRole":
+				x := &rbacv1.ClusterRole{}
+				o.clusterRoles, obj = append(o.clusterRoles, x), x
+			case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+				x := &rbacv1.ClusterRoleBinding{}
+				o.bindings, obj = append(o.bindings, x), x
 			default:
 				t.Fatalf("%s doc %d: unexpected %s %s", f, i, tm.APIVersion, tm.Kind)
 			}
@@ -211,7 +220,7 @@ func TestManifests(t *testing.T) {
 		switch c.Name {
 		case "weftd":
 			weftd = &spec.Containers[i]
-		case "install-cni":
+		case "install-cni-watch":
 			installers = append(installers, c)
 			if !bytes.Contains([]byte(strings.Join(c.Args, " ")), []byte("--watch")) {
 				t.Error("install-cni sidecar does not --watch")
@@ -219,7 +228,16 @@ func TestManifests(t *testing.T) {
 		}
 	}
 	if weftd == nil || len(installers) != 2 {
-		t.Fatalf("want containers weftd and install-cni (sidecar)")
+		t.Fatalf("want containers weftd and install-cni-watch (sidecar)")
+	}
+	// The API server refuses a pod template whose init containers and
+	// containers share a name; strict decoding cannot see it.
+	names := map[string]bool{}
+	for _, c := range append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...) {
+		if names[c.Name] {
+			t.Errorf("container name %q used twice in the pod template", c.Name)
+		}
+		names[c.Name] = true
 	}
 	for _, c := range installers {
 		cmd := strings.Join(append(append([]string{}, c.Command...), c.Args...), " ")
@@ -314,5 +332,145 @@ func TestUninstallManifest(t *testing.T) {
 	// The conflist entry goes before anything it names.
 	if len(steps) != 2 || !strings.HasPrefix(steps[0], "weftd install-cni --uninstall") || !strings.HasPrefix(steps[1], "weftd cleanup") {
 		t.Errorf("uninstall steps %q", steps)
+	}
+}
+
+// The in-cluster configuration of client-go reads the token, CA and
+// namespace here.
+const saMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+func TestServiceAccountTokenAndRBAC(t *testing.T) {
+	o := load(t, ".")
+	if len(o.serviceAccounts) != 1 || len(o.daemonSets) != 1 || len(o.clusterRoles) != 1 || len(o.bindings) != 1 {
+		t.Fatalf("want one ServiceAccount, DaemonSet, ClusterRole, ClusterRoleBinding; got %d %d %d %d",
+			len(o.serviceAccounts), len(o.daemonSets), len(o.clusterRoles), len(o.bindings))
+	}
+	sa, ds, cr, crb := o.serviceAccounts[0], o.daemonSets[0], o.clusterRoles[0], o.bindings[0]
+	spec := ds.Spec.Template.Spec
+
+	// The token goes to weftd alone, projected (short-lived, rotated).
+	tokenVolumes := map[string]bool{}
+	for _, v := range spec.Volumes {
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if src.ServiceAccountToken != nil && src.ServiceAccountToken.Path == "token" {
+				tokenVolumes[v.Name] = true
+			}
+		}
+	}
+	if len(tokenVolumes) != 1 {
+		t.Fatalf("want one projected ServiceAccount token volume, got %v", tokenVolumes)
+	}
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken || sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+		t.Error("the token is automounted into every container; want it projected into weftd only")
+	}
+	for _, c := range append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...) {
+		mounted := false
+		for _, m := range c.VolumeMounts {
+			if tokenVolumes[m.Name] {
+				mounted = m.MountPath == saMountPath && m.ReadOnly
+				if !mounted {
+					t.Errorf("%s mounts the token at %s (read-only %v), want %s read-only", c.Name, m.MountPath, m.ReadOnly, saMountPath)
+				}
+			}
+		}
+		if mounted != (c.Name == "weftd") {
+			t.Errorf("container %s: token mounted = %v, want %v", c.Name, mounted, c.Name == "weftd")
+		}
+	}
+
+	// Exactly the reads the Kubernetes topology source makes.
+	type grant struct{ group, resource, verb string }
+	got := map[grant]bool{}
+	for _, r := range cr.Rules {
+		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+			t.Errorf("unexpected rule %+v", r)
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					got[grant{g, res, v}] = true
+				}
+			}
+		}
+	}
+	want := map[grant]bool{}
+	for _, v := range []string{"get", "list", "watch"} {
+		want[grant{"", "nodes", v}] = true
+		want[grant{"submariner.io", "endpoints", v}] = true
+	}
+	for g := range got {
+		if !want[g] {
+			t.Errorf("ClusterRole grants %+v, which weft does not use", g)
+		}
+	}
+	for g := range want {
+		if !got[g] {
+			t.Errorf("ClusterRole lacks %+v", g)
+		}
+	}
+	if crb.RoleRef.Kind != "ClusterRole" || crb.RoleRef.Name != cr.Name || len(crb.Subjects) != 1 ||
+		crb.Subjects[0].Kind != "ServiceAccount" || crb.Subjects[0].Name != sa.Name || crb.Subjects[0].Namespace != sa.Namespace {
+		t.Errorf("ClusterRoleBinding %+v does not bind %s to %s/%s", crb, cr.Name, sa.Namespace, sa.Name)
+	}
+}
+
+// The ConfigMap's commented alternative for topology: kubernetes is a
+// weft.yaml that uses only the contract's keys (DESIGN "Topology sources")
+// and leaves the cluster's members to the API.
+func TestConfigMapKubernetesAlternative(t *testing.T) {
+	data, err := os.ReadFile("02-configmap.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(data), "#  weft.yaml: |\n")
+	if !ok {
+		t.Fatal("no commented weft.yaml for topology: kubernetes in 02-configmap.yaml")
+	}
+	var b strings.Builder
+	for _, l := range strings.Split(block, "\n") {
+		body, ok := strings.CutPrefix(l, "#    ")
+		if !ok {
+			if strings.TrimSpace(l) == "" || strings.TrimSpace(l) == "#" {
+				continue
+			}
+			t.Fatalf("line %q of the commented weft.yaml is not indented as the block", l)
+		}
+		b.WriteString(body + "\n")
+	}
+	var doc struct {
+		Topology   string         `json:"topology"`
+		Kubernetes map[string]any `json:"kubernetes"`
+		Cluster    map[string]any `json:"cluster"`
+		Remotes    []any          `json:"remotes"`
+		Cable      string         `json:"cable"`
+	}
+	if err := yaml.Unmarshal([]byte(b.String()), &doc); err != nil {
+		t.Fatalf("commented weft.yaml:\n%s\n%v", b.String(), err)
+	}
+	if doc.Topology != "kubernetes" || doc.Kubernetes["endpoints"] != "submariner" || doc.Cable != "none" {
+		t.Errorf("topology %q, endpoints %v, cable %q: want kubernetes, submariner, none", doc.Topology, doc.Kubernetes["endpoints"], doc.Cable)
+	}
+	for k := range doc.Kubernetes {
+		switch k {
+		case "kubeconfig", "nodeSelector", "endpoints", "namespace":
+		default:
+			t.Errorf("kubernetes.%s is not a key of the contract", k)
+		}
+	}
+	if doc.Cluster["id"] == nil || doc.Cluster["nodes"] != nil || doc.Cluster["gateway"] != nil || doc.Remotes != nil {
+		t.Errorf("topology: kubernetes keeps cluster.id and leaves nodes, gateway and remotes to the API: %v, remotes %v", doc.Cluster, doc.Remotes)
+	}
+	// The rest must be a weft.yaml as today's ConfigMap is: without the
+	// topology keys it parses.
+	rest := regexp.MustCompile(`(?ms)^(topology:[^\n]*\n|kubernetes:\n(  [^\n]*\n)*)`).ReplaceAllString(b.String(), "")
+	rest = strings.Replace(rest, "cluster:\n", "cluster:\n  gateway: c1-n1\n  nodes: [{name: c1-n1, ip: 192.168.10.11}, {name: c1-n2, ip: 192.168.10.12}]\n", 1)
+	if _, err := config.ParseWith([]byte(rest), config.Env{
+		Getenv:   func(k string) string { return map[string]string{"NODE_NAME": "c1-n2"}[k] },
+		Hostname: func() (string, error) { return "host", nil },
+	}); err != nil {
+		t.Errorf("commented weft.yaml without the topology keys:\n%s\n%v", rest, err)
 	}
 }

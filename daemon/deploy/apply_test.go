@@ -1,0 +1,180 @@
+package deploy_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/integration/harness"
+	"github.com/weft-net/weft/integration/kubeapi"
+)
+
+// The manifests' ServiceAccount, as the API server names it.
+const (
+	saNamespace = "weft-system"
+	saName      = "weft"
+	saUser      = "system:serviceaccount:" + saNamespace + ":" + saName
+)
+
+// startAPI runs a real kube-apiserver (and etcd) for this test, in a
+// namespace of its own on a fresh underlay. It skips when not root or when
+// the tools are not built.
+func startAPI(t *testing.T, ctx context.Context) *kubeapi.Server {
+	t.Helper()
+	env := harness.NewTestEnv(t)
+	if m := kubeapi.MissingTools(env); len(m) > 0 {
+		t.Skipf("%s not built in %s (make kubetools)", strings.Join(m, ", "), env.ToolsDir)
+	}
+	u, err := harness.NewUnderlay(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := kubeapi.Start(ctx, env, u, kubeapi.Options{}, kubeapi.ServerOptions{Name: "deploy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kube-apiserver ready in %s", s.Startup.Round(time.Millisecond))
+	return s
+}
+
+// TestApply is the install as a user runs it: `kubectl apply -f
+// daemon/deploy/` against a real API server (no --dry-run: the server
+// validates and stores every object), in a cluster without Submariner; then
+// again, as an upgrade does. The uninstall manifest applies too.
+func TestApply(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s := startAPI(t, ctx)
+
+	for _, round := range []string{"install", "re-apply"} {
+		out, err := s.Kubectl(ctx, "apply", "-f", ".")
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", round, err, out)
+		}
+		t.Logf("%s:\n%s", round, strings.TrimSpace(out))
+		// Applying the same files again changes nothing (an upgrade
+		// re-applies them; a spurious patch would hide a real one).
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if round == "re-apply" && !strings.HasSuffix(l, " unchanged") {
+				t.Errorf("re-apply of unchanged files: %q", l)
+			}
+		}
+	}
+	// What the server stored is what the files say.
+	got, err := s.Kubectl(ctx, "get", "-n", saNamespace, "daemonset/weft",
+		"-o", "jsonpath={.spec.template.spec.initContainers[*].name}/{.spec.template.spec.containers[*].name}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != "install-cni/weftd install-cni-watch" {
+		t.Errorf("stored DaemonSet containers %q", got)
+	}
+	if _, err := s.Kubectl(ctx, "get", "-n", saNamespace, "serviceaccount/"+saName, "configmap/weft-config"); err != nil {
+		t.Error(err)
+	}
+	if out, err := s.Kubectl(ctx, "apply", "-f", "uninstall"); err != nil {
+		t.Fatalf("uninstall manifest: %v\n%s", err, out)
+	}
+}
+
+// TestRBAC checks that the manifests grant weft's ServiceAccount what the
+// Kubernetes topology source reads and nothing else, both as the API
+// server's authorizer answers for the account (kubectl auth can-i --as) and
+// as a real token of the account is served.
+func TestRBAC(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s := startAPI(t, ctx)
+	// Submariner's CRD, as in a cluster that runs Submariner (the manifests
+	// must not need it, see TestApply, but the resource must resolve here).
+	if err := s.InstallSubmarinerCRD(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.Kubectl(ctx, "apply", "-f", "."); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	for _, ns := range []string{"submariner-operator", "other"} {
+		if _, err := s.Kubectl(ctx, "create", "namespace", ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	type check struct {
+		verb, resource, namespace string // namespace "" = all namespaces / cluster scope
+		want                      bool
+	}
+	checks := []check{
+		// What the Node informer and the Submariner Endpoint source do.
+		{"get", "nodes", "", true},
+		{"list", "nodes", "", true},
+		{"watch", "nodes", "", true},
+		{"get", "endpoints.submariner.io", "submariner-operator", true},
+		{"list", "endpoints.submariner.io", "submariner-operator", true},
+		{"watch", "endpoints.submariner.io", "submariner-operator", true},
+		{"list", "endpoints.submariner.io", "", true},
+		// Nothing more.
+		{"create", "nodes", "", false},
+		{"update", "nodes", "", false},
+		{"patch", "nodes", "", false},
+		{"delete", "nodes", "", false},
+		{"create", "endpoints.submariner.io", "submariner-operator", false},
+		{"update", "endpoints.submariner.io", "submariner-operator", false},
+		{"delete", "endpoints.submariner.io", "submariner-operator", false},
+		{"get", "secrets", saNamespace, false},
+		{"list", "secrets", "", false},
+		{"get", "configmaps", saNamespace, false},
+		{"list", "pods", "", false},
+		{"list", "endpoints", "", false}, // core Endpoints are not Submariner's
+		{"list", "routeagents.submariner.io", "submariner-operator", false},
+		{"create", "serviceaccounts/token", saNamespace, false},
+		{"get", "leases.coordination.k8s.io", saNamespace, false},
+	}
+	canI := func(kubeconfig string, as string, c check) (bool, string) {
+		args := []string{"auth", "can-i", c.verb, c.resource}
+		if c.namespace == "" {
+			args = append(args, "--all-namespaces")
+		} else {
+			args = append(args, "--namespace="+c.namespace)
+		}
+		if as != "" {
+			args = append(args, "--as="+as)
+		}
+		// can-i exits 1 for "no": the answer is on stdout either way.
+		out, err := s.KubectlWith(ctx, kubeconfig, nil, args...)
+		ans := strings.TrimSpace(out)
+		if ans != "yes" && ans != "no" {
+			t.Fatalf("kubectl %s: %q %v", strings.Join(args, " "), out, err)
+		}
+		return ans == "yes", ans
+	}
+
+	tok, err := s.Token(ctx, saNamespace, saName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := s.Kubeconfig(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range checks {
+		if got, ans := canI(s.AdminKubeconfig, saUser, c); got != c.want {
+			t.Errorf("can-i --as=%s %s %s (namespace %q): %s, want %v", saUser, c.verb, c.resource, c.namespace, ans, c.want)
+		}
+		// The same question asked with the account's own token.
+		if got, ans := canI(kc, "", c); got != c.want {
+			t.Errorf("can-i with the ServiceAccount token %s %s (namespace %q): %s, want %v", c.verb, c.resource, c.namespace, ans, c.want)
+		}
+	}
+
+	// And served for real with the token: reads work, the rest is refused.
+	if _, err := s.KubectlWith(ctx, kc, nil, "get", "nodes"); err != nil {
+		t.Errorf("token: get nodes: %v", err)
+	}
+	if _, err := s.KubectlWith(ctx, kc, nil, "get", "endpoints.submariner.io", "--all-namespaces"); err != nil {
+		t.Errorf("token: get Submariner endpoints: %v", err)
+	}
+	if _, err := s.KubectlWith(ctx, kc, nil, "get", "secrets", "--namespace="+saNamespace); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("token: get secrets: %v, want forbidden", err)
+	}
+}
