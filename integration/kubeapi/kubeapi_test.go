@@ -108,6 +108,7 @@ func TestServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("kube-apiserver c2 ready in %s (%s)", time.Since(start).Round(time.Millisecond), c2.URL)
+	t.Logf("resident memory: etcd %s, kube-apiserver c1 %s, c2 %s", rss(cp.EtcdPID()), rss(c1.PID()), rss(c2.PID()))
 	if c1.Addr.Addr() != kubeapi.DefaultIP || c1.Addr == c2.Addr {
 		t.Fatalf("addresses %s and %s", c1.Addr, c2.Addr)
 	}
@@ -270,6 +271,20 @@ func rootListeners(t *testing.T, port uint16) []string {
 		}
 	}
 	return out
+}
+
+// rss is a process's VmRSS as /proc shows it.
+func rss(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "?"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
 }
 
 type tWriter struct{ t *testing.T }
