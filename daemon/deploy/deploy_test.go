@@ -87,6 +87,22 @@ func load(t *testing.T, dir string) objects {
 	return o
 }
 
+// nodeEnv is node c1-n2 as the DaemonSet runs weftd there.
+var nodeEnv = config.Env{
+	Getenv:   func(k string) string { return map[string]string{"NODE_NAME": "c1-n2"}[k] },
+	Hostname: func() (string, error) { return "host", nil },
+}
+
+// one fails t unless every kind was found exactly once.
+func one(t *testing.T, counts map[string]int) {
+	t.Helper()
+	for kind, n := range counts {
+		if n != 1 {
+			t.Fatalf("want one %s, got %d (all: %v)", kind, n, counts)
+		}
+	}
+}
+
 func stripComments(doc string) string {
 	var b strings.Builder
 	for _, l := range strings.Split(doc, "\n") {
@@ -116,10 +132,7 @@ func flagValue(args []string, name string) (string, bool) {
 
 func TestManifests(t *testing.T) {
 	o := load(t, ".")
-	if len(o.namespaces) != 1 || len(o.serviceAccounts) != 1 || len(o.configMaps) != 1 || len(o.daemonSets) != 1 {
-		t.Fatalf("want one Namespace, ServiceAccount, ConfigMap, DaemonSet; got %d %d %d %d",
-			len(o.namespaces), len(o.serviceAccounts), len(o.configMaps), len(o.daemonSets))
-	}
+	one(t, map[string]int{"Namespace": len(o.namespaces), "ServiceAccount": len(o.serviceAccounts), "ConfigMap": len(o.configMaps), "DaemonSet": len(o.daemonSets)})
 	ns, sa, cm, ds := o.namespaces[0], o.serviceAccounts[0], o.configMaps[0], o.daemonSets[0]
 	for what, got := range map[string]string{"ServiceAccount": sa.Namespace, "ConfigMap": cm.Namespace, "DaemonSet": ds.Namespace} {
 		if got != ns.Name {
@@ -128,10 +141,7 @@ func TestManifests(t *testing.T) {
 	}
 
 	// The ConfigMap is a valid weft.yaml.
-	cfg, err := config.ParseWith([]byte(cm.Data["weft.yaml"]), config.Env{
-		Getenv:   func(k string) string { return map[string]string{"NODE_NAME": "c1-n2"}[k] },
-		Hostname: func() (string, error) { return "host", nil },
-	})
+	cfg, err := config.ParseWith([]byte(cm.Data["weft.yaml"]), nodeEnv)
 	if err != nil {
 		t.Fatalf("ConfigMap weft.yaml: %v", err)
 	}
@@ -341,10 +351,7 @@ const saMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 func TestServiceAccountTokenAndRBAC(t *testing.T) {
 	o := load(t, ".")
-	if len(o.serviceAccounts) != 1 || len(o.daemonSets) != 1 || len(o.clusterRoles) != 1 || len(o.bindings) != 1 {
-		t.Fatalf("want one ServiceAccount, DaemonSet, ClusterRole, ClusterRoleBinding; got %d %d %d %d",
-			len(o.serviceAccounts), len(o.daemonSets), len(o.clusterRoles), len(o.bindings))
-	}
+	one(t, map[string]int{"ServiceAccount": len(o.serviceAccounts), "DaemonSet": len(o.daemonSets), "ClusterRole": len(o.clusterRoles), "ClusterRoleBinding": len(o.bindings)})
 	sa, ds, cr, crb := o.serviceAccounts[0], o.daemonSets[0], o.clusterRoles[0], o.bindings[0]
 	spec := ds.Spec.Template.Spec
 
@@ -467,10 +474,7 @@ func TestConfigMapKubernetesAlternative(t *testing.T) {
 	// topology keys it parses.
 	rest := regexp.MustCompile(`(?ms)^(topology:[^\n]*\n|kubernetes:\n(  [^\n]*\n)*)`).ReplaceAllString(b.String(), "")
 	rest = strings.Replace(rest, "cluster:\n", "cluster:\n  gateway: c1-n1\n  nodes: [{name: c1-n1, ip: 192.168.10.11}, {name: c1-n2, ip: 192.168.10.12}]\n", 1)
-	if _, err := config.ParseWith([]byte(rest), config.Env{
-		Getenv:   func(k string) string { return map[string]string{"NODE_NAME": "c1-n2"}[k] },
-		Hostname: func() (string, error) { return "host", nil },
-	}); err != nil {
+	if _, err := config.ParseWith([]byte(rest), nodeEnv); err != nil {
 		t.Errorf("commented weft.yaml without the topology keys:\n%s\n%v", rest, err)
 	}
 }

@@ -383,25 +383,20 @@ func (s *Server) Restart(ctx context.Context) error {
 
 // Stop sends SIGTERM to the API server (by its PID) and waits.
 func (s *Server) Stop() error {
-	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
-	if p == nil {
-		return nil
-	}
-	return p.stop(15 * time.Second)
+	return s.current().stop(15 * time.Second)
 }
 
 // Kill sends SIGKILL to the API server: the API is gone at once, watches
 // break without a goodbye.
 func (s *Server) Kill() error {
+	return s.current().kill()
+}
+
+// current is the last process started; stop and kill are no-ops on nil.
+func (s *Server) current() *process {
 	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
-	if p == nil {
-		return nil
-	}
-	return p.kill()
+	defer s.mu.Unlock()
+	return s.proc
 }
 
 // Kubeconfig writes a kubeconfig that authenticates with token (from

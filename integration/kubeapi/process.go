@@ -46,6 +46,9 @@ func startProcess(what, nsName, logPath, bin string, args ...string) (*process, 
 }
 
 func (p *process) running() bool {
+	if p == nil {
+		return false
+	}
 	select {
 	case <-p.done:
 		return false
@@ -73,7 +76,8 @@ func (p *process) stop(grace time.Duration) error {
 	}
 }
 
-// kill sends SIGKILL and waits: a crash, nothing flushed.
+// kill sends SIGKILL and waits: a crash, nothing flushed. Both stop and
+// kill accept a nil process (never started).
 func (p *process) kill() error {
 	if !p.running() {
 		return nil
