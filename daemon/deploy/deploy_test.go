@@ -470,8 +470,19 @@ func TestConfigMapKubernetesAlternative(t *testing.T) {
 	if doc.Cluster["id"] == nil || doc.Cluster["nodes"] != nil || doc.Cluster["gateway"] != nil || doc.Remotes != nil {
 		t.Errorf("topology: kubernetes keeps cluster.id and leaves nodes, gateway and remotes to the API: %v, remotes %v", doc.Cluster, doc.Remotes)
 	}
-	// The rest must be a weft.yaml as today's ConfigMap is: without the
-	// topology keys it parses.
+	// weftd accepts it. Until the configuration has the topology keys
+	// (issue 10), the rest of the file must parse without them.
+	_, err = config.ParseWith([]byte(b.String()), nodeEnv)
+	if err == nil {
+		return
+	}
+	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && l != "topology: unknown field" && l != "kubernetes: unknown field" {
+			t.Fatalf("commented weft.yaml for topology: kubernetes:\n%s\n%v", b.String(), err)
+		}
+	}
+	t.Logf("this weftd has no topology keys yet (%v); checking the rest", err)
 	rest := regexp.MustCompile(`(?ms)^(topology:[^\n]*\n|kubernetes:\n(  [^\n]*\n)*)`).ReplaceAllString(b.String(), "")
 	rest = strings.Replace(rest, "cluster:\n", "cluster:\n  gateway: c1-n1\n  nodes: [{name: c1-n1, ip: 192.168.10.11}, {name: c1-n2, ip: 192.168.10.12}]\n", 1)
 	if _, err := config.ParseWith([]byte(rest), nodeEnv); err != nil {
