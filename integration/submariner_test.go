@@ -16,7 +16,8 @@ import (
 // was, and says why and what to do in a condition; the other nodes are not
 // affected. Once the route agent's device is gone, weft converges at once
 // (the link event triggers a pass). And with vx-weft in place first, the
-// kernel refuses Submariner's device while weft stays ready.
+// kernel refuses Submariner's device while weft stays ready; on another
+// port both run, and a condition says so.
 func TestSubmarinerRouteAgentOnTheNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -97,5 +98,20 @@ func TestSubmarinerRouteAgentOnTheNode(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if st, err := wd.Status(ctx); err != nil || !st.Ready {
 		t.Errorf("weft after Submariner's attempt: ready %v, %v", st.Ready, err)
+	}
+
+	// Submariner's route agent on another port: no collision, both run,
+	// weft stays ready and says that two route agents serve this node.
+	dpExec(t, n, "ip", "link", "add", "vx-submariner", "type", "vxlan", "id", "100", "dstport", "4805", "dev", "eth0")
+	st, err = wd.WaitFor(ctx, func(s api.Status) bool { return cxCond(s, "SubmarinerRouteAgent", "") != nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cxCond(st, "SubmarinerRouteAgent", ""); c.Status || !strings.Contains(c.Message, "UDP port 4805") || !st.Ready {
+		t.Errorf("ready %v, condition %+v", st.Ready, *c)
+	}
+	dpExec(t, n, "ip", "link", "del", "vx-submariner")
+	if _, err := wd.WaitFor(ctx, func(s api.Status) bool { return s.Ready && cxCond(s, "SubmarinerRouteAgent", "") == nil }); err != nil {
+		t.Error(err)
 	}
 }

@@ -36,6 +36,9 @@ const (
 	CondStateHealthy      = "StateHealthy"
 	CondTopologyValid     = "TopologyValid"
 	CondSpoolHealthy      = "SpoolHealthy"
+	// CondSubmarinerRouteAgent is present while Submariner's route agent's
+	// VXLAN device is on the node (coexist.go).
+	CondSubmarinerRouteAgent = "SubmarinerRouteAgent"
 )
 
 // Kernel is what the agent needs from the host besides the data-plane and
@@ -258,10 +261,12 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 			res.Dataplane.Verify = verify
 			dpErr := a.d.Dataplane.Apply(ctx, res.Dataplane)
 			ph.mark("dataplane")
+			var ce *dataplane.ConflictError
+			errors.As(dpErr, &ce)
+			a.otherRouteAgent(ce)
 			if dpErr != nil {
 				errs = append(errs, fmt.Errorf("apply data plane: %w", dpErr))
 				reason, fix := "ApplyFailed", "see weftd logs; weft retries with backoff"
-				var ce *dataplane.ConflictError
 				if errors.As(dpErr, &ce) {
 					// Another VXLAN device (Submariner's route agent's) holds
 					// weft's VNI and port: only the operator can choose.
@@ -440,7 +445,8 @@ func (a *Agent) applyFindings(fs []packetfilter.Finding) {
 
 func isFindingType(t string) bool {
 	switch t {
-	case CondCNIInterfaceReady, CondDataplaneReady, CondPacketFilterReady, CondConfigValid, CondStateHealthy, CondTopologyValid, CondSpoolHealthy:
+	case CondCNIInterfaceReady, CondDataplaneReady, CondPacketFilterReady, CondConfigValid, CondStateHealthy, CondTopologyValid, CondSpoolHealthy,
+		CondSubmarinerRouteAgent:
 		return false
 	}
 	return true

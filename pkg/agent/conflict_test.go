@@ -38,3 +38,57 @@ func TestVXLANConflictCondition(t *testing.T) {
 		t.Errorf("condition after the conflict went: %+v", c)
 	}
 }
+
+// finderRecorder is a recorder whose data plane also reports Submariner's
+// device, as dataplane.Netlink does.
+type finderRecorder struct {
+	*recorder
+	dev *dataplane.ForeignVXLAN
+}
+
+func (f *finderRecorder) Submariner() (dataplane.ForeignVXLAN, bool) {
+	if f.dev == nil {
+		return dataplane.ForeignVXLAN{}, false
+	}
+	return *f.dev, true
+}
+
+// Submariner's route agent on another port or VNI: no conflict, weft runs
+// and is ready, and a condition says that two route agents run here. It
+// survives verifying passes (which clear stale packet-filter findings) and
+// goes with the device; while the devices collide, DataplaneReady alone
+// speaks.
+func TestSubmarinerRouteAgentCondition(t *testing.T) {
+	a, k, rec, _ := newTestAgent(t)
+	fr := &finderRecorder{recorder: rec}
+	a.d.Dataplane = fr
+	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
+	ctx := context.Background()
+
+	fr.dev = &dataplane.ForeignVXLAN{Name: dataplane.SubmarinerDevice, VNI: 100, Port: 4800}
+	for range 2 {
+		if err := a.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c := cond(a.Status(), CondSubmarinerRouteAgent)
+		if c.Status || c.Reason != "RouteAgentRunning" || !strings.Contains(c.Message, "vx-submariner (VNI 100, UDP port 4800)") || !strings.Contains(c.Fix, "stop Submariner's route agent") {
+			t.Fatalf("condition %+v", c)
+		}
+		if ready, why := a.Ready(); !ready {
+			t.Fatalf("not ready with a non-colliding route agent: %s", why)
+		}
+	}
+
+	rec.fail = &dataplane.ConflictError{Device: "vx-weft", Foreign: dataplane.SubmarinerDevice, VNI: 100, Port: 4800}
+	_ = a.Reconcile(ctx)
+	if c := cond(a.Status(), CondSubmarinerRouteAgent); c.Reason != "absent" {
+		t.Errorf("condition next to the conflict: %+v", c)
+	}
+	rec.fail, fr.dev = nil, nil
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := cond(a.Status(), CondSubmarinerRouteAgent); c.Reason != "absent" {
+		t.Errorf("condition after the device went: %+v", c)
+	}
+}

@@ -70,3 +70,34 @@ func conflict(links []netlink.Link, d VXLAN) *ConflictError {
 	}
 	return nil
 }
+
+// ForeignVXLAN is a VXLAN device weft does not own, as the kernel shows it.
+type ForeignVXLAN struct {
+	Name     string
+	VNI      uint32 // 0 for an external device
+	Port     uint16
+	External bool
+}
+
+// findSubmariner returns Submariner's route agent's device, if present.
+func findSubmariner(links []netlink.Link) *ForeignVXLAN {
+	for _, l := range links {
+		if v, ok := l.(*netlink.Vxlan); ok && v.Name == SubmarinerDevice && v.Alias != DeviceAlias {
+			return &ForeignVXLAN{Name: v.Name, VNI: uint32(v.VxlanId), Port: uint16(v.Port), External: v.FlowBased}
+		}
+	}
+	return nil
+}
+
+// Submariner reports Submariner's route agent's VXLAN device as the last
+// Apply found it, whatever its VNI and port: two route agents on one node
+// both route its traffic to the remote clusters, even when their devices
+// do not collide.
+func (m *Netlink) Submariner() (ForeignVXLAN, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.submariner == nil {
+		return ForeignVXLAN{}, false
+	}
+	return *m.submariner, true
+}

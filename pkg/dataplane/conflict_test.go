@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -44,6 +45,10 @@ func TestVXLANConflict(t *testing.T) {
 			m := New(testLogger(t))
 			s := baseState()
 			_, err := apply(t, n, m, s)
+			// Submariner's device is reported whether or not it collides.
+			if dev, found := m.Submariner(); found != (tc.device == SubmarinerDevice) || found && (dev.Name != tc.device || !strings.Contains(strings.Join(tc.foreign, " "), fmt.Sprintf("id %d dstport %d", dev.VNI, dev.Port))) {
+				t.Errorf("Submariner() = %+v, %v", dev, found)
+			}
 			if !tc.conflict {
 				if err != nil {
 					t.Fatalf("Apply: %v", err)

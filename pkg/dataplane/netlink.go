@@ -46,6 +46,9 @@ type Netlink struct {
 	// verified is, per device name, what the last Apply left in place,
 	// for Applies without State.Verify.
 	verified map[string]*verified
+	// submariner is Submariner's route agent's device as the last Apply
+	// listed it, or nil.
+	submariner *ForeignVXLAN
 }
 
 // verified is the FDB and neighbour state of one device as the last Apply
@@ -124,6 +127,9 @@ func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		r.fail(fmt.Errorf("list devices: %w", err))
 		links = nil
+	}
+	if links != nil {
+		m.submariner = findSubmariner(links)
 	}
 	blocked := map[string]bool{} // weft devices not created: routes through them are not wanted either
 	for _, d := range s.Devices {
