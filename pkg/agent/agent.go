@@ -39,7 +39,17 @@ const (
 	// CondSubmarinerRouteAgent is present while Submariner's route agent's
 	// VXLAN device is on the node (coexist.go).
 	CondSubmarinerRouteAgent = "SubmarinerRouteAgent"
+	// CondRestartRequired is present (status false) while the file sets
+	// keys that weftd applies only at its next start.
+	CondRestartRequired = "RestartRequired"
 )
+
+// RoleUnknown is the role while no configuration is valid.
+const RoleUnknown = "unknown"
+
+// maxConfigProblems bounds the problems of a refused file kept in status,
+// so a file of 20,000 bad CIDRs does not make status unanswerable.
+const maxConfigProblems = 20
 
 // Kernel is what the agent needs from the host besides the data-plane and
 // packet-filter managers: listing interfaces and finding the underlay.
@@ -67,14 +77,23 @@ func (nopObserver) PluginEvent(string, string, bool)   {}
 
 // Deps are the agent's collaborators.
 type Deps struct {
-	Observer     Observer // nil = none
-	Log          *slog.Logger
-	Store        *state.Store
-	Kernel       Kernel
-	Dataplane    dataplane.Manager
-	PacketFilter packetfilter.Backend
-	Now          func() time.Time
-	Version      string
+	Observer  Observer // nil = none
+	Log       *slog.Logger
+	Store     *state.Store
+	Kernel    Kernel
+	Dataplane dataplane.Manager
+	// PacketFilter is the backend; when nil, NewPacketFilter chooses it
+	// from the first valid configuration (none is chosen without one).
+	PacketFilter    packetfilter.Backend
+	NewPacketFilter func(context.Context, *config.Config) (packetfilter.Backend, error)
+	// Startup is what the process serves and stores with for its whole
+	// life (socket, state and spool directories, metrics address); zero =
+	// taken from the first configuration.
+	Startup config.Startup
+	// ConfigPath names the file in status.
+	ConfigPath string
+	Now        func() time.Time
+	Version    string
 }
 
 // Agent is the daemon core.
@@ -83,7 +102,11 @@ type Agent struct {
 	trigger chan struct{}
 
 	mu         sync.Mutex
-	cfg        *config.Config
+	cfg        *config.Config // nil while no configuration was ever valid
+	cfgStatus  api.ConfigStatus
+	pf         packetfilter.Backend
+	pfSetting  [2]string    // packetFilter, iptablesMode pf was chosen with
+	passed     bool         // a pass with a configuration has completed
 	gwHints    []netip.Addr // pod gateways the plugin reported, newest first
 	tombstones map[api.AttachmentKey]time.Time
 	conds      map[string]api.Condition
@@ -99,7 +122,10 @@ type Agent struct {
 	appliedFilter *packetfilter.Model
 }
 
-// New returns an agent for cfg. Call Run to start the loop.
+// New returns an agent for cfg. Call Run to start the loop. cfg may be nil
+// (the file is missing or refused, see ConfigRejected): the agent then
+// records and answers plugin events but computes no desired state and
+// touches no kernel object until SetConfig gives it a valid one.
 func New(cfg *config.Config, d Deps) *Agent {
 	if d.Now == nil {
 		d.Now = time.Now
@@ -107,16 +133,29 @@ func New(cfg *config.Config, d Deps) *Agent {
 	if d.Observer == nil {
 		d.Observer = nopObserver{}
 	}
+	if d.Startup == (config.Startup{}) && cfg != nil {
+		d.Startup = config.StartupOf(cfg)
+	}
 	a := &Agent{
 		d:          d,
 		trigger:    make(chan struct{}, 1),
 		cfg:        cfg,
+		cfgStatus:  api.ConfigStatus{File: d.ConfigPath, Valid: cfg != nil},
+		pf:         d.PacketFilter,
 		tombstones: map[api.AttachmentKey]time.Time{},
 		conds:      map[string]api.Condition{},
 		role:       roleOf(cfg),
 		notReady:   "no reconcile yet",
 	}
-	a.setCond(CondConfigValid, true, "Loaded", "", "")
+	if cfg != nil {
+		if a.pf != nil {
+			a.pfSetting = pfSettingOf(cfg)
+		}
+		a.setCond(CondConfigValid, true, "Loaded", "", "")
+	} else {
+		a.notReady = "no valid configuration yet"
+		a.setCond(CondConfigValid, false, "NotLoaded", "no configuration read yet", "")
+	}
 	if p := d.Store.LoadProblem(); p != "" {
 		a.setCond(CondStateHealthy, false, "CorruptStateRebuilt", p, "none needed: attachments are rebuilt from plugin events; keep the .corrupt file for a bug report")
 	} else {
@@ -126,6 +165,9 @@ func New(cfg *config.Config, d Deps) *Agent {
 }
 
 func roleOf(cfg *config.Config) string {
+	if cfg == nil {
+		return RoleUnknown
+	}
 	if cfg.NodeName == cfg.Cluster.Gateway {
 		return "gateway"
 	}
@@ -147,22 +189,179 @@ func (a *Agent) Config() *config.Config {
 	return a.cfg
 }
 
-// SetConfig replaces the configuration (a reload) and triggers a reconcile.
+// SetConfig replaces the configuration (a reload, or the first valid one)
+// and triggers a reconcile. Every key is applied by the next pass except
+// those the process fixed when it started (socket, spoolDir, stateDir,
+// metricsAddress) and the packet-filter backend once chosen
+// (packetFilter, iptablesMode): those are reported in the condition
+// RestartRequired, never passed off as reloaded.
 func (a *Agent) SetConfig(cfg *config.Config) {
 	a.mu.Lock()
+	first := a.cfg == nil
 	a.cfg = cfg
 	a.role = roleOf(cfg)
+	if a.d.Startup == (config.Startup{}) {
+		a.d.Startup = config.StartupOf(cfg)
+	}
+	restart := a.d.Startup.Differences(cfg)
+	if a.pf != nil {
+		have, want := a.pfSetting, pfSettingOf(cfg)
+		if have[0] != want[0] {
+			restart = append(restart, "packetFilter")
+		}
+		if have[1] != want[1] {
+			restart = append(restart, "iptablesMode")
+		}
+	}
+	a.cfgStatus = api.ConfigStatus{File: a.d.ConfigPath, Valid: true, RestartRequired: restart}
+	if first {
+		a.notReady = "no reconcile yet"
+	}
 	a.mu.Unlock()
-	a.setCond(CondConfigValid, true, "Reloaded", "", "")
-	a.d.Log.Info("configuration reloaded", "role", roleOf(cfg), "gateway", cfg.Cluster.Gateway)
+
+	reason := "Reloaded"
+	if first {
+		reason = "Loaded"
+	}
+	if len(restart) == 0 {
+		a.setCond(CondConfigValid, true, reason, "", "")
+		a.clearCond(CondRestartRequired)
+	} else {
+		names := strings.Join(restart, ", ")
+		a.setCond(CondConfigValid, true, reason+"ExceptRestartRequired",
+			fmt.Sprintf("applied, except %s (see RestartRequired)", names), "")
+		a.setCond(CondRestartRequired, false, "FieldsChanged", a.restartMessage(cfg, restart),
+			"restart weftd to apply them: the data plane stays in place and the plugin spools pod events while it restarts")
+	}
+	a.d.Log.Info("configuration applied", "first", first, "role", roleOf(cfg), "gateway", cfg.Cluster.Gateway, "restartRequired", restart)
 	a.Trigger()
 }
 
-// ConfigRejected records that a reload was refused; the last good config
-// stays in force.
+// restartMessage says, per key, what the file asks and what stays in use.
+func (a *Agent) restartMessage(cfg *config.Config, keys []string) string {
+	s := a.d.Startup
+	a.mu.Lock()
+	pf := a.pfSetting
+	a.mu.Unlock()
+	inUse := map[string][2]string{
+		"socket":         {cfg.Socket, s.Socket},
+		"spoolDir":       {cfg.SpoolDir, s.SpoolDir},
+		"stateDir":       {cfg.StateDir, s.StateDir},
+		"metricsAddress": {cfg.Metrics(), s.MetricsAddress},
+		"packetFilter":   {cfg.PacketFilter, pf[0]},
+		"iptablesMode":   {cfg.IptablesMode, pf[1]},
+	}
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		v := inUse[k]
+		parts = append(parts, fmt.Sprintf("%s: the file says %q, weftd keeps %q until restarted", k, v[0], v[1]))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func pfSettingOf(cfg *config.Config) [2]string {
+	return [2]string{cfg.PacketFilter, cfg.IptablesMode}
+}
+
+// ConfigRejected records that the file was refused (unreadable, not
+// parsable or invalid). With a configuration in force it stays in force;
+// without one, weftd stays not ready, keeps recording plugin events and
+// leaves the kernel as it is, until the file is fixed.
 func (a *Agent) ConfigRejected(err error) {
-	a.d.Log.Error("configuration reload refused; keeping the last good configuration", "err", err)
-	a.setCond(CondConfigValid, false, "InvalidConfig", err.Error(), "fix the file; the last good configuration stays in force until then")
+	problems := config.Explain(err)
+	if len(problems) == 0 {
+		return
+	}
+	a.mu.Lock()
+	inForce := a.cfg != nil
+	cs := api.ConfigStatus{File: a.d.ConfigPath, Valid: false, RestartRequired: a.cfgStatus.RestartRequired}
+	for i, p := range problems {
+		if i == maxConfigProblems {
+			cs.MoreProblems = len(problems) - i
+			break
+		}
+		cs.Problems = append(cs.Problems, api.ConfigProblem(p))
+	}
+	a.cfgStatus = cs
+	if !inForce {
+		a.ready = false
+		a.notReady = "no valid configuration: " + problemLine(problems[0])
+	}
+	a.mu.Unlock()
+
+	reason := "InvalidConfig"
+	var fe *config.FileError
+	if errors.As(err, &fe) && fe.Read {
+		reason = "FileUnreadable"
+	}
+	fix := problems[0].Fix
+	if len(problems) > 1 {
+		fix += fmt.Sprintf(" (and %d more: weftd status --json lists them under config.problems)", len(problems)-1)
+	}
+	if inForce {
+		a.d.Log.Error("configuration refused; keeping the last good configuration", "err", err)
+		fix += "; the last good configuration stays in force until then"
+	} else {
+		a.d.Log.Error("no valid configuration: not ready; plugin events are recorded and the data plane is left as it is until the file is fixed", "err", err)
+		fix += "; weftd applies the file as soon as it is valid, no restart needed"
+	}
+	a.setCond(CondConfigValid, false, reason, summarizeProblems(problems), fix)
+}
+
+// problemLine is one problem on one line: field = value: reason.
+func problemLine(p config.Problem) string {
+	s := p.Reason
+	if p.Value != "" {
+		s = p.Value + ": " + s
+	}
+	if p.Field != "" {
+		s = p.Field + " = " + s
+	}
+	return s
+}
+
+// summarizeProblems joins the first few problems and counts the rest.
+func summarizeProblems(ps []config.Problem) string {
+	const show = 3
+	lines := make([]string, 0, show+1)
+	for i, p := range ps {
+		if i == show {
+			lines = append(lines, fmt.Sprintf("and %d more", len(ps)-show))
+			break
+		}
+		lines = append(lines, problemLine(p))
+	}
+	return strings.Join(lines, "; ")
+}
+
+// resyncInterval is the configured resync period, or the default while
+// there is no configuration.
+func (a *Agent) resyncInterval() time.Duration {
+	if cfg := a.Config(); cfg != nil {
+		return cfg.ResyncInterval.Duration
+	}
+	return config.DefaultResyncInterval
+}
+
+// packetFilter returns the backend, choosing it on first use.
+func (a *Agent) packetFilter(ctx context.Context, cfg *config.Config) (packetfilter.Backend, error) {
+	a.mu.Lock()
+	pf := a.pf
+	a.mu.Unlock()
+	if pf != nil {
+		return pf, nil
+	}
+	if a.d.NewPacketFilter == nil {
+		return nil, errors.New("no packet-filter backend")
+	}
+	pf, err := a.d.NewPacketFilter(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.pf, a.pfSetting = pf, pfSettingOf(cfg)
+	a.mu.Unlock()
+	return pf, nil
 }
 
 // Run reconciles until ctx ends. resync is read from the config on each
@@ -176,7 +375,7 @@ func (a *Agent) ConfigRejected(err error) {
 func (a *Agent) Run(ctx context.Context) {
 	backoff := time.Duration(0)
 	var retry <-chan time.Time
-	resync := time.NewTimer(a.Config().ResyncInterval.Duration)
+	resync := time.NewTimer(a.resyncInterval())
 	defer resync.Stop()
 	verify := true
 	for {
@@ -201,7 +400,7 @@ func (a *Agent) Run(ctx context.Context) {
 		case <-retry:
 		case <-resync.C:
 			verify = true
-			resync.Reset(a.Config().ResyncInterval.Duration)
+			resync.Reset(a.resyncInterval())
 		}
 	}
 }
@@ -218,8 +417,16 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 // every table: a few ms that event-driven passes need not pay, and what it
 // reports changes only behind weft's back, which the resync catches).
 func (a *Agent) reconcile(ctx context.Context, verify bool) error {
-	start := a.d.Now()
 	cfg := a.Config()
+	if cfg == nil {
+		// Nothing to compute a desired state from: the kernel is left as
+		// it is (a data plane from an earlier run keeps carrying traffic).
+		return nil
+	}
+	if !a.passed {
+		verify = true // the first pass with a configuration reads everything
+	}
+	start := a.d.Now()
 	var errs []error
 	ph := phases{log: a.d.Log, now: a.d.Now, last: start}
 
@@ -281,22 +488,25 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 			// steady-state check is O(rules) for iptables (a save and the
 			// ipset listings). Verifying passes always apply, repairing
 			// drift made behind weft's back.
-			var pfErr error
-			if verify || a.appliedFilter == nil || !reflect.DeepEqual(*a.appliedFilter, res.Filter) {
+			pf, pfErr := a.packetFilter(ctx, cfg)
+			if pfErr != nil {
+				errs = append(errs, fmt.Errorf("start packet filter: %w", pfErr))
+				a.setCond(CondPacketFilterReady, false, "BackendUnavailable", pfErr.Error(), "see weftd logs; set packetFilter to a backend this node supports; weft retries with backoff")
+			} else if verify || a.appliedFilter == nil || !reflect.DeepEqual(*a.appliedFilter, res.Filter) {
 				a.appliedFilter = nil
-				pfErr = a.d.PacketFilter.Apply(ctx, res.Filter)
+				pfErr = pf.Apply(ctx, res.Filter)
 				ph.mark("packetFilter")
 				switch {
 				case errors.Is(pfErr, packetfilter.ErrDegraded):
 					// Traffic rules are in place; the periodic resync
 					// retries the rest without holding readiness back.
-					a.d.Log.Warn("packet filter degraded", "backend", a.d.PacketFilter.Name(), "err", pfErr)
+					a.d.Log.Warn("packet filter degraded", "backend", pf.Name(), "err", pfErr)
 					a.setCond(CondPacketFilterReady, false, "Degraded", pfErr.Error(), "see the other conditions for the foreign rules involved; weft retries on every resync")
 					pfErr = nil
 					m := res.Filter
 					a.appliedFilter = &m
 				case pfErr != nil:
-					errs = append(errs, fmt.Errorf("apply packet filter (%s): %w", a.d.PacketFilter.Name(), pfErr))
+					errs = append(errs, fmt.Errorf("apply packet filter (%s): %w", pf.Name(), pfErr))
 					a.setCond(CondPacketFilterReady, false, "ApplyFailed", pfErr.Error(), "see weftd logs; weft retries with backoff")
 				default:
 					m := res.Filter
@@ -304,8 +514,8 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 					a.setCond(CondPacketFilterReady, true, "Applied", "", "")
 				}
 			}
-			if verify {
-				a.applyFindings(a.d.PacketFilter.Findings(ctx))
+			if verify && pf != nil {
+				a.applyFindings(pf.Findings(ctx))
 				ph.mark("findings")
 			}
 			remotes = remoteStatus(cfg, res.Dataplane, dpErr == nil)
@@ -325,6 +535,7 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 		a.last.Error = err.Error()
 	}
 	a.remotes = remotes
+	a.passed = true
 	a.d.Observer.ReconcileDone(end.Sub(start), err)
 	switch {
 	case cni == nil:
@@ -446,7 +657,7 @@ func (a *Agent) applyFindings(fs []packetfilter.Finding) {
 func isFindingType(t string) bool {
 	switch t {
 	case CondCNIInterfaceReady, CondDataplaneReady, CondPacketFilterReady, CondConfigValid, CondStateHealthy, CondTopologyValid, CondSpoolHealthy,
-		CondSubmarinerRouteAgent:
+		CondSubmarinerRouteAgent, CondRestartRequired:
 		return false
 	}
 	return true
@@ -464,22 +675,38 @@ func (a *Agent) setCond(typ string, status bool, reason, msg, fix string) {
 	a.conds[typ] = c
 }
 
-// Status builds the status document.
-func (a *Agent) Status() api.Status {
-	cfg := a.Config()
+// clearCond removes a condition that no longer applies.
+func (a *Agent) clearCond(typ string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	delete(a.conds, typ)
+}
+
+// Status builds the status document.
+func (a *Agent) Status() api.Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	node, cluster := a.d.Startup.NodeName, a.d.Startup.ClusterID
+	if a.cfg != nil {
+		node, cluster = a.cfg.NodeName, a.cfg.Cluster.ID
+	}
+	cs := a.cfgStatus
+	cs.Problems = append([]api.ConfigProblem(nil), cs.Problems...)
+	cs.RestartRequired = append([]string(nil), cs.RestartRequired...)
 	st := api.Status{
-		Node:         cfg.NodeName,
-		Cluster:      cfg.Cluster.ID,
+		Node:         node,
+		Cluster:      cluster,
 		Role:         a.role,
 		Ready:        a.ready,
 		CNIInterface: a.d.Store.CNI(),
-		PacketFilter: a.d.PacketFilter.Name(),
 		Attachments:  a.d.Store.Len(),
 		Remotes:      append([]api.Remote(nil), a.remotes...),
 		Spool:        a.spool,
+		Config:       &cs,
 		Version:      a.d.Version,
+	}
+	if a.pf != nil {
+		st.PacketFilter = a.pf.Name()
 	}
 	if a.last != nil {
 		l := *a.last

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -328,7 +330,7 @@ func (d degradedPF) Apply(ctx context.Context, m packetfilter.Model) error {
 func TestDegradedPacketFilterKeepsReadiness(t *testing.T) {
 	ctx := context.Background()
 	a, k, rec, _ := newTestAgent(t)
-	a.d.PacketFilter = degradedPF{pfRecorder{rec}}
+	a.pf = degradedPF{pfRecorder{rec}}
 	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
 	if err := a.Reconcile(ctx); err != nil {
 		t.Fatalf("degraded filter reported as a failed reconcile: %v", err)
@@ -346,9 +348,7 @@ func TestLiveDelRemovesSupersededSpooledAdd(t *testing.T) {
 	ctx := context.Background()
 	a, _, _, store := newTestAgent(t)
 	dir := t.TempDir()
-	cfg := *a.Config()
-	cfg.SpoolDir = dir
-	a.SetConfig(&cfg)
+	a.d.Startup.SpoolDir = dir // the spool the process drains is fixed at start
 	t0 := time.Now()
 	for _, e := range []api.Event{
 		{Verb: "ADD", ContainerID: "gone", IfName: "eth0", Time: t0},
@@ -486,5 +486,137 @@ func TestUnchangedFilterModelSkippedOnEventPasses(t *testing.T) {
 	}
 	if !a.Status().Ready {
 		t.Fatal("not ready")
+	}
+}
+
+// Without a valid configuration the agent records and answers plugin
+// events, computes nothing and touches no kernel object; status names the
+// field, the value and the fix. The first valid configuration makes it
+// ready without a new agent (no restart).
+func TestNoValidConfigThenFixed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := dir + "/weft.yaml"
+	bad := strings.Replace(testConfig, "10.2.0.0/16", "10.2.0.0/33", 1)
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := config.Env{Getenv: func(string) string { return "" }, Hostname: func() (string, error) { return "h", nil },
+		Socket: dir + "/weft.sock", SpoolDir: dir + "/spool", StateDir: dir}
+	cfg, boot, loadErr := config.LoadStartup(path, env)
+	if cfg != nil || loadErr == nil {
+		t.Fatalf("LoadStartup of an invalid file = %v, %v", cfg, loadErr)
+	}
+	if boot.NodeName != "c1-n2" || boot.ClusterID != "c1" || boot.Socket != dir+"/weft.sock" {
+		t.Fatalf("startup = %+v, want the node and cluster from the file, the socket from env", boot)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store, err := state.Open(dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &fakeKernel{}
+	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
+	rec := &recorder{}
+	chosen := 0
+	a := New(nil, Deps{Log: log, Store: store, Kernel: k, Dataplane: rec, Startup: boot, ConfigPath: path,
+		NewPacketFilter: func(context.Context, *config.Config) (packetfilter.Backend, error) {
+			chosen++
+			return pfRecorder{rec}, nil
+		}})
+	a.ConfigRejected(loadErr)
+
+	if err := a.Add(ctx, api.Event{Verb: api.VerbAdd, ContainerID: "c1", IfName: "eth0"}); err != nil {
+		t.Fatalf("ADD without a valid config: %v", err)
+	}
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rec.calls != 0 || rec.pfApplies != 0 || chosen != 0 {
+		t.Fatalf("kernel touched without a valid config: %d data-plane applies, %d filter applies, backend chosen %d times", rec.calls, rec.pfApplies, chosen)
+	}
+	st := a.Status()
+	c := cond(st, CondConfigValid)
+	if st.Ready || c.Status || c.Reason != "InvalidConfig" || st.Attachments != 1 || st.Node != "c1-n2" || st.Role != RoleUnknown {
+		t.Fatalf("status without a valid config: %+v", st)
+	}
+	if !strings.Contains(c.Message, `remotes[0].podCIDRs[0] = "10.2.0.0/33"`) || !strings.Contains(c.Fix, "set remotes[0].podCIDRs[0] in "+path) {
+		t.Fatalf("ConfigValid = %+v, want field, value and fix", c)
+	}
+	if st.Config == nil || st.Config.Valid || len(st.Config.Problems) != 1 || st.Config.Problems[0].Value != `"10.2.0.0/33"` {
+		t.Fatalf("config status = %+v", st.Config)
+	}
+	if ready, why := a.Ready(); ready || !strings.Contains(why, "remotes[0].podCIDRs[0]") {
+		t.Fatalf("Ready() = %v %q", ready, why)
+	}
+	if r := a.Check(ctx, api.CheckRequest{ContainerID: "c1", IfName: "eth0"}); !r.Known || r.Ready {
+		t.Fatalf("CHECK = %+v, want known and not ready", r)
+	}
+
+	good, err := config.Parse([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good.Socket, good.SpoolDir, good.StateDir = boot.Socket, boot.SpoolDir, boot.StateDir
+	m := config.DefaultMetricsAddress
+	good.MetricsAddress = &m
+	a.SetConfig(good)
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st = a.Status()
+	if !st.Ready || rec.calls != 1 || chosen != 1 || !cond(st, CondConfigValid).Status || st.Role != "non-gateway" || st.PacketFilter != "recorder" {
+		t.Fatalf("after the fix: ready=%v applies=%d chosen=%d status=%+v", st.Ready, rec.calls, chosen, st)
+	}
+	if c := cond(st, CondRestartRequired); c.Reason != "absent" {
+		t.Fatalf("RestartRequired = %+v with the same paths", c)
+	}
+}
+
+// A reload applies what it can (the route table and rule priority reach the
+// data plane) and reports the keys it cannot apply live as RestartRequired,
+// never as plainly "Reloaded"; setting them back clears the condition.
+func TestReloadRestartRequired(t *testing.T) {
+	ctx := context.Background()
+	a, k, rec, _ := newTestAgent(t)
+	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	orig := *a.Config()
+
+	next := orig
+	next.RouteTable, next.RulePriority = 250, 251
+	next.Socket = "/run/other/weft.sock"
+	next.PacketFilter = config.PacketFilterIptables
+	a.SetConfig(&next)
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rec.dp.Table != 250 || rec.dp.RulePriority != 251 {
+		t.Fatalf("data plane table/priority = %d/%d, want 250/251", rec.dp.Table, rec.dp.RulePriority)
+	}
+	st := a.Status()
+	rr := cond(st, CondRestartRequired)
+	if rr.Status || rr.Reason == "absent" || !strings.Contains(rr.Message, "socket") || !strings.Contains(rr.Message, "packetFilter") ||
+		strings.Contains(rr.Message, "routeTable") || strings.Contains(rr.Message, "rulePriority") {
+		t.Fatalf("RestartRequired = %+v, want socket and packetFilter only", rr)
+	}
+	if cv := cond(st, CondConfigValid); cv.Reason == "Reloaded" || !cv.Status {
+		t.Fatalf("ConfigValid = %+v: must not say plainly Reloaded while keys wait for a restart", cv)
+	}
+	if got := st.Config.RestartRequired; len(got) != 2 || got[0] != "socket" || got[1] != "packetFilter" {
+		t.Fatalf("config.restartRequired = %v", got)
+	}
+
+	back := orig
+	back.RouteTable = 250
+	a.SetConfig(&back)
+	st = a.Status()
+	if c := cond(st, CondRestartRequired); c.Reason != "absent" {
+		t.Fatalf("RestartRequired still there after the keys were set back: %+v", c)
+	}
+	if cv := cond(st, CondConfigValid); cv.Reason != "Reloaded" {
+		t.Fatalf("ConfigValid = %+v, want Reloaded", cv)
 	}
 }

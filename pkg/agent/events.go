@@ -78,11 +78,11 @@ func (a *Agent) Del(ctx context.Context, ev api.Event) (err error) {
 // DEL and resurrect a removed attachment. The runtime sends DEL only after
 // ADD returned, so a spooled ADD of the same attachment is already on disk.
 func (a *Agent) dropSpooledAdds(key api.AttachmentKey, t time.Time) {
-	cfg := a.Config()
-	if cfg == nil || cfg.SpoolDir == "" {
+	dir := a.spoolDir()
+	if dir == "" {
 		return
 	}
-	entries, _, err := spool.List(cfg.SpoolDir)
+	entries, _, err := spool.List(dir)
 	if err != nil {
 		a.d.Log.Warn("list spool for superseded ADDs", "err", err)
 		return
@@ -92,12 +92,20 @@ func (a *Agent) dropSpooledAdds(key api.AttachmentKey, t time.Time) {
 		if ev.Verb != api.VerbAdd || ev.ContainerID != key.ContainerID || ev.IfName != key.IfName || ev.Time.After(t) {
 			continue
 		}
-		if err := spool.Remove(cfg.SpoolDir, e.Name); err != nil {
+		if err := spool.Remove(dir, e.Name); err != nil {
 			a.d.Log.Warn("remove superseded spooled ADD", "file", e.Name, "err", err)
 			continue
 		}
 		a.d.Log.Info("spooled ADD superseded by a live DEL, removed", "file", e.Name, "containerID", key.ContainerID, "ifName", key.IfName)
 	}
+}
+
+// spoolDir is the spool the process drains: fixed at start, whatever a
+// later configuration says.
+func (a *Agent) spoolDir() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.d.Startup.SpoolDir
 }
 
 // noteGateways remembers the pod gateways, newest first, deduplicated.

@@ -139,5 +139,29 @@ type Status struct {
 	Conditions    []Condition   `json:"conditions"`
 	Remotes       []Remote      `json:"remotes,omitempty"`
 	Spool         Spool         `json:"spool"`
+	Config        *ConfigStatus `json:"config,omitempty"`
 	Version       string        `json:"version,omitempty"`
+}
+
+// ConfigStatus is the configuration file as weftd last read it.
+type ConfigStatus struct {
+	File  string `json:"file"`
+	Valid bool   `json:"valid"`
+	// Problems are the first problems of a file that was refused;
+	// MoreProblems counts the others.
+	Problems     []ConfigProblem `json:"problems,omitempty"`
+	MoreProblems int             `json:"moreProblems,omitempty"`
+	// RestartRequired lists the keys whose new values weftd cannot apply
+	// while running; it keeps the old ones until restarted.
+	RestartRequired []string `json:"restartRequired,omitempty"`
+}
+
+// ConfigProblem is one problem of a refused configuration file: the field
+// (path in the file), the value found there, why it is refused, and what
+// to write instead.
+type ConfigProblem struct {
+	Field  string `json:"field"`
+	Value  string `json:"value"`
+	Reason string `json:"reason"`
+	Fix    string `json:"fix"`
 }

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"fmt"
 	"os"
 	"time"
 )
@@ -50,6 +49,30 @@ var (
 type Env struct {
 	Getenv   func(string) string
 	Hostname func() (string, error)
+
+	// Defaults for the daemon's own paths and metrics address when the
+	// file names none (weftd run's flags); "" / nil = the built-in
+	// defaults above. They are also what weftd uses while the file cannot
+	// be read (see LoadStartup).
+	Socket, SpoolDir, StateDir string
+	MetricsAddress             *string
+}
+
+func (e Env) socket() string   { return cmpOr(e.Socket, DefaultSocket) }
+func (e Env) spoolDir() string { return cmpOr(e.SpoolDir, DefaultSpoolDir) }
+func (e Env) stateDir() string { return cmpOr(e.StateDir, DefaultStateDir) }
+func (e Env) metrics() string {
+	if e.MetricsAddress != nil {
+		return *e.MetricsAddress
+	}
+	return DefaultMetricsAddress
+}
+
+func cmpOr(s, def string) string {
+	if s != "" {
+		return s
+	}
+	return def
 }
 
 // OSEnv reads the real process environment and hostname.
@@ -66,14 +89,33 @@ func Load(path string) (*Config, error) {
 func LoadWith(path string, env Env) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, &FileError{Path: path, Read: true, Err: err}
 	}
 	cfg, err := ParseWith(data, env)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, &FileError{Path: path, Data: data, Err: err}
 	}
 	return cfg, nil
 }
+
+// FileError is a configuration file that could not be read (Read), or
+// whose content (Data) does not parse or validate. Explain turns it into
+// problems an operator can act on.
+type FileError struct {
+	Path string
+	Read bool
+	Data []byte
+	Err  error
+}
+
+func (e *FileError) Error() string {
+	if e.Read {
+		return "read config: " + e.Err.Error()
+	}
+	return "config " + e.Path + ": " + e.Err.Error()
+}
+
+func (e *FileError) Unwrap() error { return e.Err }
 
 // Parse decodes YAML or JSON, applies the defaults and validates. Unknown
 // fields are errors. A validation failure is a *ValidationError listing
@@ -128,16 +170,16 @@ func (c *Config) SetDefaults(env Env) {
 		c.RulePriority = DefaultRulePriority
 	}
 	if c.Socket == "" {
-		c.Socket = DefaultSocket
+		c.Socket = env.socket()
 	}
 	if c.SpoolDir == "" {
-		c.SpoolDir = DefaultSpoolDir
+		c.SpoolDir = env.spoolDir()
 	}
 	if c.StateDir == "" {
-		c.StateDir = DefaultStateDir
+		c.StateDir = env.stateDir()
 	}
 	if c.MetricsAddress == nil {
-		a := DefaultMetricsAddress
+		a := env.metrics()
 		c.MetricsAddress = &a
 	}
 	if c.ResyncInterval.Duration == 0 {

@@ -52,7 +52,7 @@ type Watcher struct {
 // onError receives each new problem (unreadable or invalid file), after
 // which the caller keeps its last good configuration. Both run on Watch's
 // goroutine, one at a time. Watch returns nil when ctx ends, or an error
-// when the directory cannot be watched at all.
+// when no inotify watch can be created at all.
 func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config), onError func(error)) error {
 	debounce := w.Debounce
 	if debounce <= 0 {
@@ -77,15 +77,19 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 	}
 	defer fw.Close()
 	dir := filepath.Dir(path)
-	// The watch is in place before the first read so no update between
-	// the two can be missed.
-	if err := fw.Add(dir); err != nil {
-		return fmt.Errorf("watch config directory %s: %w", dir, err)
-	}
-
 	s := &watchState{path: path, dir: dir, env: env, last: w.Last, fw: fw, log: log,
 		onChange: onChange, onError: onError}
+	// The watch is in place before the first read so no update between
+	// the two can be missed. A directory that does not exist yet (a
+	// ConfigMap volume not mounted, a typo being fixed) is not the end of
+	// the watch: it is retried every second, with a read each time, so
+	// the file is picked up once it appears.
+	if err := fw.Add(dir); err != nil {
+		log.Warn("config directory not watchable yet, retrying every second", "dir", dir, "err", err)
+	}
 	s.check()
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -125,6 +129,11 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 		case <-tick:
 			s.rewatch()
 			s.check()
+		case <-retry.C:
+			if !s.watching() {
+				s.rewatch()
+				s.check()
+			}
 		}
 	}
 }
@@ -157,12 +166,12 @@ func (s *watchState) check() {
 	}
 	s.seen = key
 	if err != nil {
-		s.report(fmt.Errorf("read config: %w", err))
+		s.report(&FileError{Path: s.path, Read: true, Err: err})
 		return
 	}
 	cfg, err := ParseWith(data, s.env)
 	if err != nil {
-		s.report(fmt.Errorf("config %s: %w", s.path, err))
+		s.report(&FileError{Path: s.path, Data: data, Err: err})
 		return
 	}
 	// An unchanged config is no news (e.g. a comment changed), unless the
@@ -224,13 +233,21 @@ func (s *watchState) relevant(name string) bool {
 	return s.targetDir != "" && s.targetDir != s.dir && filepath.Dir(name) == s.targetDir
 }
 
+// watching reports whether the directory watch is in place.
+func (s *watchState) watching() bool {
+	for _, w := range s.fw.WatchList() {
+		if w == s.dir {
+			return true
+		}
+	}
+	return false
+}
+
 // rewatch restores the directory watch if the directory was removed and
 // recreated (the kernel drops a watch with its inode).
 func (s *watchState) rewatch() {
-	for _, w := range s.fw.WatchList() {
-		if w == s.dir {
-			return
-		}
+	if s.watching() {
+		return
 	}
 	if err := s.fw.Add(s.dir); err != nil {
 		s.log.Debug("config directory not watchable yet", "dir", s.dir, "err", err)

@@ -51,7 +51,12 @@ func (r *recorder) lastChange() *Config {
 // values.
 func (r *recorder) waitFor(t *testing.T, changes, errs int) {
 	t.Helper()
-	deadline := time.After(time.Second)
+	r.waitForWithin(t, time.Second, changes, errs)
+}
+
+func (r *recorder) waitForWithin(t *testing.T, d time.Duration, changes, errs int) {
+	t.Helper()
+	deadline := time.After(d)
 	for {
 		c, e := r.counts()
 		if c == changes && e == errs {
@@ -63,7 +68,7 @@ func (r *recorder) waitFor(t *testing.T, changes, errs int) {
 		select {
 		case <-r.signal:
 		case <-deadline:
-			t.Fatalf("after 1s: %d changes, %d errors; want %d, %d", c, e, changes, errs)
+			t.Fatalf("after %v: %d changes, %d errors; want %d, %d", d, c, e, changes, errs)
 		}
 	}
 }
@@ -276,10 +281,23 @@ func TestWatchPollFallback(t *testing.T) {
 	}
 }
 
+// A directory that does not exist yet (a ConfigMap volume not mounted) is
+// not the end of the watch: the file is reported once it appears, and then
+// followed as usual.
 func TestWatchMissingDirectory(t *testing.T) {
-	err := (&Watcher{Env: testEnv("", ""), Logger: quietLog}).Watch(context.Background(), filepath.Join(t.TempDir(), "nope", "weft.yaml"), nil, nil)
-	if err == nil {
-		t.Fatal("want an error for an unwatchable directory")
+	dir := filepath.Join(t.TempDir(), "nope")
+	p := filepath.Join(dir, "weft.yaml")
+	r := startWatch(t, p, nil)
+	r.waitFor(t, 0, 1) // the missing file is a problem, reported once
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
+	r.waitForWithin(t, 3*time.Second, 1, 1) // the directory is retried every second
+	os.WriteFile(p, configWithGateway(t, "c1-n2"), 0o644)
+	r.waitFor(t, 2, 1)
+	if gw := r.lastChange().Cluster.Gateway; gw != "c1-n2" {
+		t.Fatalf("gateway %q, want c1-n2", gw)
 	}
 }
 
