@@ -167,11 +167,16 @@ func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
 	if ctx.Err() == nil && links != nil {
 		r.staleDevices(links, wanted)
 	}
+	// A changed table or priority moves make-before-break: the routes
+	// are filled in the new table, the rule to it is added before the
+	// old one goes, and only then are weft's routes in any other table
+	// removed, so traffic always finds a full table.
+	var elsewhere []netlink.Route
 	if ctx.Err() == nil {
-		r.routes(s, idx, blocked)
+		elsewhere = r.routes(s, idx, blocked)
 	}
-	if ctx.Err() == nil {
-		r.rule(s.Table, s.RulePriority)
+	if ctx.Err() == nil && r.rule(s.Table, s.RulePriority) {
+		r.deleteRoutes(elsewhere)
 	}
 	if ctx.Err() == nil {
 		r.sysctls(s, idx)
@@ -232,7 +237,7 @@ func (m *Netlink) Cleanup(ctx context.Context, names []string, table, priority i
 	} else {
 		r.staleDevices(links, nil)
 	}
-	r.routes(State{Table: table}, nil, nil)
+	r.deleteRoutes(r.routes(State{Table: table}, nil, nil))
 	r.removeRules(table, priority)
 	_, err = m.finishLocked(r)
 	return err
@@ -730,14 +735,25 @@ func routeMatches(cur, want *netlink.Route) bool {
 }
 
 // routes makes weft's routes (those with RouteProtocol) in s.Table equal to
-// s.Routes. idx maps weft device names to their ifindex; other names are
-// looked up.
-func (r *run) routes(s State, idx map[string]int, blocked map[string]bool) {
-	filter := &netlink.Route{Table: s.Table, Protocol: RouteProtocol}
-	existing, err := r.h.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+// s.Routes, and returns weft's routes in every other table (an earlier
+// routeTable, in this process or a previous one) for the caller to delete
+// once the rule has moved. idx maps weft device names to their ifindex;
+// other names are looked up. The kernel dumps every table whatever the
+// request says, so listing them all costs what listing one did.
+func (r *run) routes(s State, idx map[string]int, blocked map[string]bool) (elsewhere []netlink.Route) {
+	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: RouteProtocol}
+	all, err := r.h.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		r.fail(fmt.Errorf("list routes in table %d: %w", s.Table, err))
-		return
+		r.fail(fmt.Errorf("list weft's routes: %w", err))
+		return nil
+	}
+	var existing []netlink.Route
+	for _, rt := range all {
+		if rt.Table == s.Table {
+			existing = append(existing, rt)
+		} else {
+			elsewhere = append(elsewhere, rt)
+		}
 	}
 	want := map[netip.Prefix]*netlink.Route{}
 	var order []netip.Prefix
@@ -805,6 +821,18 @@ func (r *run) routes(s State, idx map[string]int, blocked map[string]bool) {
 		}
 		r.changed("set route", "dst", dst.String(), "via", w.Gw.String(), "src", w.Src.String(), "table", s.Table)
 	}
+	return elsewhere
+}
+
+// deleteRoutes removes weft's routes left in tables it no longer uses.
+func (r *run) deleteRoutes(rs []netlink.Route) {
+	for i := range rs {
+		if err := r.h.RouteDel(&rs[i]); err != nil && !isNotFound(err) {
+			r.fail(fmt.Errorf("delete route %s in old table %d: %w", rs[i].Dst, rs[i].Table, err))
+			continue
+		}
+		r.changed("deleted route in old table", "dst", rs[i].Dst.String(), "table", rs[i].Table)
+	}
 }
 
 // ---- rule ----
@@ -824,24 +852,33 @@ func isPlainLookup(ru netlink.Rule, table, priority int) bool {
 
 // rule makes exactly one `from all lookup table priority priority` rule
 // exist. Duplicates of it and rules carrying weft's protocol elsewhere (an
-// earlier table or priority) are removed; nothing else is touched.
-func (r *run) rule(table, priority int) {
+// earlier table or priority) are removed; nothing else is touched. It
+// reports whether the rule is in place.
+func (r *run) rule(table, priority int) (ok bool) {
 	rules, err := r.h.RuleList(unix.AF_INET)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		r.fail(fmt.Errorf("list rules: %w", err))
-		return
+		return false
 	}
-	var plain []netlink.Rule
+	var plain, earlier []netlink.Rule
 	for _, ru := range rules {
 		switch {
 		case isPlainLookup(ru, table, priority):
 			plain = append(plain, ru)
 		case ru.Protocol == RouteProtocol:
-			r.deleteRule(ru) // an earlier table or priority of weft's
+			earlier = append(earlier, ru) // an earlier table or priority of weft's
 		}
 	}
+	// The earlier rules go only once the new one is in place (or could
+	// not be placed: then they still carry traffic, and the error is
+	// reported and retried).
+	defer func() {
+		for _, ru := range earlier {
+			r.deleteRule(ru)
+		}
+	}()
 	if len(plain) == 1 {
-		return
+		return true
 	}
 	// Duplicates. The kernel deletes the first rule matching a request
 	// and cannot be told "protocol unspecified", so a specific duplicate
@@ -849,7 +886,8 @@ func (r *run) rule(table, priority int) {
 	for _, ru := range plain {
 		if err := r.deletePlainRule(rules, ru); err != nil {
 			r.fail(err)
-			return
+			earlier = nil
+			return false
 		}
 	}
 	ru := netlink.NewRule()
@@ -859,9 +897,11 @@ func (r *run) rule(table, priority int) {
 	ru.Protocol = RouteProtocol
 	if err := r.h.RuleAdd(ru); err != nil {
 		r.fail(fmt.Errorf("rule from all lookup %d priority %d: %w", table, priority, err))
-		return
+		earlier = nil
+		return false
 	}
 	r.changed("added rule", "table", table, "priority", priority)
+	return true
 }
 
 // deletePlainRule deletes ru, a plain lookup rule, unless the request

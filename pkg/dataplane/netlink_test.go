@@ -742,3 +742,49 @@ func BenchmarkAddOnePeer(b *testing.B) {
 	}
 	b.ReportMetric(float64(changes)/float64(b.N), "changes/op")
 }
+
+// A changed routeTable or rulePriority moves weft's routes and its rule,
+// leaving nothing of weft's in the old table or at the old priority, and
+// leaving a foreign route in the old table alone. A new Manager (a weftd
+// restarted with a new table) does the same for what an earlier process
+// left.
+func TestTableAndPriorityMove(t *testing.T) {
+	n := setupNode(t)
+	s := baseState()
+	mustApply(t, n, New(testLogger(t)), s)
+	checkState(t, n, s)
+	n.MustExec(t, "ip", "route", "add", "10.77.0.0/16", "dev", "cni0", "table", fmt.Sprint(testTable), "proto", "static")
+
+	m := New(testLogger(t))
+	for _, step := range []struct {
+		name        string
+		m           *Netlink
+		table, prio int
+	}{
+		{"reload: table and priority", m, 250, 250},
+		{"reload: priority only", m, 250, 245},
+		{"restart: table only", New(testLogger(t)), 260, 245},
+	} {
+		old := s
+		s.Table, s.RulePriority = step.table, step.prio
+		mustApply(t, n, step.m, s)
+		checkState(t, n, s)
+		if old.Table != s.Table {
+			oldRoutes := n.MustExec(t, "ip", "route", "show", "table", fmt.Sprint(old.Table), "proto", fmt.Sprint(RouteProtocol))
+			if strings.TrimSpace(oldRoutes) != "" {
+				t.Errorf("%s: weft's routes left in table %d:\n%s", step.name, old.Table, oldRoutes)
+			}
+		}
+		rules := n.MustExec(t, "ip", "rule", "show")
+		if old.Table != s.Table {
+			notContains(t, step.name+": ip rule", rules, fmt.Sprintf("lookup %d ", old.Table))
+		}
+		if old.RulePriority != s.RulePriority {
+			notContains(t, step.name+": ip rule", rules, fmt.Sprintf("%d:", old.RulePriority))
+		}
+		if c := mustApply(t, n, step.m, s); c != 0 {
+			t.Errorf("%s: the Apply after the move made %d changes, want 0", step.name, c)
+		}
+	}
+	contains(t, "foreign route in the first table", n.MustExec(t, "ip", "route", "show", "table", fmt.Sprint(testTable)), "10.77.0.0/16 dev cni0 proto static")
+}
