@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -69,13 +70,35 @@ func logLevel() slog.Level {
 	return l
 }
 
+// run starts the daemon. Only flags it cannot run with end it (one line
+// on stderr, exit 1); a missing or invalid config file does not: it is
+// reported in `weftd status` until fixed.
 func run(args []string, log *slog.Logger) error {
-	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	cfg := fs.String("config", "/etc/weft/weft.yaml", "configuration file (YAML or JSON)")
-	_ = fs.Parse(args)
+	var o weftd.Options
+	fs.StringVar(&o.Env.Socket, "socket", "", "API socket when the file sets none or cannot be read (default /run/weft/weft.sock)")
+	fs.StringVar(&o.Env.SpoolDir, "spool-dir", "", "plugin spool directory, likewise (default /run/weft/spool)")
+	fs.StringVar(&o.Env.StateDir, "state-dir", "", "state directory, likewise (default /run/weft)")
+	metricsAddr := fs.String("metrics-address", "", "metrics and probes address, likewise (default 127.0.0.1:9469; \"none\" disables)")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%v (usage: weftd run [--config FILE] [--socket PATH] [--spool-dir DIR] [--state-dir DIR] [--metrics-address HOST:PORT|none])", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (usage: weftd run --config FILE)", fs.Arg(0))
+	}
+	switch *metricsAddr {
+	case "":
+	case "none":
+		o.Env.MetricsAddress = new(string)
+	default:
+		o.Env.MetricsAddress = metricsAddr
+	}
+	o.ConfigPath, o.Version, o.Log = *cfg, version, log
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return weftd.Run(ctx, *cfg, version, log)
+	return weftd.Run(ctx, o)
 }
 
 func status(args []string) error {

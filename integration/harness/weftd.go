@@ -41,6 +41,23 @@ type Weftd struct {
 // holds the log tail. Without a deadline on ctx it waits up to 10 s. The
 // process is stopped at Env.Close if still running.
 func (n *Node) StartWeftd(ctx context.Context, configYAML []byte) (*Weftd, error) {
+	return n.StartWeftdWith(ctx, WeftdStart{Config: configYAML})
+}
+
+// WeftdStart shapes StartWeftdWith.
+type WeftdStart struct {
+	// Config is written to Node.WeftdConfigPath(), unless NoFile: then
+	// that file is removed and weftd starts without one.
+	Config []byte
+	NoFile bool
+	// Args are appended to `weftd run --config FILE` (e.g. --socket).
+	// A --socket here is the socket waited for when the config names none.
+	Args []string
+}
+
+// StartWeftdWith is StartWeftd with extra flags, or without a config file.
+func (n *Node) StartWeftdWith(ctx context.Context, o WeftdStart) (*Weftd, error) {
+	configYAML := o.Config
 	if !n.env.HasBin("weftd") {
 		return nil, fmt.Errorf("node %s: %s not built (make build)", n.Name, n.env.Bin("weftd"))
 	}
@@ -51,15 +68,25 @@ func (n *Node) StartWeftd(ctx context.Context, configYAML []byte) (*Weftd, error
 		// weftd itself must refuse it; the harness only needs the socket.
 		sock.Socket = ""
 	}
+	flagSocket := ""
+	for i, a := range o.Args {
+		if a == "--socket" && i+1 < len(o.Args) {
+			flagSocket = o.Args[i+1]
+		}
+	}
 	w := &Weftd{
 		Node:       n,
 		Config:     append([]byte(nil), configYAML...),
 		ConfigPath: n.WeftdConfigPath(),
 		LogPath:    n.WeftdLogPath(),
-		Socket:     cmpOr(sock.Socket, DefaultDaemonSocket),
+		Socket:     cmpOr(sock.Socket, cmpOr(flagSocket, DefaultDaemonSocket)),
 		done:       make(chan struct{}),
 	}
-	if err := os.WriteFile(w.ConfigPath, configYAML, 0o644); err != nil {
+	if o.NoFile {
+		if err := os.Remove(w.ConfigPath); err != nil && !os.IsNotExist(err) {
+			return nil, fmt.Errorf("node %s: remove weftd config: %w", n.Name, err)
+		}
+	} else if err := os.WriteFile(w.ConfigPath, configYAML, 0o644); err != nil {
 		return nil, fmt.Errorf("node %s: write weftd config: %w", n.Name, err)
 	}
 	logf, err := os.OpenFile(w.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -75,7 +102,8 @@ func (n *Node) StartWeftd(ctx context.Context, configYAML []byte) (*Weftd, error
 	if err := os.Remove(w.Socket); err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("node %s: remove stale socket: %w", n.Name, err)
 	}
-	w.cmd = exec.Command("ip", "netns", "exec", n.NS.Name, n.env.Bin("weftd"), "run", "--config", w.ConfigPath)
+	argv := append([]string{"netns", "exec", n.NS.Name, n.env.Bin("weftd"), "run", "--config", w.ConfigPath}, o.Args...)
+	w.cmd = exec.Command("ip", argv...)
 	w.cmd.Env = append(os.Environ(), "NODE_NAME="+n.Name)
 	w.cmd.Stdout, w.cmd.Stderr = logf, logf
 	// Own process group: a Ctrl-C on the test does not hit weftd before the

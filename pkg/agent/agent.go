@@ -291,8 +291,12 @@ func (a *Agent) ConfigRejected(err error) {
 
 	reason := "InvalidConfig"
 	var fe *config.FileError
-	if errors.As(err, &fe) && fe.Read {
+	var ve *config.ValidationError
+	switch {
+	case errors.As(err, &fe) && fe.Read:
 		reason = "FileUnreadable"
+	case !errors.As(err, &ve):
+		reason = "ParseError"
 	}
 	fix := problems[0].Fix
 	if len(problems) > 1 {

@@ -38,11 +38,12 @@ func Interfaces() ([]Iface, error) {
 }
 
 // Watch calls notify (which must not block) on every link and IPv4 address
-// change, every route deleted from table and every ip rule deleted, until
+// change, every route deleted from table() (read at each event: a reload
+// may move weft's table; 0 = none yet) and every ip rule deleted, until
 // ctx ends. A broken subscription (the kernel dropped it, or
 // the socket overran) is re-established after a short pause, and notify is
 // called then too, since events may have been missed.
-func Watch(ctx context.Context, log *slog.Logger, table int, notify func(reason string)) {
+func Watch(ctx context.Context, log *slog.Logger, table func() int, notify func(reason string)) {
 	for ctx.Err() == nil {
 		err := watchOnce(ctx, table, notify)
 		if ctx.Err() != nil {
@@ -57,7 +58,7 @@ func Watch(ctx context.Context, log *slog.Logger, table int, notify func(reason 
 	}
 }
 
-func watchOnce(ctx context.Context, table int, notify func(string)) error {
+func watchOnce(ctx context.Context, table func() int, notify func(string)) error {
 	done := make(chan struct{})
 	defer close(done)
 	errs := make(chan error, 3)
@@ -110,7 +111,7 @@ func watchOnce(ctx context.Context, table int, notify func(string)) error {
 				return fmt.Errorf("route subscription closed")
 			}
 			// Only deletions in weft's table matter: they are drift.
-			if u.Type == unix.RTM_DELROUTE && u.Table == table {
+			if u.Type == unix.RTM_DELROUTE && u.Table == table() {
 				notify("route-deleted")
 			}
 		}

@@ -25,7 +25,7 @@ func TestWatchReportsEvents(t *testing.T) {
 		// which n.Do locks into n for the whole of Watch.
 		_ = n.Do(func(ns.NetNS) error {
 			close(ready)
-			Watch(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), 240, func(r string) {
+			Watch(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), func() int { return 240 }, func(r string) {
 				select {
 				case got <- r:
 				default:

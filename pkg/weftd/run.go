@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/weft-net/weft/pkg/dataplane"
 	"github.com/weft-net/weft/pkg/discovery"
 	"github.com/weft-net/weft/pkg/metrics"
+	"github.com/weft-net/weft/pkg/packetfilter"
 	"github.com/weft-net/weft/pkg/state"
 )
 
@@ -41,22 +44,61 @@ func (netlinkKernel) Underlay(nodeIP netip.Addr) (string, netip.Addr, int, error
 	return dataplane.DefaultRouteInterface()
 }
 
-// Run runs the daemon until ctx ends (SIGTERM). It returns an error only
-// for what makes starting impossible (invalid config, socket in use);
-// after start-up nothing the kernel says ends it. On return the data plane
-// is left in place: an upgrade must not cut traffic.
-func Run(ctx context.Context, cfgPath, version string, log *slog.Logger) error {
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		return fmt.Errorf("load config %s: %w", cfgPath, err)
+// Options are weftd run's flags.
+type Options struct {
+	ConfigPath string
+	Version    string
+	Log        *slog.Logger
+	// Env gives the defaults of the keys the file may leave out, and of
+	// the socket, directories and metrics address weftd uses while the
+	// file cannot be read. Zero Getenv/Hostname = the process's.
+	Env config.Env
+}
+
+// CheckFlags refuses flag values weftd cannot run with at all; everything
+// about the file itself is reported in status instead.
+func CheckFlags(o Options) error {
+	if o.ConfigPath == "" {
+		return errors.New("--config: empty path")
 	}
-	store, err := state.Open(cfg.StateDir, log)
+	if strings.ContainsRune(o.ConfigPath, 0) {
+		return errors.New("--config: path contains a NUL byte")
+	}
+	for _, f := range []struct{ flag, v string }{
+		{"--socket", o.Env.Socket}, {"--spool-dir", o.Env.SpoolDir}, {"--state-dir", o.Env.StateDir},
+	} {
+		if f.v != "" && !filepath.IsAbs(f.v) {
+			return fmt.Errorf("%s: %q is not an absolute path", f.flag, f.v)
+		}
+	}
+	if a := o.Env.MetricsAddress; a != nil && *a != "" {
+		if _, port, err := net.SplitHostPort(*a); err != nil || port == "" {
+			return fmt.Errorf("--metrics-address: %q is not host:port (\"\" disables it)", *a)
+		}
+	}
+	return nil
+}
+
+// Run runs the daemon until ctx ends (SIGTERM). A configuration file that
+// is missing, does not parse or does not validate does not stop it: weftd
+// then serves its socket, status and probes (not ready), records every
+// plugin event, leaves the kernel as it is, and applies the file as soon as
+// it is valid. Run returns an error only for what makes serving
+// impossible (unusable flags, the socket in use, the state directory not
+// writable). On return the data plane is left in place: an upgrade must
+// not cut traffic.
+func Run(ctx context.Context, o Options) error {
+	if err := CheckFlags(o); err != nil {
+		return err
+	}
+	log, env := o.Log, o.Env
+	if env.Getenv == nil && env.Hostname == nil {
+		env.Getenv, env.Hostname = os.Getenv, os.Hostname
+	}
+	cfg, boot, loadErr := config.LoadStartup(o.ConfigPath, env)
+	store, err := state.Open(boot.StateDir, log)
 	if err != nil {
 		return fmt.Errorf("open state: %w", err)
-	}
-	pf, err := SelectBackend(ctx, cfg, log)
-	if err != nil {
-		return err
 	}
 	// The metrics read the agent's status at scrape time; scrapes start
 	// only after the agent exists.
@@ -64,13 +106,19 @@ func Run(ctx context.Context, cfgPath, version string, log *slog.Logger) error {
 	m := metrics.New(func() api.Status { return a.Status() })
 	a = agent.New(cfg, agent.Deps{
 		Log: log, Store: store, Kernel: netlinkKernel{}, Observer: m,
-		Dataplane: dataplane.New(log), PacketFilter: pf, Version: version,
+		Dataplane: dataplane.New(log), Version: o.Version, Startup: boot, ConfigPath: o.ConfigPath,
+		NewPacketFilter: func(ctx context.Context, cfg *config.Config) (packetfilter.Backend, error) {
+			return SelectBackend(ctx, cfg, log)
+		},
 	})
+	if loadErr != nil {
+		a.ConfigRejected(loadErr)
+	}
 
 	// Replay what the plugin spooled while we were away before serving, so
 	// that events are recorded in the order they happened.
-	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
-		return fmt.Errorf("create spool dir %s: %w", cfg.SpoolDir, err)
+	if err := os.MkdirAll(boot.SpoolDir, 0o700); err != nil {
+		return fmt.Errorf("create spool dir %s: %w", boot.SpoolDir, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -80,12 +128,12 @@ func Run(ctx context.Context, cfgPath, version string, log *slog.Logger) error {
 	// spools while that drain runs leaves a notification that the
 	// WatchSpool loop (started after it) acts on at once.
 	spoolNotify := make(chan struct{}, 1)
-	watchDir(ctx, log, cfg.SpoolDir, spoolNotify, goRun)
-	if err := a.DrainSpool(ctx, cfg.SpoolDir); err != nil {
+	watchDir(ctx, log, boot.SpoolDir, spoolNotify, goRun)
+	if err := a.DrainSpool(ctx, boot.SpoolDir); err != nil {
 		log.Warn("initial spool drain incomplete, will retry", "err", err)
 	}
 
-	srv, err := apiserver.Listen(apiserver.Options{Socket: cfg.Socket, Log: log}, a)
+	srv, err := apiserver.Listen(apiserver.Options{Socket: boot.Socket, Log: log}, a)
 	if err != nil {
 		cancel()
 		wg.Wait()
@@ -99,20 +147,28 @@ func Run(ctx context.Context, cfgPath, version string, log *slog.Logger) error {
 	})
 	goRun(func() { a.Run(ctx) })
 	goRun(func() {
-		discovery.Watch(ctx, log, cfg.RouteTable, func(string) { a.Trigger() })
+		discovery.Watch(ctx, log, func() int {
+			if c := a.Config(); c != nil {
+				return c.RouteTable
+			}
+			return 0
+		}, func(string) { a.Trigger() })
 	})
-	goRun(func() { a.WatchSpool(ctx, cfg.SpoolDir, spoolNotify, 5*time.Second) })
+	goRun(func() { a.WatchSpool(ctx, boot.SpoolDir, spoolNotify, 5*time.Second) })
 	goRun(func() {
-		w := &config.Watcher{Last: cfg, Logger: log}
-		if err := w.Watch(ctx, cfgPath, a.SetConfig, a.ConfigRejected); err != nil {
+		// Without a valid file at start (Last nil), the first valid content
+		// is reported through SetConfig: ready without a restart.
+		w := &config.Watcher{Last: cfg, Env: env, Logger: log}
+		if err := w.Watch(ctx, o.ConfigPath, a.SetConfig, a.ConfigRejected); err != nil {
 			log.Error("config watch stopped; reloads need a restart", "err", err)
 		}
 	})
-	if addr := cfg.Metrics(); addr != "" {
+	if addr := boot.MetricsAddress; addr != "" {
 		goRun(func() { serveMetrics(ctx, log, addr, metrics.NewMux(m, a.Ready)) })
 	}
-	log.Info("weftd started", "node", cfg.NodeName, "cluster", cfg.Cluster.ID, "role", a.Status().Role,
-		"packetFilter", pf.Name(), "socket", cfg.Socket, "version", version)
+	st := a.Status()
+	log.Info("weftd started", "node", st.Node, "cluster", st.Cluster, "role", st.Role,
+		"configValid", cfg != nil, "socket", boot.Socket, "version", o.Version)
 
 	<-ctx.Done()
 	log.Info("stopping: the data plane stays in place (use `weftd cleanup` to remove it)")

@@ -26,7 +26,14 @@ func PrintStatus(w io.Writer, st api.Status, now time.Time) {
 	} else {
 		fmt.Fprintf(w, "CNI interface  not found yet\n")
 	}
-	fmt.Fprintf(w, "packet filter  %s\n", st.PacketFilter)
+	if st.PacketFilter != "" {
+		fmt.Fprintf(w, "packet filter  %s\n", st.PacketFilter)
+	} else {
+		fmt.Fprintf(w, "packet filter  not chosen yet (waits for a valid configuration)\n")
+	}
+	if c := st.Config; c != nil && len(c.RestartRequired) > 0 {
+		fmt.Fprintf(w, "restart needed %s (changed in %s; the running values stay until weftd restarts)\n", strings.Join(c.RestartRequired, ", "), c.File)
+	}
 	fmt.Fprintf(w, "attachments    %d\n", st.Attachments)
 	if st.Spool.Replayed+st.Spool.Dropped+st.Spool.Skipped > 0 {
 		fmt.Fprintf(w, "spool          replayed %d, dropped %d, skipped %d\n", st.Spool.Replayed, st.Spool.Dropped, st.Spool.Skipped)
