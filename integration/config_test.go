@@ -377,3 +377,32 @@ func TestConfigReloadTableAndRestartRequired(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Only flags weftd cannot run with end it, with exit status 1 and one line
+// on stderr naming the flag.
+func TestConfigUnusableFlagsExit(t *testing.T) {
+	env := harness.NewTestEnv(t)
+	n, _ := handoffNode(t, env, harness.CNIOptions{Layout: harness.LayoutFlannel})
+	paths := []string{"--socket", n.Socket, "--spool-dir", n.SpoolDir, "--state-dir", n.StateDir, "--metrics-address", "none"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", ""}, "--config: empty path"},
+		{[]string{"--config", n.WeftdConfigPath(), "--socket", "weft.sock"}, `--socket: "weft.sock" is not an absolute path`},
+		{[]string{"--config", n.WeftdConfigPath(), "--metrics-address", "9469"}, `--metrics-address: "9469" is not host:port`},
+		{[]string{"--config", n.WeftdConfigPath(), "--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
+		{[]string{"--config", n.WeftdConfigPath(), "extra"}, `unexpected argument "extra"`},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// The node's own paths come first so that a weftd that wrongly
+		// starts serves inside the test's directory, not /run/weft.
+		_, stderr, err := n.WeftdCommand(ctx, append(append([]string{"run"}, paths...), tc.args...)...)
+		timedOut := ctx.Err() != nil
+		cancel()
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if err == nil || timedOut || len(lines) != 1 || !strings.Contains(lines[0], tc.want) || !strings.HasPrefix(lines[0], "weftd run: ") {
+			t.Errorf("weftd run %v: err=%v, stderr=%q; want exit 1 with one line containing %q", tc.args, err, stderr, tc.want)
+		}
+	}
+}

@@ -73,7 +73,7 @@ func CheckFlags(o Options) error {
 	}
 	if a := o.Env.MetricsAddress; a != nil && *a != "" {
 		if _, port, err := net.SplitHostPort(*a); err != nil || port == "" {
-			return fmt.Errorf("--metrics-address: %q is not host:port (\"\" disables it)", *a)
+			return fmt.Errorf("--metrics-address: %q is not host:port (none disables it)", *a)
 		}
 	}
 	return nil
