@@ -25,6 +25,9 @@ const usage = `usage: weftd <command> [flags]
 
 commands:
   run --config FILE                 run the node daemon
+      [--socket PATH] [--spool-dir DIR] [--state-dir DIR] [--metrics-address ADDR|none]
+                                    defaults for keys the file leaves out, and what
+                                    weftd serves with while the file cannot be read
   status [--json] [--socket PATH]   print the daemon's status
   cleanup --config FILE             remove everything weft owns on this node
   install-cni [--watch|--uninstall] install the plugin into the node's CNI config
