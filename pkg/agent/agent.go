@@ -302,14 +302,16 @@ func (a *Agent) ConfigRejected(err error) {
 	if len(problems) > 1 {
 		fix += fmt.Sprintf(" (and %d more: weftd status --json lists them under config.problems)", len(problems)-1)
 	}
+	summary := summarizeProblems(problems)
 	if inForce {
-		a.d.Log.Error("configuration refused; keeping the last good configuration", "err", err)
+		a.d.Log.Error("configuration refused; keeping the last good configuration", "problems", len(problems), "first", summary)
 		fix += "; the last good configuration stays in force until then"
 	} else {
-		a.d.Log.Error("no valid configuration: not ready; plugin events are recorded and the data plane is left as it is until the file is fixed", "err", err)
+		a.d.Log.Error("no valid configuration: not ready; plugin events are recorded and the data plane is left as it is until the file is fixed",
+			"problems", len(problems), "first", summary)
 		fix += "; weftd applies the file as soon as it is valid, no restart needed"
 	}
-	a.setCond(CondConfigValid, false, reason, summarizeProblems(problems), fix)
+	a.setCond(CondConfigValid, false, reason, summary, fix)
 }
 
 // problemLine is one problem on one line: field = value: reason.

@@ -190,10 +190,14 @@ func (s *watchState) check() {
 
 func (s *watchState) report(err error) {
 	s.refused = true
-	s.log.Warn("configuration refused; the last good one stays in force", "err", err)
-	if s.onError != nil {
-		s.onError(err)
+	if s.onError == nil {
+		s.log.Warn("configuration refused", "err", err)
+		return
 	}
+	// The callback reports it (weftd: a bounded summary in status and
+	// the log); a file of thousands of bad CIDRs is not logged twice.
+	s.log.Debug("configuration refused", "err", err)
+	s.onError(err)
 }
 
 // watchTarget also watches the directory the file resolves to, so an
