@@ -209,7 +209,8 @@ func (a *Agent) SetConfig(cfg *config.Config) {
 		if have[0] != want[0] {
 			restart = append(restart, "packetFilter")
 		}
-		if have[1] != want[1] {
+		// iptablesMode matters only to the iptables backend.
+		if have[1] != want[1] && a.pf.Name() == config.PacketFilterIptables {
 			restart = append(restart, "iptablesMode")
 		}
 	}
