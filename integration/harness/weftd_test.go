@@ -117,9 +117,17 @@ func TestWeftdLifecycle(t *testing.T) {
 		t.Error("status answered after SIGKILL")
 	}
 
-	// An invalid configuration: weftd refuses it and StartWeftd says so.
-	_, err = n.StartWeftd(ctx, []byte(fmt.Sprintf("socket: %s\ncluster: {id: c1, podCIDRs: [10.1.0.0/33]}\n", n.Socket)))
-	if err == nil || !strings.Contains(err.Error(), "10.1.0.0/33") {
-		t.Errorf("weftd with an invalid configuration: %v", err)
+	// An invalid configuration: weftd stays up on the file's socket, not
+	// ready, and its status names the problem.
+	w3, err := n.StartWeftd(ctx, []byte(fmt.Sprintf("socket: %s\ncluster: {id: c1, podCIDRs: [10.1.0.0/33]}\n", n.Socket)))
+	if err != nil {
+		t.Fatalf("weftd with an invalid configuration did not come up: %v", err)
+	}
+	st, err = w3.Status(ctx)
+	if err != nil || st.Ready || st.Config == nil || st.Config.Valid || !strings.Contains(fmt.Sprint(st.Config.Problems), "10.1.0.0/33") {
+		t.Errorf("status with an invalid configuration: %+v %+v (%v)", st, st.Config, err)
+	}
+	if err := w3.Stop(); err != nil {
+		t.Error(err)
 	}
 }
