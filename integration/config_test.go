@@ -232,7 +232,8 @@ func TestConfigInvalidAtStart(t *testing.T) {
 }
 
 // A weftd killed and restarted with a broken file keeps the data plane the
-// previous one built (device, routes, rule: same objects), keeps recording
+// previous one built (device, routes, rule, FDB, nftables table: the same),
+// keeps recording
 // pod events, and takes the fixed file back without a restart.
 func TestConfigBrokenAtRestartKeepsDataplane(t *testing.T) {
 	env := harness.NewTestEnv(t)
@@ -255,6 +256,7 @@ func TestConfigBrokenAtRestartKeepsDataplane(t *testing.T) {
 			{"ip", "route", "show", "table", "240"},
 			{"ip", "rule", "show"},
 			{"bridge", "fdb", "show", "dev", "vx-weft"},
+			{"nft", "list", "table", "ip", "weft"},
 		} {
 			out, err := n.Exec(c[0], c[1:]...)
 			if err != nil {
@@ -265,7 +267,7 @@ func TestConfigBrokenAtRestartKeepsDataplane(t *testing.T) {
 		return b.String()
 	}
 	before := snap()
-	if !strings.Contains(before, "vxlan id 100") || !strings.Contains(before, "10.2.0.0/16 via") || !strings.Contains(before, "lookup 240") {
+	if !strings.Contains(before, "vxlan id 100") || !strings.Contains(before, "10.2.0.0/16 via") || !strings.Contains(before, "lookup 240") || !strings.Contains(before, "nat-postrouting") {
 		t.Fatalf("data plane not built:\n%s", before)
 	}
 	if err := w.Kill(); err != nil {
