@@ -233,8 +233,8 @@ func TestConfigInvalidAtStart(t *testing.T) {
 
 // A weftd killed and restarted with a broken file keeps the data plane the
 // previous one built (device, routes, rule, FDB, nftables table: the same),
-// keeps recording
-// pod events, and takes the fixed file back without a restart.
+// keeps recording pod events, and takes the fixed file back without a
+// restart.
 func TestConfigBrokenAtRestartKeepsDataplane(t *testing.T) {
 	env := harness.NewTestEnv(t)
 	ctx := ctxFor(t, 90*time.Second)
