@@ -30,6 +30,19 @@ func FuzzParse(f *testing.F) {
 			if errors.As(err, &ve) && len(ve.Errors) == 0 {
 				t.Fatal("empty ValidationError")
 			}
+			// What weftd shows for a refused file: one problem at
+			// least, each with a fix; the salvage never panics either.
+			ps := Explain(&FileError{Path: "/etc/weft/weft.yaml", Data: data, Err: err})
+			if len(ps) == 0 {
+				t.Fatal("a refused file explained by no problem")
+			}
+			for _, p := range ps {
+				if p.Fix == "" || p.Reason == "" {
+					t.Fatalf("problem without a reason or fix: %+v", p)
+				}
+			}
+			var st Startup
+			salvage(data, &st)
 			return
 		}
 		if len(cfg.Parsed.PodCIDRs) == 0 || !cfg.Parsed.VTEPCIDR.IsValid() || len(cfg.Parsed.Nodes) != len(cfg.Cluster.Nodes) {
