@@ -22,6 +22,7 @@ import (
 	"github.com/weft-net/weft/pkg/config"
 	"github.com/weft-net/weft/pkg/dataplane"
 	"github.com/weft-net/weft/pkg/discovery"
+	"github.com/weft-net/weft/pkg/errsum"
 	"github.com/weft-net/weft/pkg/packetfilter"
 	"github.com/weft-net/weft/pkg/state"
 	"github.com/weft-net/weft/pkg/topology"
@@ -468,12 +469,12 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 			a.setCond(CondTopologyValid, false, "Invalid", err.Error(), "fix cluster.nodes / remotes in the config")
 		} else {
 			if len(res.Problems) > 0 {
-				a.setCond(CondTopologyValid, false, "Problems", strings.Join(res.Problems, "; "), "fix cluster.nodes / vtepCIDR so every node maps to its own VTEP address")
+				a.setCond(CondTopologyValid, false, "Problems", errsum.Strings(res.Problems, "problems"), "fix cluster.nodes / vtepCIDR so every node maps to its own VTEP address")
 			} else {
 				a.setCond(CondTopologyValid, true, "Valid", "", "")
 			}
 			res.Dataplane.Verify = verify
-			dpErr := a.d.Dataplane.Apply(ctx, res.Dataplane)
+			dpErr := errsum.Bound(a.d.Dataplane.Apply(ctx, res.Dataplane))
 			ph.mark("dataplane")
 			var ce *dataplane.ConflictError
 			errors.As(dpErr, &ce)
@@ -501,7 +502,7 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 				a.setCond(CondPacketFilterReady, false, "BackendUnavailable", pfErr.Error(), "see weftd logs; set packetFilter to a backend this node supports; weft retries with backoff")
 			} else if verify || a.appliedFilter == nil || !reflect.DeepEqual(*a.appliedFilter, res.Filter) {
 				a.appliedFilter = nil
-				pfErr = pf.Apply(ctx, res.Filter)
+				pfErr = errsum.Bound(pf.Apply(ctx, res.Filter))
 				ph.mark("packetFilter")
 				switch {
 				case errors.Is(pfErr, packetfilter.ErrDegraded):
@@ -533,7 +534,9 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 		errs = append(errs, err)
 	}
 	ph.mark("record")
-	err = errors.Join(errs...)
+	// Bounded: this error is lastReconcile, the readiness reason and so
+	// the CHECK reason, all of which must fit in one API answer.
+	err = errsum.Join(errs...)
 	end := a.d.Now()
 	ph.log.Debug("reconcile pass", append([]any{"verify", verify, "ms", ms(end.Sub(start)), "err", err != nil}, ph.attrs...)...)
 	a.mu.Lock()
@@ -678,7 +681,9 @@ func (a *Agent) setCond(typ string, status bool, reason, msg, fix string) {
 	if !ok || c.Status != status || c.Reason != reason {
 		c.Since = a.d.Now().UTC()
 	}
-	c.Type, c.Status, c.Reason, c.Message, c.Fix = typ, status, reason, msg, fix
+	// A message may quote many errors (a config with thousands of bad
+	// CIDRs): bounded like every error that reaches status.
+	c.Type, c.Status, c.Reason, c.Message, c.Fix = typ, status, reason, errsum.Text(msg), fix
 	a.conds[typ] = c
 }
 

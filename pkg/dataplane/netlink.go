@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weft-net/weft/pkg/errsum"
 )
 
 // RouteProtocol marks weft's routes and its ip rule (`proto 247` in ip
@@ -98,7 +100,8 @@ func (r *run) changed(what string, attrs ...any) {
 
 // Apply makes weft's netlink objects equal to s. Only what differs is
 // written. Errors do not stop it: every object is tried and the failures
-// come back joined, each naming its object.
+// come back joined (errsum: a count and the first few), each naming its
+// object.
 func (m *Netlink) Apply(ctx context.Context, s State) error {
 	_, err := m.ApplyStats(ctx, s)
 	return err
@@ -206,7 +209,9 @@ func (m *Netlink) startLocked(ctx context.Context) (*run, error) {
 func (m *Netlink) finishLocked(r *run) (Stats, error) {
 	r.h.Close()
 	m.last = Stats{Changes: r.changes}
-	return m.last, errors.Join(r.errs...)
+	// One failure per object: summarised, so that a missing device
+	// (one error per route) does not make a megabyte message.
+	return m.last, errsum.Join(r.errs...)
 }
 
 // Cleanup removes weft's devices (their FDB, neighbour and connected routes
