@@ -102,21 +102,20 @@ type Agent struct {
 	d       Deps
 	trigger chan struct{}
 
-	mu         sync.Mutex
-	cfg        *config.Config // nil while no configuration was ever valid
-	cfgStatus  api.ConfigStatus
-	pf         packetfilter.Backend
-	pfSetting  [2]string    // packetFilter, iptablesMode pf was chosen with
-	passed     bool         // a pass with a configuration has completed
-	gwHints    []netip.Addr // pod gateways the plugin reported, newest first
-	tombstones map[api.AttachmentKey]time.Time
-	conds      map[string]api.Condition
-	last       *api.Reconcile
-	ready      bool
-	notReady   string
-	role       string
-	remotes    []api.Remote
-	spool      api.Spool
+	mu        sync.Mutex
+	cfg       *config.Config // nil while no configuration was ever valid
+	cfgStatus api.ConfigStatus
+	pf        packetfilter.Backend
+	pfSetting [2]string    // packetFilter, iptablesMode pf was chosen with
+	passed    bool         // a pass with a configuration has completed
+	gwHints   []netip.Addr // pod gateways the plugin reported, newest first
+	conds     map[string]api.Condition
+	last      *api.Reconcile
+	ready     bool
+	notReady  string
+	role      string
+	remotes   []api.Remote
+	spool     api.Spool
 
 	// appliedFilter is the rule model of the last successful packet-filter
 	// apply; only the reconcile pass touches it.
@@ -138,15 +137,14 @@ func New(cfg *config.Config, d Deps) *Agent {
 		d.Startup = config.StartupOf(cfg)
 	}
 	a := &Agent{
-		d:          d,
-		trigger:    make(chan struct{}, 1),
-		cfg:        cfg,
-		cfgStatus:  api.ConfigStatus{File: d.ConfigPath, Valid: cfg != nil},
-		pf:         d.PacketFilter,
-		tombstones: map[api.AttachmentKey]time.Time{},
-		conds:      map[string]api.Condition{},
-		role:       roleOf(cfg),
-		notReady:   "no reconcile yet",
+		d:         d,
+		trigger:   make(chan struct{}, 1),
+		cfg:       cfg,
+		cfgStatus: api.ConfigStatus{File: d.ConfigPath, Valid: cfg != nil},
+		pf:        d.PacketFilter,
+		conds:     map[string]api.Condition{},
+		role:      roleOf(cfg),
+		notReady:  "no reconcile yet",
 	}
 	if cfg != nil {
 		if a.pf != nil {

@@ -11,41 +11,46 @@ import (
 	"github.com/weft-net/weft/pkg/state"
 )
 
-// maxTombstones bounds the memory of recent DELs kept to order a late
-// spooled ADD against a DEL that already arrived live.
-const maxTombstones = 4096
-
 // Add records an attachment durably and triggers a reconcile: the event is
 // proof the CNI network is up, and its gateway points at the CNI interface.
+// A spooled ADD is replayed through Store.Replay, which orders it against
+// the DELs the store remembers (durably, so across a restart too) in the
+// same critical section as the insert: a live DEL cannot slip between the
+// check and the write and be undone.
 func (a *Agent) Add(ctx context.Context, ev api.Event) (err error) {
 	defer func() { a.d.Observer.PluginEvent("add", result(err), ev.Spooled) }()
-	key := api.AttachmentKey{ContainerID: ev.ContainerID, IfName: ev.IfName}
-	a.mu.Lock()
-	if t, ok := a.tombstones[key]; ok && ev.Spooled && !ev.Time.After(t) {
-		a.mu.Unlock()
-		a.d.Log.Info("spooled ADD superseded by a later DEL, skipped", "containerID", ev.ContainerID, "ifName", ev.IfName)
-		return nil
-	}
-	delete(a.tombstones, key)
-	a.noteGateways(ev.IPs)
-	a.mu.Unlock()
 	added := ev.Time
 	if added.IsZero() {
 		added = a.d.Now()
 	}
-	err = a.d.Store.Put(ctx, state.Attachment{
+	att := state.Attachment{
 		ContainerID: ev.ContainerID, IfName: ev.IfName, Netns: ev.Netns,
 		PodNamespace: ev.PodNamespace, PodName: ev.PodName, Network: ev.Network,
 		IPs: ev.IPs, HostInterfaces: ev.HostInterfaces, Added: added.UTC(),
-	})
-	if err != nil {
+	}
+	if ev.Spooled {
+		recorded, err := a.d.Store.Replay(ctx, att, ev.Time)
+		if err != nil {
+			return fmt.Errorf("record attachment %s/%s: %w", ev.ContainerID, ev.IfName, err)
+		}
+		if !recorded {
+			a.d.Log.Info("spooled ADD superseded by a later DEL or ADD, skipped", "containerID", ev.ContainerID, "ifName", ev.IfName)
+			return nil
+		}
+	} else if err := a.d.Store.Put(ctx, att); err != nil {
 		return fmt.Errorf("record attachment %s/%s: %w", ev.ContainerID, ev.IfName, err)
 	}
+	a.mu.Lock()
+	a.noteGateways(ev.IPs)
+	a.mu.Unlock()
 	a.Trigger()
 	return nil
 }
 
 // Del forgets an attachment; unknown attachments are fine (DEL is lenient).
+// The store remembers the DEL durably (a tombstone) before it returns, so a
+// spooled ADD it supersedes is skipped whenever it is replayed, by this
+// weftd or the next.
 func (a *Agent) Del(ctx context.Context, ev api.Event) (err error) {
 	defer func() { a.d.Observer.PluginEvent("del", result(err), ev.Spooled) }()
 	key := api.AttachmentKey{ContainerID: ev.ContainerID, IfName: ev.IfName}
@@ -53,30 +58,19 @@ func (a *Agent) Del(ctx context.Context, ev api.Event) (err error) {
 	if t.IsZero() {
 		t = a.d.Now()
 	}
-	a.mu.Lock()
-	if len(a.tombstones) >= maxTombstones {
-		for k := range a.tombstones { // drop an arbitrary old one
-			delete(a.tombstones, k)
-			break
-		}
+	if _, err := a.d.Store.DeleteAt(ctx, key, t); err != nil {
+		return fmt.Errorf("forget attachment %s/%s: %w", ev.ContainerID, ev.IfName, err)
 	}
-	a.tombstones[key] = t
-	a.mu.Unlock()
 	if !ev.Spooled {
 		a.dropSpooledAdds(key, t)
-	}
-	if _, err := a.d.Store.Delete(ctx, key); err != nil {
-		return fmt.Errorf("forget attachment %s/%s: %w", ev.ContainerID, ev.IfName, err)
 	}
 	a.Trigger()
 	return nil
 }
 
 // dropSpooledAdds removes the spooled ADDs of key that a live DEL at t
-// supersedes. The tombstone that orders them is in memory only: if weftd
-// died before draining such an ADD, the next weftd would replay it after the
-// DEL and resurrect a removed attachment. The runtime sends DEL only after
-// ADD returned, so a spooled ADD of the same attachment is already on disk.
+// supersedes: housekeeping, the durable tombstone already orders them (and
+// also those that land later, from an ADD the runtime gave up waiting for).
 func (a *Agent) dropSpooledAdds(key api.AttachmentKey, t time.Time) {
 	dir := a.spoolDir()
 	if dir == "" {

@@ -49,6 +49,7 @@ func (a Attachment) Key() api.AttachmentKey {
 type document struct {
 	Attachments []Attachment      `json:"attachments"`
 	CNI         *api.CNIInterface `json:"cniInterface,omitempty"`
+	Tombstones  []Tombstone       `json:"tombstones,omitempty"`
 }
 
 type envelope struct {
@@ -64,6 +65,7 @@ type Store struct {
 
 	mu          sync.Mutex
 	attachments map[api.AttachmentKey]Attachment
+	tombstones  map[api.AttachmentKey]time.Time // see tombstones.go
 	cni         *api.CNIInterface
 	gen         uint64 // bumped by every mutation
 	flushedGen  uint64
@@ -81,7 +83,7 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, log: log, attachments: map[api.AttachmentKey]Attachment{}}
+	s := &Store{dir: dir, log: log, attachments: map[api.AttachmentKey]Attachment{}, tombstones: map[api.AttachmentKey]time.Time{}}
 	s.flushed = sync.NewCond(&s.mu)
 	path := filepath.Join(dir, fileName)
 	data, err := os.ReadFile(path)
@@ -103,6 +105,9 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	}
 	for _, a := range doc.Attachments {
 		s.attachments[a.Key()] = a
+	}
+	for _, t := range doc.Tombstones {
+		s.tombstones[t.Key()] = t.Deleted
 	}
 	s.cni = doc.CNI
 	return s, nil
@@ -293,7 +298,7 @@ func (s *Store) commit(ctx context.Context, g uint64) error {
 }
 
 func (s *Store) encodeLocked() ([]byte, error) {
-	data, err := json.Marshal(document{Attachments: s.sortedLocked(), CNI: s.cni})
+	data, err := json.Marshal(document{Attachments: s.sortedLocked(), CNI: s.cni, Tombstones: s.tombstonesLocked()})
 	if err != nil {
 		return nil, fmt.Errorf("encode state: %w", err)
 	}
