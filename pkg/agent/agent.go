@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weft-net/weft/pkg/api"
@@ -95,12 +96,20 @@ type Deps struct {
 	ConfigPath string
 	Now        func() time.Time
 	Version    string
+	// MinSyncPeriod is the least time between two reconcile passes (see
+	// DefaultMinSyncPeriod, used when zero; negative disables it).
+	MinSyncPeriod time.Duration
 }
 
 // Agent is the daemon core.
 type Agent struct {
 	d       Deps
 	trigger chan struct{}
+	urgent  chan struct{} // TriggerNow: a pass without the MinSyncPeriod wait
+	// triggers counts Trigger and TriggerNow calls, passes the passes run
+	// (under mu): their ratio is what coalescing saves.
+	triggers atomic.Uint64
+	passes   uint64
 
 	mu        sync.Mutex
 	cfg       *config.Config // nil while no configuration was ever valid
@@ -136,9 +145,13 @@ func New(cfg *config.Config, d Deps) *Agent {
 	if d.Startup == (config.Startup{}) && cfg != nil {
 		d.Startup = config.StartupOf(cfg)
 	}
+	if d.MinSyncPeriod == 0 {
+		d.MinSyncPeriod = DefaultMinSyncPeriod
+	}
 	a := &Agent{
 		d:         d,
 		trigger:   make(chan struct{}, 1),
+		urgent:    make(chan struct{}, 1),
 		cfg:       cfg,
 		cfgStatus: api.ConfigStatus{File: d.ConfigPath, Valid: cfg != nil},
 		pf:        d.PacketFilter,
@@ -173,8 +186,10 @@ func roleOf(cfg *config.Config) string {
 	return "non-gateway"
 }
 
-// Trigger asks for a reconcile soon; many triggers coalesce into one pass.
+// Trigger asks for a reconcile soon; many triggers coalesce into one pass,
+// and passes are at least MinSyncPeriod apart (coalesce.go).
 func (a *Agent) Trigger() {
+	a.triggers.Add(1)
 	select {
 	case a.trigger <- struct{}{}:
 	default:
@@ -234,7 +249,7 @@ func (a *Agent) SetConfig(cfg *config.Config) {
 			"restart weftd to apply them: the data plane stays in place and the plugin spools pod events while it restarts")
 	}
 	a.d.Log.Info("configuration applied", "first", first, "role", roleOf(cfg), "gateway", cfg.Cluster.Gateway, "restartRequired", restart)
-	a.Trigger()
+	a.TriggerNow()
 }
 
 // restartMessage says, per key, what the file asks and what stays in use.
@@ -384,8 +399,10 @@ func (a *Agent) Run(ctx context.Context) {
 	resync := time.NewTimer(a.resyncInterval())
 	defer resync.Stop()
 	verify := true
+	pace := pacer{min: a.d.MinSyncPeriod}
 	for {
 		err := a.reconcile(ctx, verify)
+		pace.passEnded(a.d.Now())
 		if err != nil {
 			if backoff == 0 {
 				backoff = 100 * time.Millisecond
@@ -403,7 +420,14 @@ func (a *Agent) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.trigger:
+			if !a.holdBack(ctx, &pace) {
+				return
+			}
+		case <-a.urgent:
 		case <-retry:
+			if !a.holdBack(ctx, &pace) {
+				return
+			}
 		case <-resync.C:
 			verify = true
 			resync.Reset(a.resyncInterval())
@@ -538,7 +562,9 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 	end := a.d.Now()
 	ph.log.Debug("reconcile pass", append([]any{"verify", verify, "ms", ms(end.Sub(start)), "err", err != nil}, ph.attrs...)...)
 	a.mu.Lock()
-	a.last = &api.Reconcile{At: end.UTC(), DurationMs: float64(end.Sub(start).Microseconds()) / 1000}
+	a.passes++
+	a.last = &api.Reconcile{At: end.UTC(), DurationMs: float64(end.Sub(start).Microseconds()) / 1000,
+		Passes: a.passes, Triggers: a.triggers.Load()}
 	if err != nil {
 		a.last.Error = err.Error()
 	}

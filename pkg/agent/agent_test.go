@@ -380,6 +380,7 @@ func TestLiveDelRemovesSupersededSpooledAdd(t *testing.T) {
 // the only ones that inspect foreign packet-filter tables.
 func TestRunVerifiesOnStartRetryAndResync(t *testing.T) {
 	a, k, rec, _ := newTestAgent(t)
+	a.d.MinSyncPeriod = 10 * time.Millisecond // five passes within the 1 s resync
 	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
 	cfg := *a.Config()
 	cfg.ResyncInterval.Duration = time.Second

@@ -98,6 +98,11 @@ type Reconcile struct {
 	At         time.Time `json:"at"`
 	DurationMs float64   `json:"durationMs"`
 	Error      string    `json:"error"`
+	// Passes counts the passes since weftd started, Triggers the requests
+	// for one (plugin, netlink and config events): many triggers share a
+	// pass, and passes are at least a minimum interval apart.
+	Passes   uint64 `json:"passes"`
+	Triggers uint64 `json:"triggers"`
 }
 
 // Condition is one observed fact about the node, in the Kubernetes style.
