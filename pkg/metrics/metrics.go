@@ -99,6 +99,8 @@ var (
 		"1 when the node is ready (CNI interface known, last reconcile succeeded, every desired object in place).", nil, nil)
 	descCondition = prometheus.NewDesc(namespace+"_condition",
 		"Status of each condition (1 true, 0 false); reason names why.", []string{"type", "reason"}, nil)
+	descTriggers = prometheus.NewDesc(namespace+"_reconcile_triggers_total",
+		"Requests for a reconcile pass (plugin, netlink and config events) since weftd started; many share one pass (weft_reconcile_duration_seconds_count counts the passes).", nil, nil)
 	descInfo = prometheus.NewDesc(namespace+"_node_info",
 		"The node's identity and role (value is always 1).", []string{"node", "cluster", "role", "version"}, nil)
 )
@@ -110,7 +112,7 @@ type statusCollector struct {
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCNIReady, descAttachments, descSpoolReplayed, descSpoolDropped,
-		descSpoolSkipped, descBackend, descRoutes, descReady, descCondition, descInfo} {
+		descSpoolSkipped, descBackend, descRoutes, descReady, descCondition, descTriggers, descInfo} {
 		ch <- d
 	}
 }
@@ -135,6 +137,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, boolValue(st.Ready))
 	for _, cd := range st.Conditions {
 		ch <- prometheus.MustNewConstMetric(descCondition, prometheus.GaugeValue, boolValue(cd.Status), cd.Type, cd.Reason)
+	}
+	if r := st.LastReconcile; r != nil {
+		ch <- prometheus.MustNewConstMetric(descTriggers, prometheus.CounterValue, float64(r.Triggers))
 	}
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, st.Node, st.Cluster, st.Role, st.Version)
 }

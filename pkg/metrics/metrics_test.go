@@ -107,6 +107,7 @@ func TestScrape(t *testing.T) {
 	fs := &fakeStatus{st: api.Status{
 		Node: "c1-n2", Cluster: "c1", Role: "non-gateway", PacketFilter: "nftables", Version: "v1",
 		Attachments: 3, Spool: api.Spool{Replayed: 7, Dropped: 2},
+		LastReconcile: &api.Reconcile{Passes: 2, Triggers: 40},
 		Remotes: []api.Remote{
 			{ID: "c2", CIDRs: []string{"10.2.0.0/16"}, RoutesInstalled: true},
 			{ID: "c3", CIDRs: []string{"10.3.0.0/16"}, RoutesInstalled: false},
@@ -143,6 +144,7 @@ func TestScrape(t *testing.T) {
 		{"weft_remote_routes_installed", map[string]string{"remote": "c2"}, 1},
 		{"weft_remote_routes_installed", map[string]string{"remote": "c3"}, 0},
 		{"weft_ready", nil, 0},
+		{"weft_reconcile_triggers_total", nil, 40},
 		{"weft_condition", map[string]string{"type": "CNIInterfaceReady", "reason": "NotFound"}, 0},
 		{"weft_node_info", map[string]string{"node": "c1-n2", "cluster": "c1", "role": "non-gateway", "version": "v1"}, 1},
 	}
