@@ -58,7 +58,11 @@ func (a *Agent) Del(ctx context.Context, ev api.Event) (err error) {
 	if t.IsZero() {
 		t = a.d.Now()
 	}
-	if _, err := a.d.Store.DeleteAt(ctx, key, t); err != nil {
+	forget := a.d.Store.DeleteAt
+	if ev.Spooled {
+		forget = a.d.Store.ReplayDelete
+	}
+	if _, err := forget(ctx, key, t); err != nil {
 		return fmt.Errorf("forget attachment %s/%s: %w", ev.ContainerID, ev.IfName, err)
 	}
 	if !ev.Spooled {

@@ -28,14 +28,30 @@ func (t Tombstone) Key() api.AttachmentKey {
 	return api.AttachmentKey{ContainerID: t.ContainerID, IfName: t.IfName}
 }
 
-// DeleteAt forgets an attachment for a DEL seen at at, and remembers the
-// DEL durably (see Replay). It returns whether the attachment was known,
-// once both are on disk. A DEL no newer than the one remembered, of an
-// attachment not recorded, writes nothing.
+// DeleteAt forgets an attachment for a live DEL seen at at, and remembers
+// the DEL durably (see Replay). It returns whether the attachment was
+// known, once both are on disk. A DEL no newer than the one remembered, of
+// an attachment not recorded, writes nothing.
 func (s *Store) DeleteAt(ctx context.Context, k api.AttachmentKey, at time.Time) (bool, error) {
+	return s.deleteAt(ctx, k, at, false)
+}
+
+// ReplayDelete is DeleteAt for a spooled DEL: a record made by an ADD
+// later than at stays (live events are ordered by arrival, spooled ones by
+// the time the plugin saw them).
+func (s *Store) ReplayDelete(ctx context.Context, k api.AttachmentKey, at time.Time) (bool, error) {
+	return s.deleteAt(ctx, k, at, true)
+}
+
+func (s *Store) deleteAt(ctx context.Context, k api.AttachmentKey, at time.Time, spooled bool) (bool, error) {
 	s.mu.Lock()
-	_, known := s.attachments[k]
-	delete(s.attachments, k)
+	cur, known := s.attachments[k]
+	if known && spooled && cur.Added.After(at) {
+		known = false
+	}
+	if known {
+		delete(s.attachments, k)
+	}
 	prev, had := s.tombstones[k]
 	newer := !had || at.After(prev)
 	if newer {

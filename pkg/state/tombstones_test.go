@@ -65,6 +65,17 @@ func TestReplayOrderedByDurableTombstones(t *testing.T) {
 	if a, ok := s.Get(key("live")); !ok || !a.Added.Equal(t0.Add(20*time.Second)) {
 		t.Fatalf("live record overwritten by an older spooled ADD: %+v", a)
 	}
+	// A spooled DEL older than the live record leaves it; a newer one
+	// removes it.
+	if known, err := s.ReplayDelete(ctx, key("live"), t0.Add(15*time.Second)); known || err != nil {
+		t.Fatalf("older spooled DEL: known=%v err=%v", known, err)
+	}
+	if _, ok := s.Get(key("live")); !ok {
+		t.Fatal("an older spooled DEL removed a later ADD's record")
+	}
+	if known, err := s.ReplayDelete(ctx, key("live"), t0.Add(25*time.Second)); !known || err != nil {
+		t.Fatalf("newer spooled DEL: known=%v err=%v", known, err)
+	}
 }
 
 func TestTombstonesBounded(t *testing.T) {
