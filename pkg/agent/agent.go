@@ -110,6 +110,10 @@ type Agent struct {
 	// (under mu): their ratio is what coalescing saves.
 	triggers atomic.Uint64
 	passes   uint64
+	// ifaces is the last interface listing, watch what of it matters for
+	// NetlinkEvent (relevance.go).
+	ifaces []discovery.Iface
+	watch  *watched
 
 	mu        sync.Mutex
 	cfg       *config.Config // nil while no configuration was ever valid
@@ -475,6 +479,7 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 	}
 	ul, addr, mtu, err := a.d.Kernel.Underlay(cfg.Parsed.NodeIP)
 	ph.mark("underlay")
+	a.noteWatched(cfg, a.ifaces, in.CNIIf, in.CNIIP, ul)
 	var remotes []api.Remote
 	if err != nil {
 		errs = append(errs, fmt.Errorf("find underlay: %w", err))
@@ -616,6 +621,7 @@ func (a *Agent) discover(ctx context.Context, cfg *config.Config, ph *phases) (_
 	}
 	ifaces, err := a.d.Kernel.Interfaces()
 	ph.mark("interfaces")
+	a.ifaces = ifaces
 	if err != nil {
 		a.setCond(CondCNIInterfaceReady, false, "ListFailed", err.Error(), "")
 		return a.d.Store.CNI(), recorded, fmt.Errorf("list interfaces: %w", err)

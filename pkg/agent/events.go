@@ -41,9 +41,21 @@ func (a *Agent) Add(ctx context.Context, ev api.Event) (err error) {
 		return fmt.Errorf("record attachment %s/%s: %w", ev.ContainerID, ev.IfName, err)
 	}
 	a.mu.Lock()
+	var newest netip.Addr
+	if len(a.gwHints) > 0 {
+		newest = a.gwHints[0]
+	}
 	a.noteGateways(ev.IPs)
+	hintChanged := len(a.gwHints) > 0 && a.gwHints[0] != newest
 	a.mu.Unlock()
-	a.Trigger()
+	// The first pod proves the CNI network up, and a new gateway may
+	// name another CNI interface: those passes run at once. The ADDs of a
+	// burst of pods behind a known gateway change nothing a pass writes.
+	if hintChanged || a.d.Store.CNI() == nil {
+		a.TriggerNow()
+	} else {
+		a.Trigger()
+	}
 	return nil
 }
 

@@ -37,6 +37,21 @@ func Interfaces() ([]Iface, error) {
 	return out, nil
 }
 
+// Event is one change Watch saw.
+type Event struct {
+	// Kind is link, address, route-deleted, rule-deleted or
+	// netlink-resubscribe (events may have been missed).
+	Kind string
+	// Link is the name of the link of a link event; Index the ifindex of
+	// a link or address event; LinkKind its type (veth, bridge, vxlan…),
+	// "" when unknown (an address on a link already gone).
+	Link     string
+	Index    int
+	LinkKind string
+	// Addr is the IPv4 address of an address event.
+	Addr netip.Addr
+}
+
 // Watch calls notify (which must not block) on every link and IPv4 address
 // change, every route deleted from table() (read at each event: a reload
 // may move weft's table; 0 = none yet) and every ip rule deleted, until
@@ -44,13 +59,19 @@ func Interfaces() ([]Iface, error) {
 // the socket overran) is re-established after a short pause, and notify is
 // called then too, since events may have been missed.
 func Watch(ctx context.Context, log *slog.Logger, table func() int, notify func(reason string)) {
+	WatchEvents(ctx, log, table, func(ev Event) { notify(ev.Kind) })
+}
+
+// WatchEvents is Watch that says which link or address changed, so that
+// the caller can tell a pod's veth from the CNI interface.
+func WatchEvents(ctx context.Context, log *slog.Logger, table func() int, notify func(Event)) {
 	for ctx.Err() == nil {
 		err := watchOnce(ctx, table, notify)
 		if ctx.Err() != nil {
 			return
 		}
 		log.Warn("netlink subscription ended, resubscribing", "err", err)
-		notify("netlink-resubscribe")
+		notify(Event{Kind: "netlink-resubscribe"})
 		select {
 		case <-ctx.Done():
 		case <-time.After(200 * time.Millisecond):
@@ -58,7 +79,7 @@ func Watch(ctx context.Context, log *slog.Logger, table func() int, notify func(
 	}
 }
 
-func watchOnce(ctx context.Context, table func() int, notify func(string)) error {
+func watchOnce(ctx context.Context, table func() int, notify func(Event)) error {
 	done := make(chan struct{})
 	defer close(done)
 	errs := make(chan error, 3)
@@ -93,18 +114,28 @@ func watchOnce(ctx context.Context, table func() int, notify func(string)) error
 		case <-rules:
 			// A deleted ip rule may be weft's; the library has no rule
 			// subscription, so this is a raw one.
-			notify("rule-deleted")
-		case _, ok := <-links:
+			notify(Event{Kind: "rule-deleted"})
+		case u, ok := <-links:
 			if !ok {
 				return fmt.Errorf("link subscription closed")
 			}
-			notify("link")
+			ev := Event{Kind: "link", Index: int(u.Index)}
+			if u.Link != nil {
+				ev.Link, ev.LinkKind = u.Attrs().Name, u.Type()
+			}
+			notify(ev)
 		case u, ok := <-addrs:
 			if !ok {
 				return fmt.Errorf("address subscription closed")
 			}
-			if u.LinkAddress.IP.To4() != nil {
-				notify("address")
+			if ip, ok := netip.AddrFromSlice(u.LinkAddress.IP.To4()); ok && u.LinkAddress.IP.To4() != nil {
+				ev := Event{Kind: "address", Index: u.LinkIndex, Addr: ip}
+				// One request, so that the receiver can tell a pod's
+				// veth (never a CNI interface) from a candidate.
+				if l, err := netlink.LinkByIndex(u.LinkIndex); err == nil {
+					ev.LinkKind = l.Type()
+				}
+				notify(ev)
 			}
 		case u, ok := <-routes:
 			if !ok {
@@ -112,7 +143,7 @@ func watchOnce(ctx context.Context, table func() int, notify func(string)) error
 			}
 			// Only deletions in weft's table matter: they are drift.
 			if u.Type == unix.RTM_DELROUTE && u.Table == table() {
-				notify("route-deleted")
+				notify(Event{Kind: "route-deleted"})
 			}
 		}
 	}

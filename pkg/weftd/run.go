@@ -147,12 +147,12 @@ func Run(ctx context.Context, o Options) error {
 	})
 	goRun(func() { a.Run(ctx) })
 	goRun(func() {
-		discovery.Watch(ctx, log, func() int {
+		discovery.WatchEvents(ctx, log, func() int {
 			if c := a.Config(); c != nil {
 				return c.RouteTable
 			}
 			return 0
-		}, func(string) { a.Trigger() })
+		}, a.NetlinkEvent)
 	})
 	goRun(func() { a.WatchSpool(ctx, boot.SpoolDir, spoolNotify, 5*time.Second) })
 	goRun(func() {
