@@ -46,9 +46,18 @@ func TestStatusBoundedWithTwentyThousandFailingRoutes(t *testing.T) {
 	// address and parent: the kernel refuses a second such device (EEXIST),
 	// so weftd cannot recreate it and each of the 20,000 routes fails on
 	// its own.
-	squat := fmt.Sprintf("ip link del vx-weft-cable && ip link add vx-squat type vxlan id 101 dstport 4801 local %s dev eth0 nolearning", n.IP)
-	if out, err := n.Exec("sh", "-c", squat); err != nil {
-		t.Fatalf("%s: %v: %s", squat, err, out)
+	// weftd repairs the deleted device within milliseconds, so the delete
+	// and the squat go in one ip -batch, retried if weftd slipped between.
+	squat := fmt.Sprintf("printf 'link del vx-weft-cable\\nlink add vx-squat type vxlan id 101 dstport 4801 local %s dev eth0 nolearning\\n' | ip -batch -", n.IP)
+	for try := 1; ; try++ {
+		out, err := n.Exec("sh", "-c", squat)
+		if err == nil {
+			break
+		}
+		if try == 20 {
+			t.Fatalf("%s: %v: %s", squat, err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	t0 := time.Now()
 	var st api.Status
