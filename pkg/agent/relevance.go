@@ -67,7 +67,9 @@ func (a *Agent) relevant(ev discovery.Event) bool {
 	}
 	switch ev.Kind {
 	case "link":
-		return w.names[ev.Link] || w.index[ev.Index]
+		// Only pods' veths flood; any other device may be a candidate or,
+		// for a VXLAN one, hold (or release) weft's VNI and port.
+		return w.names[ev.Link] || w.index[ev.Index] || ev.LinkKind != "veth"
 	case "address":
 		if w.index[ev.Index] {
 			return true
