@@ -16,31 +16,33 @@ import (
 // devices, so none changes what a pass would write.
 
 // watched is what the last pass saw of the interfaces whose changes matter:
-// weft's devices, the CNI interface, the underlay, a pinned or well-known
-// CNI interface. Only the Run goroutine writes it, under a.mu.
+// weft's devices, the underlay, a pinned or well-known CNI interface (any
+// change), and the CNI interface (its removal, renaming or addresses: a
+// pod joining the bridge changes the bridge's link attributes, which do not
+// matter). Only the Run goroutine writes it, under a.mu.
 type watched struct {
-	names  map[string]bool
-	index  map[int]bool
-	cniIdx int
-	cniIP  netip.Addr
-	pods   []netip.Prefix
+	names   map[string]bool
+	index   map[int]bool
+	cniName string
+	cniIdx  int
+	cniIP   netip.Addr
+	pods    []netip.Prefix
 }
 
 // noteWatched records the interfaces to watch after a pass's discovery.
 func (a *Agent) noteWatched(cfg *config.Config, ifaces []discovery.Iface, cniName string, cniIP netip.Addr, underlay string) {
-	w := &watched{names: map[string]bool{}, index: map[int]bool{}, pods: cfg.Parsed.PodCIDRs, cniIP: cniIP}
-	for _, n := range append([]string{cfg.VXLAN.Name, cfg.CableVXLAN.Name, cfg.CNIInterface, cniName, underlay}, discovery.WellKnown...) {
-		if n != "" {
+	w := &watched{names: map[string]bool{}, index: map[int]bool{}, pods: cfg.Parsed.PodCIDRs, cniName: cniName, cniIP: cniIP}
+	for _, n := range append([]string{cfg.VXLAN.Name, cfg.CableVXLAN.Name, cfg.CNIInterface, underlay}, discovery.WellKnown...) {
+		if n != "" && n != cniName {
 			w.names[n] = true
 		}
 	}
 	for _, i := range ifaces {
-		if !w.names[i.Name] {
-			continue
-		}
-		w.index[i.Index] = true
-		if i.Name == cniName {
+		switch {
+		case cniName != "" && i.Name == cniName:
 			w.cniIdx = i.Index
+		case w.names[i.Name]:
+			w.index[i.Index] = true
 		}
 	}
 	a.mu.Lock()
@@ -67,11 +69,19 @@ func (a *Agent) relevant(ev discovery.Event) bool {
 	}
 	switch ev.Kind {
 	case "link":
+		switch {
+		case ev.Port:
+			return false // bridge port attributes: a pod's veth joining
+		case w.cniIdx != 0 && ev.Index == w.cniIdx:
+			return ev.Deleted || ev.Link != w.cniName
+		case w.names[ev.Link] || w.index[ev.Index]:
+			return true
+		}
 		// Only pods' veths flood; any other device may be a candidate or,
 		// for a VXLAN one, hold (or release) weft's VNI and port.
-		return w.names[ev.Link] || w.index[ev.Index] || ev.LinkKind != "veth"
+		return ev.LinkKind != "veth"
 	case "address":
-		if w.index[ev.Index] {
+		if w.index[ev.Index] || (w.cniIdx != 0 && ev.Index == w.cniIdx) {
 			return true
 		}
 		if ev.LinkKind == "veth" {

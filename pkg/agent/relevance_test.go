@@ -33,7 +33,10 @@ func TestNetlinkEventRelevance(t *testing.T) {
 	}{
 		{"pod veth created", discovery.Event{Kind: "link", Link: "veth1234", Index: 40, LinkKind: "veth"}, false},
 		{"pod veth address (ptp)", discovery.Event{Kind: "address", Index: 40, LinkKind: "veth", Addr: ip("10.1.2.1")}, false},
-		{"CNI interface link change", discovery.Event{Kind: "link", Link: "cni0", Index: 5, LinkKind: "bridge"}, true},
+		{"CNI bridge changes as a pod joins", discovery.Event{Kind: "link", Link: "cni0", Index: 5, LinkKind: "bridge"}, false},
+		{"pod veth as a bridge port", discovery.Event{Kind: "link", Link: "veth1234", Index: 40, LinkKind: "device", Port: true}, false},
+		{"CNI interface deleted", discovery.Event{Kind: "link", Link: "cni0", Index: 5, LinkKind: "bridge", Deleted: true}, true},
+		{"CNI interface renamed", discovery.Event{Kind: "link", Link: "cni1", Index: 5, LinkKind: "bridge"}, true},
 		{"CNI interface address", discovery.Event{Kind: "address", Index: 5, LinkKind: "bridge", Addr: ip("10.1.2.200")}, true},
 		{"weft device deleted", discovery.Event{Kind: "link", Link: "vx-weft", Index: 7, LinkKind: "vxlan"}, true},
 		{"underlay", discovery.Event{Kind: "link", Link: "eth0", Index: 2, LinkKind: "veth"}, true},

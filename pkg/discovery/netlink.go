@@ -48,6 +48,9 @@ type Event struct {
 	Link     string
 	Index    int
 	LinkKind string
+	// Deleted marks a link event that removes the link; Port one about a
+	// link's bridge port (AF_BRIDGE), not the link itself.
+	Deleted, Port bool
 	// Addr is the IPv4 address of an address event.
 	Addr netip.Addr
 }
@@ -119,7 +122,7 @@ func watchOnce(ctx context.Context, table func() int, notify func(Event)) error 
 			if !ok {
 				return fmt.Errorf("link subscription closed")
 			}
-			ev := Event{Kind: "link", Index: int(u.Index)}
+			ev := Event{Kind: "link", Index: int(u.Index), Deleted: u.Header.Type == unix.RTM_DELLINK, Port: u.Family == unix.AF_BRIDGE}
 			if u.Link != nil {
 				ev.Link, ev.LinkKind = u.Attrs().Name, u.Type()
 			}
