@@ -9,6 +9,7 @@ require (
 	github.com/google/nftables v0.3.1-0.20251119083706-1db35da82052
 	github.com/vishvananda/netlink v1.3.1
 	golang.org/x/sys v0.49.0
+	sigs.k8s.io/knftables v0.0.18 // bench only (integration/bench): the measured peer of figure 3
 	sigs.k8s.io/yaml v1.6.0
 )
 

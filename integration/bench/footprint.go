@@ -82,14 +82,8 @@ func Footprint(ctx context.Context, env *harness.Env, o Options) ([]Row, error) 
 	cfg["remotes"] = remotes
 	cfg["resyncInterval"] = "30s"
 	// The CNI interface the attachments' gateway lives on.
-	for _, c := range [][]string{
-		{"link", "add", "cni0", "type", "bridge"},
-		{"addr", "add", "10.1.1.1/24", "dev", "cni0"},
-		{"link", "set", "cni0", "up"},
-	} {
-		if _, err := n.Exec("ip", c...); err != nil {
-			return nil, err
-		}
+	if err := addCNIBridge(n); err != nil {
+		return nil, err
 	}
 	w, err := n.StartWeftd(ctx, cfg.MustYAML())
 	if err != nil {
@@ -143,4 +137,19 @@ func Footprint(ctx context.Context, env *harness.Env, o Options) ([]Row, error) 
 			Weft: one(cpuPct), RefName: "(no reference)", Goal: &Goal{Text: "≤ 0.1 %", Max: 0.1}, Extra: extra,
 			Note: "utime+stime from /proc/<pid>/stat; the window includes the periodic resync (30 s)"},
 	}, nil
+}
+
+// addCNIBridge gives n the CNI interface cni0 with 10.1.1.1/24, as the
+// bridge plugin leaves it once a pod runs.
+func addCNIBridge(n *harness.Node) error {
+	for _, c := range [][]string{
+		{"link", "add", "cni0", "type", "bridge"},
+		{"addr", "add", "10.1.1.1/24", "dev", "cni0"},
+		{"link", "set", "cni0", "up"},
+	} {
+		if _, err := n.Exec("ip", c...); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -72,20 +72,6 @@ func TestRemoteCIDRsDoNotMerge(t *testing.T) {
 	}
 }
 
-func TestNaiveExtrapolation(t *testing.T) {
-	m := map[int]ruleResult{
-		10:  {full: ms(10), inc: ms(1)},
-		100: {full: ms(1000), inc: ms(2)}, // quadratic full apply
-	}
-	ref, note := naiveAt(m, 1000)
-	if note == "" || ref.full == nil || math.Abs(ref.full.Median-100000) > 1e-6 || ref.full.N != 0 {
-		t.Fatalf("extrapolated %+v %q", ref.full, note)
-	}
-	if _, note := naiveAt(m, 100); note != "" {
-		t.Fatalf("measured size marked %q", note)
-	}
-}
-
 func ms(v float64) []time.Duration {
 	return []time.Duration{time.Duration(v * float64(time.Millisecond))}
 }

@@ -43,6 +43,7 @@ func Figures() []Figure {
 		{"5", "data path throughput", DataPath},
 		{"6", "daemon footprint", Footprint},
 		{"7", "two-cluster convergence", Convergence},
+		{"8", "the operator's path at 20,000 remote CIDRs", OperatorPath},
 	}
 }
 

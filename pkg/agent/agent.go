@@ -12,7 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -133,6 +133,9 @@ type Agent struct {
 	// appliedFilter is the rule model of the last successful packet-filter
 	// apply; only the reconcile pass touches it.
 	appliedFilter *packetfilter.Model
+	// kernelChanged is set by a relevant netlink event (NetlinkEvent) and
+	// taken by the next pass, which then re-reads the route table.
+	kernelChanged atomic.Bool
 }
 
 // New returns an agent for cfg. Call Run to start the loop. cfg may be nil
@@ -167,7 +170,8 @@ func New(cfg *config.Config, d Deps) *Agent {
 		if a.pf != nil {
 			a.pfSetting = pfSettingOf(cfg)
 		}
-		a.setCond(CondConfigValid, true, "Loaded", "", "")
+		a.configAccepted(cfg, "Loaded", "")
+		a.cfgStatus.Warnings, a.cfgStatus.MoreWarnings = configWarnings(cfg)
 	} else {
 		a.notReady = "no valid configuration yet"
 		a.setCond(CondConfigValid, false, "NotLoaded", "no configuration read yet", "")
@@ -233,6 +237,7 @@ func (a *Agent) SetConfig(cfg *config.Config) {
 		}
 	}
 	a.cfgStatus = api.ConfigStatus{File: a.d.ConfigPath, Valid: true, RestartRequired: restart}
+	a.cfgStatus.Warnings, a.cfgStatus.MoreWarnings = configWarnings(cfg)
 	if first {
 		a.notReady = "no reconcile yet"
 	}
@@ -243,12 +248,11 @@ func (a *Agent) SetConfig(cfg *config.Config) {
 		reason = "Loaded"
 	}
 	if len(restart) == 0 {
-		a.setCond(CondConfigValid, true, reason, "", "")
+		a.configAccepted(cfg, reason, "")
 		a.clearCond(CondRestartRequired)
 	} else {
 		names := strings.Join(restart, ", ")
-		a.setCond(CondConfigValid, true, reason+"ExceptRestartRequired",
-			fmt.Sprintf("applied, except %s (see RestartRequired)", names), "")
+		a.configAccepted(cfg, reason+"ExceptRestartRequired", fmt.Sprintf("applied, except %s (see RestartRequired)", names))
 		a.setCond(CondRestartRequired, false, "FieldsChanged", a.restartMessage(cfg, restart),
 			"restart weftd to apply them: the data plane stays in place and the plugin spools pod events while it restarts")
 	}
@@ -280,6 +284,35 @@ func (a *Agent) restartMessage(cfg *config.Config, keys []string) string {
 
 func pfSettingOf(cfg *config.Config) [2]string {
 	return [2]string{cfg.PacketFilter, cfg.IptablesMode}
+}
+
+// configAccepted records that cfg is in force: ConfigValid true with
+// reason and msg. What validation merged (nested or duplicate CIDRs of one
+// cluster) stays visible in the condition, and under config.warnings,
+// until the file is tidied.
+func (a *Agent) configAccepted(cfg *config.Config, reason, msg string) {
+	w := cfg.WarningSummary()
+	if w == "" {
+		a.setCond(CondConfigValid, true, reason, msg, "")
+		return
+	}
+	a.d.Log.Warn("configuration accepted with warnings", "warnings", len(cfg.Parsed.Warnings), "first", cfg.Parsed.Warnings[0].Error())
+	if msg != "" {
+		msg += "; "
+	}
+	a.setCond(CondConfigValid, true, reason+"WithWarnings", msg+w, "remove the merged entries from the file; routes and sets already use what covers them")
+}
+
+// configWarnings is what status lists under config.warnings, bounded like
+// the problems of a refused file.
+func configWarnings(cfg *config.Config) (ws []api.ConfigProblem, more int) {
+	for i, w := range cfg.Parsed.Warnings {
+		if i == maxConfigProblems {
+			return ws, len(cfg.Parsed.Warnings) - i
+		}
+		ws = append(ws, api.ConfigProblem{Field: w.Path, Reason: w.Reason, Fix: "remove it from the file: what covers it is in force"})
+	}
+	return ws, 0
 }
 
 // ConfigRejected records that the file was refused (unreadable, not
@@ -461,6 +494,9 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 		verify = true // the first pass with a configuration reads everything
 	}
 	start := a.d.Now()
+	// Taken before reading the kernel: an event during the pass makes the
+	// next one re-read again.
+	rereadRoutes := a.kernelChanged.Swap(false)
 	var errs []error
 	ph := phases{log: a.d.Log, now: a.d.Now, last: start}
 
@@ -501,6 +537,7 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 				a.setCond(CondTopologyValid, true, "Valid", "", "")
 			}
 			res.Dataplane.Verify = verify
+			res.Dataplane.RereadRoutes = rereadRoutes
 			dpErr := errsum.Bound(a.d.Dataplane.Apply(ctx, res.Dataplane))
 			ph.mark("dataplane")
 			var ce *dataplane.ConflictError
@@ -527,9 +564,11 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 			if pfErr != nil {
 				errs = append(errs, fmt.Errorf("start packet filter: %w", pfErr))
 				a.setCond(CondPacketFilterReady, false, "BackendUnavailable", pfErr.Error(), "see weftd logs; set packetFilter to a backend this node supports; weft retries with backoff")
-			} else if verify || a.appliedFilter == nil || !reflect.DeepEqual(*a.appliedFilter, res.Filter) {
+			} else if verify || a.appliedFilter == nil || !a.appliedFilter.Equal(res.Filter) {
 				a.appliedFilter = nil
-				pfErr = errsum.Bound(pf.Apply(ctx, res.Filter))
+				pm := res.Filter
+				pm.Verify = verify // the iptables backend trusts its cache otherwise
+				pfErr = errsum.Bound(pf.Apply(ctx, pm))
 				ph.mark("packetFilter")
 				switch {
 				case errors.Is(pfErr, packetfilter.ErrDegraded):
@@ -659,17 +698,21 @@ func (a *Agent) discover(ctx context.Context, cfg *config.Config, ph *phases) (_
 }
 
 func remoteStatus(cfg *config.Config, s dataplane.State, ok bool) []api.Remote {
-	have := map[netip.Prefix]bool{}
-	for _, r := range s.Routes {
-		have[r.Dst] = true
+	// s.Routes is sorted by destination (topology sorts it): a binary
+	// search per CIDR instead of a set of 20,000.
+	has := func(p netip.Prefix) bool {
+		_, found := slices.BinarySearchFunc(s.Routes, p, func(r dataplane.Route, p netip.Prefix) int { return dataplane.CompareDst(r.Dst, p) })
+		return found
 	}
 	out := make([]api.Remote, 0, len(cfg.Parsed.Remotes))
 	for _, r := range cfg.Parsed.Remotes {
-		rs := api.Remote{ID: r.ID, RoutesInstalled: ok}
-		for _, p := range append(append([]netip.Prefix(nil), r.PodCIDRs...), r.ServiceCIDRs...) {
-			rs.CIDRs = append(rs.CIDRs, p.String())
-			if !have[p] {
-				rs.RoutesInstalled = false
+		rs := api.Remote{ID: r.ID, RoutesInstalled: ok, CIDRs: make([]string, 0, len(r.PodCIDRs)+len(r.ServiceCIDRs))}
+		for _, list := range [][]netip.Prefix{r.PodCIDRs, r.ServiceCIDRs} {
+			for _, p := range list {
+				rs.CIDRs = append(rs.CIDRs, p.String())
+				if rs.RoutesInstalled && !has(p) {
+					rs.RoutesInstalled = false
+				}
 			}
 		}
 		out = append(out, rs)

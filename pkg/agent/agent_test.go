@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -72,6 +73,8 @@ type recorder struct {
 	verify    []bool
 	findings  int
 	pfApplies int
+	pfVerify  []bool // Model.Verify of every packet-filter Apply
+	reread    []bool // State.RereadRoutes of every Apply
 }
 
 func (r *recorder) Apply(_ context.Context, s dataplane.State) error {
@@ -80,6 +83,7 @@ func (r *recorder) Apply(_ context.Context, s dataplane.State) error {
 	r.calls++
 	r.dp = s
 	r.verify = append(r.verify, s.Verify)
+	r.reread = append(r.reread, s.RereadRoutes)
 	return r.fail
 }
 func (r *recorder) Cleanup(context.Context, []string, int, int) error { return nil }
@@ -92,6 +96,7 @@ func (p pfRecorder) Apply(_ context.Context, m packetfilter.Model) error {
 	defer p.r.mu.Unlock()
 	p.r.pf = m
 	p.r.pfApplies++
+	p.r.pfVerify = append(p.r.pfVerify, m.Verify)
 	return nil
 }
 func (p pfRecorder) Cleanup(context.Context) error { return nil }
@@ -102,7 +107,7 @@ func (p pfRecorder) Findings(context.Context) []packetfilter.Finding {
 	return nil
 }
 
-func newTestAgent(t *testing.T) (*Agent, *fakeKernel, *recorder, *state.Store) {
+func newTestAgent(t testing.TB) (*Agent, *fakeKernel, *recorder, *state.Store) {
 	t.Helper()
 	cfg, err := config.Parse([]byte(testConfig))
 	if err != nil {
@@ -487,6 +492,77 @@ func TestUnchangedFilterModelSkippedOnEventPasses(t *testing.T) {
 	}
 	if !a.Status().Ready {
 		t.Fatal("not ready")
+	}
+	// The backend is told which applies verify: the iptables backend
+	// trusts its cache on the others.
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if want := []bool{true, false, true}; !slices.Equal(rec.pfVerify, want) {
+		t.Errorf("Model.Verify of the applies = %v, want %v", rec.pfVerify, want)
+	}
+}
+
+// Nested or duplicate CIDRs of one remote are merged by validation; status
+// shows the warning (ConfigValid stays true) at start and after a reload,
+// and the routes use what covers them.
+func TestConfigWarningsInStatus(t *testing.T) {
+	ctx := context.Background()
+	a, k, rec, _ := newTestAgent(t)
+	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
+	if c := cond(a.Status(), CondConfigValid); !c.Status || c.Reason != "Loaded" || c.Message != "" {
+		t.Fatalf("clean config: %+v", c)
+	}
+	nested := strings.Replace(testConfig, "podCIDRs: [10.2.0.0/16]", "podCIDRs: [10.2.0.0/16, 10.2.5.0/24, 10.2.0.0/16]", 1)
+	cfg, err := config.Parse([]byte(nested))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SetConfig(cfg)
+	_ = a.Reconcile(ctx)
+	c := cond(a.Status(), CondConfigValid)
+	if !c.Status || c.Reason != "ReloadedWithWarnings" ||
+		!strings.Contains(c.Message, `remotes[0].podCIDRs[1]: "10.2.5.0/24" is inside remotes[0].podCIDRs[0]`) ||
+		!strings.Contains(c.Message, `remotes[0].podCIDRs[2]: "10.2.0.0/16" repeats remotes[0].podCIDRs[0]`) || c.Fix == "" {
+		t.Fatalf("warning not shown: %+v", c)
+	}
+	if cs := a.Status().Config; cs == nil || !cs.Valid || len(cs.Warnings) != 2 || cs.Warnings[0].Field != "remotes[0].podCIDRs[1]" || cs.Warnings[1].Field != "remotes[0].podCIDRs[2]" {
+		t.Fatalf("config.warnings = %+v", cs)
+	}
+	var dsts []string
+	for _, r := range rec.dp.Routes {
+		dsts = append(dsts, r.Dst.String())
+	}
+	if strings.Join(dsts, " ") != "10.2.0.0/16 10.102.0.0/16" {
+		t.Errorf("routes %v, want one per merged CIDR", dsts)
+	}
+
+	b := New(cfg, Deps{Log: a.d.Log, Store: a.d.Store, Kernel: k, Dataplane: rec, PacketFilter: pfRecorder{rec}})
+	if c := cond(b.Status(), CondConfigValid); c.Reason != "LoadedWithWarnings" || !strings.Contains(c.Message, "2 CIDRs merged") {
+		t.Fatalf("warning at start not shown: %+v", c)
+	}
+}
+
+// A pass after a relevant netlink event (a route deleted, a weft device or
+// the CNI interface changed) re-reads the route table (the kernel drops
+// routes silently); passes after a pod's veth, a config change or a plugin
+// event trust the last Apply's routes.
+func TestNetlinkEventRereadsRoutes(t *testing.T) {
+	ctx := context.Background()
+	a, k, rec, _ := newTestAgent(t)
+	k.set(discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
+	_ = a.reconcile(ctx, true)
+	a.Trigger()
+	_ = a.reconcile(ctx, false)
+	a.NetlinkEvent(discovery.Event{Kind: "route-deleted"})
+	_ = a.reconcile(ctx, false)
+	a.NetlinkEvent(discovery.Event{Kind: "link", Link: "veth9", LinkKind: "veth", Index: 99})
+	_ = a.reconcile(ctx, false)
+	a.NetlinkEvent(discovery.Event{Kind: "link", Link: "cni0", LinkKind: "bridge", Index: 5, Deleted: true})
+	_ = a.reconcile(ctx, false)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if want := []bool{false, false, true, false, true}; !slices.Equal(rec.reread, want) {
+		t.Errorf("RereadRoutes of the passes = %v, want %v (verify, trigger, route deleted, pod veth, CNI interface gone)", rec.reread, want)
 	}
 }
 

@@ -54,6 +54,10 @@ func (a *Agent) noteWatched(cfg *config.Config, ifaces []discovery.Iface, cniNam
 // change the desired state, else coalesced.
 func (a *Agent) NetlinkEvent(ev discovery.Event) {
 	if a.relevant(ev) {
+		// The kernel may have dropped weft's routes without telling (a
+		// device down, an address gone, a route deleted): the pass
+		// re-reads the route table. Pod veths do not touch it.
+		a.kernelChanged.Store(true)
 		a.TriggerNow()
 		return
 	}

@@ -159,6 +159,11 @@ type ConfigStatus struct {
 	// RestartRequired lists the keys whose new values weftd cannot apply
 	// while running; it keeps the old ones until restarted.
 	RestartRequired []string `json:"restartRequired,omitempty"`
+	// Warnings are what an accepted file should tidy (nested or duplicate
+	// CIDRs of one cluster, merged into the entry covering them);
+	// MoreWarnings counts the others.
+	Warnings     []ConfigProblem `json:"warnings,omitempty"`
+	MoreWarnings int             `json:"moreWarnings,omitempty"`
 }
 
 // ConfigProblem is one problem of a refused configuration file: the field

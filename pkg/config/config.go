@@ -82,6 +82,10 @@ type Parsed struct {
 	Remotes      []ParsedRemote
 	VTEPCIDR     netip.Prefix
 	CableCIDR    netip.Prefix
+	// Warnings are what Validate accepted but an operator should fix:
+	// nested or duplicate CIDRs of one owner, merged into the entry that
+	// covers them (the merged-away entries are not in the lists above).
+	Warnings []FieldError
 }
 
 // ParsedNode is a Node with its IP parsed.

@@ -1,6 +1,9 @@
 package config
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // FieldError is one problem with one field of the configuration. Path is
 // written the way an operator finds the field in the file:
@@ -68,4 +71,30 @@ func joinPath(parent, key string) string {
 		return key
 	}
 	return parent + "." + key
+}
+
+// maxWarningsShown bounds WarningSummary: a file with thousands of
+// duplicates must not make status unreadable (or too large to fetch).
+const maxWarningsShown = 5
+
+// WarningSummary is one line for status: how many CIDRs were merged, the
+// first few warnings in file order and how many more there are. "" when
+// the configuration has no warnings.
+func (c *Config) WarningSummary() string {
+	ws := c.Parsed.Warnings
+	if len(ws) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d CIDRs merged into others of the same cluster (nested or duplicate): ", len(ws))
+	for i, w := range ws[:min(len(ws), maxWarningsShown)] {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(w.Error())
+	}
+	if len(ws) > maxWarningsShown {
+		fmt.Fprintf(&b, "; and %d more", len(ws)-maxWarningsShown)
+	}
+	return b.String()
 }

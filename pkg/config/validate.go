@@ -44,9 +44,15 @@ func (c *Config) Validate() error {
 		p.NodeIP = parseIPv4(&errs, "nodeIP", c.NodeIP)
 	}
 
-	// Every CIDR is collected here so that any overlap, local or remote or
-	// VTEP range, is reported naming both fields.
-	var cidrs []namedPrefix
+	// Every CIDR is collected here, with who announces it, so that one
+	// sort and one sweep find every overlap: inside one owner it is merged
+	// (with a warning), between owners it is an error naming both fields.
+	var cidrs cidrList
+	n := len(c.Cluster.PodCIDRs) + len(c.Cluster.ServiceCIDRs) + 2
+	for _, r := range c.Remotes {
+		n += len(r.PodCIDRs) + len(r.ServiceCIDRs)
+	}
+	cidrs.grow(n)
 
 	if c.Cluster.ID == "" {
 		errs.add("cluster.id", "required")
@@ -54,8 +60,8 @@ func (c *Config) Validate() error {
 	if len(c.Cluster.PodCIDRs) == 0 {
 		errs.add("cluster.podCIDRs", "at least one CIDR is required")
 	}
-	p.PodCIDRs = parseCIDRs(&errs, "cluster.podCIDRs", c.Cluster.PodCIDRs, &cidrs)
-	p.ServiceCIDRs = parseCIDRs(&errs, "cluster.serviceCIDRs", c.Cluster.ServiceCIDRs, &cidrs)
+	cidrs.parse(&errs, ownerLocal, "cluster.podCIDRs", c.Cluster.PodCIDRs, &p.PodCIDRs)
+	cidrs.parse(&errs, ownerLocal, "cluster.serviceCIDRs", c.Cluster.ServiceCIDRs, &p.ServiceCIDRs)
 
 	nodeNames := map[string]string{}
 	nodeIPs := map[netip.Addr]string{}
@@ -105,9 +111,12 @@ func (c *Config) Validate() error {
 	}
 
 	remoteIDs := map[string]string{}
+	// Fixed capacity: cidrs keeps pointers to the remotes' CIDR lists.
+	p.Remotes = make([]ParsedRemote, 0, len(c.Remotes))
 	for i, r := range c.Remotes {
 		path := fmt.Sprintf("remotes[%d]", i)
-		pr := ParsedRemote{ID: r.ID}
+		p.Remotes = append(p.Remotes, ParsedRemote{ID: r.ID})
+		pr := &p.Remotes[i]
 		switch {
 		case r.ID == "":
 			errs.add(path+".id", "required")
@@ -123,15 +132,15 @@ func (c *Config) Validate() error {
 		if len(r.PodCIDRs) == 0 {
 			errs.add(path+".podCIDRs", "at least one CIDR is required")
 		}
-		pr.PodCIDRs = parseCIDRs(&errs, path+".podCIDRs", r.PodCIDRs, &cidrs)
-		pr.ServiceCIDRs = parseCIDRs(&errs, path+".serviceCIDRs", r.ServiceCIDRs, &cidrs)
+		owner := cidrOwner{kind: ownerRemote, index: i, id: r.ID}
+		cidrs.parse(&errs, owner, path+".podCIDRs", r.PodCIDRs, &pr.PodCIDRs)
+		cidrs.parse(&errs, owner, path+".serviceCIDRs", r.ServiceCIDRs, &pr.ServiceCIDRs)
 		switch {
 		case r.GatewayIP != "":
 			pr.GatewayIP = parseIPv4(&errs, path+".gatewayIP", r.GatewayIP)
 		case c.Cable == CableVXLAN:
 			errs.add(path+".gatewayIP", "required with cable: vxlan")
 		}
-		p.Remotes = append(p.Remotes, pr)
 	}
 
 	if c.CNIInterface != "" {
@@ -152,7 +161,7 @@ func (c *Config) Validate() error {
 		errs.add("cableVxlan.port", fmt.Sprintf("%d is also vxlan.port", c.CableVXLAN.Port))
 	}
 
-	checkOverlaps(&errs, cidrs)
+	p.Warnings = cidrs.sweep(&errs)
 
 	switch c.PacketFilter {
 	case PacketFilterAuto, PacketFilterNftables, PacketFilterIptables:
@@ -206,16 +215,12 @@ func (c *Config) Validate() error {
 	if err := errs.err(); err != nil {
 		return err
 	}
+	cidrs.fill()
 	c.Parsed = p
 	return nil
 }
 
-type namedPrefix struct {
-	path   string
-	prefix netip.Prefix
-}
-
-func validateVXLAN(errs *errorList, path string, v VXLAN, cidrs *[]namedPrefix) netip.Prefix {
+func validateVXLAN(errs *errorList, path string, v VXLAN, cidrs *cidrList) netip.Prefix {
 	if reason := ifNameProblem(v.Name); reason != "" {
 		errs.add(path+".name", reason)
 	}
@@ -236,36 +241,32 @@ func validateVXLAN(errs *errorList, path string, v VXLAN, cidrs *[]namedPrefix) 
 		// Fewer than two host bits cannot give distinct VTEPs to nodes.
 		errs.add(path+".vtepCIDR", fmt.Sprintf("%q leaves too few host bits (at most /30)", v.VTEPCIDR))
 	}
-	*cidrs = append(*cidrs, namedPrefix{path + ".vtepCIDR", pfx})
+	cidrs.add(cidrOwner{kind: ownerVTEP, id: path}, path+".vtepCIDR", pfx)
 	return pfx
 }
 
-func parseCIDRs(errs *errorList, path string, in []string, cidrs *[]namedPrefix) []netip.Prefix {
-	var out []netip.Prefix
-	for i, s := range in {
-		p := fmt.Sprintf("%s[%d]", path, i)
-		if pfx, ok := parseCIDR(errs, p, s); ok {
-			out = append(out, pfx)
-			*cidrs = append(*cidrs, namedPrefix{p, pfx})
-		}
+func parseCIDR(errs *errorList, path, s string) (netip.Prefix, bool) {
+	pfx, reason := cidrProblem(s)
+	if reason != "" {
+		errs.add(path, reason)
+		return netip.Prefix{}, false
 	}
-	return out
+	return pfx, true
 }
 
-func parseCIDR(errs *errorList, path, s string) (netip.Prefix, bool) {
+// cidrProblem parses s as an IPv4 CIDR; reason says what is wrong with it.
+func cidrProblem(s string) (netip.Prefix, string) {
 	pfx, err := netip.ParsePrefix(s)
 	switch {
 	case err != nil:
-		errs.add(path, fmt.Sprintf("%q is not a CIDR", s))
+		return pfx, fmt.Sprintf("%q is not a CIDR", s)
 	case !pfx.Addr().Is4():
-		errs.add(path, fmt.Sprintf("%q is not an IPv4 CIDR", s))
+		return pfx, fmt.Sprintf("%q is not an IPv4 CIDR", s)
 	case pfx.Masked() != pfx:
 		// The kernel refuses routes with host bits set; catch it here.
-		errs.add(path, fmt.Sprintf("%q has host bits set (the network is %s)", s, pfx.Masked()))
-	default:
-		return pfx, true
+		return pfx, fmt.Sprintf("%q has host bits set (the network is %s)", s, pfx.Masked())
 	}
-	return netip.Prefix{}, false
+	return pfx, ""
 }
 
 func parseIPv4(errs *errorList, path, s string) netip.Addr {
@@ -281,17 +282,6 @@ func parseIPv4(errs *errorList, path, s string) netip.Addr {
 		return a
 	}
 	return netip.Addr{}
-}
-
-func checkOverlaps(errs *errorList, cidrs []namedPrefix) {
-	for i := 1; i < len(cidrs); i++ {
-		for j := 0; j < i; j++ {
-			if cidrs[i].prefix.Overlaps(cidrs[j].prefix) {
-				errs.add(cidrs[i].path, fmt.Sprintf("%q overlaps %s %q", cidrs[i].prefix, cidrs[j].path, cidrs[j].prefix))
-				break // one report per field is enough to act on
-			}
-		}
-	}
 }
 
 // ifNameProblem applies the kernel's dev_valid_name rules.

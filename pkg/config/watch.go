@@ -94,6 +94,7 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	pending := false // the timer is armed: a burst is under way
 	var tick <-chan time.Time
 	if poll > 0 {
 		t := time.NewTicker(poll)
@@ -115,7 +116,16 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 				continue
 			}
 			log.Debug("config directory event", "event", ev.String())
+			if !pending {
+				// The first event after a quiet period is read at once:
+				// a ConfigMap update or an editor's rename is complete
+				// when its event arrives, and waiting the debounce would
+				// be most of the time a reload takes. A half-written file
+				// is not reported from here: the trailing read decides.
+				s.checkTentative()
+			}
 			timer.Reset(debounce)
+			pending = true
 		case err, ok := <-fw.Errors:
 			if !ok {
 				return nil
@@ -125,6 +135,7 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 			log.Warn("config watch error", "path", path, "err", err)
 			timer.Reset(debounce)
 		case <-timer.C:
+			pending = false
 			s.check()
 		case <-tick:
 			s.rewatch()
@@ -151,7 +162,14 @@ type watchState struct {
 	onError   func(error)
 }
 
-func (s *watchState) check() {
+func (s *watchState) check() { s.read(false) }
+
+// checkTentative reads the file at the start of a burst of events: a good
+// configuration is taken at once, a refusal is left to the read at the end
+// of the burst (the file may be half written).
+func (s *watchState) checkTentative() { s.read(true) }
+
+func (s *watchState) read(tentative bool) {
 	s.watchTarget()
 	data, err := os.ReadFile(s.path)
 	var key string
@@ -164,16 +182,22 @@ func (s *watchState) check() {
 	if key == s.seen {
 		return
 	}
-	s.seen = key
 	if err != nil {
-		s.report(&FileError{Path: s.path, Read: true, Err: err})
+		if !tentative {
+			s.seen = key
+			s.report(&FileError{Path: s.path, Read: true, Err: err})
+		}
 		return
 	}
 	cfg, err := ParseWith(data, s.env)
 	if err != nil {
-		s.report(&FileError{Path: s.path, Data: data, Err: err})
+		if !tentative {
+			s.seen = key
+			s.report(&FileError{Path: s.path, Data: data, Err: err})
+		}
 		return
 	}
+	s.seen = key
 	// An unchanged config is no news (e.g. a comment changed), unless the
 	// file was refused in between: then the good file coming back must
 	// clear the refusal.

@@ -89,18 +89,7 @@ func configWithGateway(t *testing.T, gw string) []byte {
 
 func startWatch(t *testing.T, path string, last *Config) *recorder {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := newRecorder()
-	done := make(chan error, 1)
-	w := &Watcher{Env: testEnv("", ""), Last: last, Poll: -1, Logger: quietLog}
-	go func() { done <- w.Watch(ctx, path, r.onChange, r.onError) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Watch: %v", err)
-		}
-	})
-	return r
+	return runWatcher(t, path, &Watcher{Env: testEnv("", ""), Last: last, Poll: -1, Logger: quietLog})
 }
 
 // configMap lays out a Kubernetes ConfigMap volume the way the kubelet's
@@ -264,21 +253,32 @@ func TestWatchPollFallback(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "weft.yaml")
 	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	r := newRecorder()
-	// A debounce far longer than the test stands in for lost events: only
-	// the poll can see the change.
-	w := &Watcher{Env: testEnv("", ""), Debounce: time.Hour, Poll: 100 * time.Millisecond, Logger: quietLog}
-	done := make(chan error, 1)
-	go func() { done <- w.Watch(ctx, p, r.onChange, r.onError) }()
+	// A debounce far longer than the test stands in for lost events: the
+	// first write after a quiet period is read at once, and then only the
+	// poll can see the next one.
+	r := runWatcher(t, p, &Watcher{Env: testEnv("", ""), Debounce: time.Hour, Poll: 100 * time.Millisecond, Logger: quietLog})
 	r.waitFor(t, 1, 0)
 	os.WriteFile(p, configWithGateway(t, "c1-n2"), 0o644)
 	r.waitFor(t, 2, 0)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
+	r.waitFor(t, 3, 0)
+}
+
+// runWatcher runs w on path until the test ends, and checks it returned
+// no error.
+func runWatcher(t *testing.T, path string, w *Watcher) *recorder {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := newRecorder()
+	done := make(chan error, 1)
+	go func() { done <- w.Watch(ctx, path, r.onChange, r.onError) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	})
+	return r
 }
 
 // A directory that does not exist yet (a ConfigMap volume not mounted) is
@@ -364,4 +364,33 @@ func TestWatchIgnoresOtherFilesInTheDirectory(t *testing.T) {
 	// The config itself is still followed.
 	os.WriteFile(p, configWithGateway(t, "c1-n2"), 0o644)
 	r.waitFor(t, 2, 0)
+}
+
+// The first change after a quiet period is read without waiting for the
+// debounce (it is most of a reload's time otherwise); a file that does not
+// parse at that first read is only reported once the burst is over, so a
+// half-written file never shows as a refusal.
+func TestWatchLeadingEdge(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "weft.yaml")
+	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
+	r := runWatcher(t, p, &Watcher{Env: testEnv("", ""), Debounce: 400 * time.Millisecond, Poll: -1, Logger: quietLog})
+	r.waitFor(t, 1, 0)
+
+	tmp := filepath.Join(dir, ".weft.yaml.tmp")
+	os.WriteFile(tmp, configWithGateway(t, "c1-n2"), 0o644)
+	t0 := time.Now()
+	os.Rename(tmp, p)
+	r.waitFor(t, 2, 0)
+	if d := time.Since(t0); d >= 400*time.Millisecond {
+		t.Errorf("change reported after %v: it waited for the debounce", d)
+	}
+	time.Sleep(600 * time.Millisecond) // the burst ends
+
+	os.WriteFile(p, []byte("nodeName: [\n"), 0o644)
+	t0 = time.Now()
+	r.waitFor(t, 2, 1)
+	if d := time.Since(t0); d < 400*time.Millisecond {
+		t.Errorf("refusal reported after %v, before the burst could end", d)
+	}
 }

@@ -4,6 +4,7 @@
 package dataplane
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"net/netip"
@@ -53,6 +54,13 @@ type State struct {
 	// last Apply wrote them without error) and only the difference to s
 	// is written: O(changed) instead of O(peers).
 	Verify bool
+	// RereadRoutes re-reads weft's route table even without Verify: the
+	// pass was triggered by the kernel (a link, address, route or rule
+	// event), and the kernel removes routes without telling (a device
+	// down, a source address gone). Passes triggered by config changes or
+	// plugin events trust the routes the last Apply left: one CIDR added
+	// is one route written, not a dump of the table.
+	RereadRoutes bool
 }
 
 // Manager applies a State and removes what weft owns.
@@ -63,6 +71,17 @@ type Manager interface {
 	// Cleanup removes every object weft owns (devices named in names, the
 	// routes in table, the rule at priority). Idempotent.
 	Cleanup(ctx context.Context, names []string, table, priority int) error
+}
+
+// CompareDst orders route destinations as netip.Prefix.Compare does for
+// valid, masked prefixes of one family (length, then address), without
+// masking both on every comparison: sorting or searching 20,000 routes is
+// then a few milliseconds.
+func CompareDst(a, b netip.Prefix) int {
+	if c := cmp.Compare(a.Bits(), b.Bits()); c != 0 {
+		return c
+	}
+	return a.Addr().Compare(b.Addr())
 }
 
 // MACFor derives the static MAC of a VTEP address: 02:57 + the 4 bytes.

@@ -430,6 +430,64 @@ func TestVerifyFalseTrustsCache(t *testing.T) {
 	checkState(t, n, s)
 }
 
+// Routes follow the same rule as the FDB: a pass that is neither verifying
+// nor told the kernel changed (RereadRoutes) trusts the routes the last
+// Apply left, so one CIDR added is one route write and no dump of the
+// table; a route deleted behind weft's back is back after a RereadRoutes
+// pass (a route event) or a verifying one.
+func TestRoutesTrustedUnlessReread(t *testing.T) {
+	n := setupNode(t)
+	m := New(testLogger(t))
+	s := baseState()
+	mustApply(t, n, m, s)
+	gone := s.Routes[1].Dst.String()
+
+	n.MustExec(t, "ip", "route", "del", gone, "table", fmt.Sprint(testTable))
+	if c := mustApply(t, n, m, s); c != 0 {
+		t.Errorf("plain Apply after a hidden route deletion made %d changes, want 0 (it trusts the last Apply)", c)
+	}
+	notContains(t, "ip route", n.MustExec(t, "ip", "route", "show", "table", fmt.Sprint(testTable)), gone)
+
+	// One more CIDR: one write, nothing else touched.
+	s.Routes = append(s.Routes, Route{Dst: netip.MustParsePrefix("10.3.0.0/16"), Via: s.Routes[0].Via, Dev: "vx-weft"})
+	if c := mustApply(t, n, m, s); c != 1 {
+		t.Errorf("plain Apply adding one route made %d changes, want 1", c)
+	}
+	contains(t, "ip route", n.MustExec(t, "ip", "route", "show", "table", fmt.Sprint(testTable)), "10.3.0.0/16")
+
+	// The route event's pass repairs.
+	s.RereadRoutes = true
+	if c := mustApply(t, n, m, s); c != 1 {
+		t.Errorf("RereadRoutes Apply made %d changes, want 1 (the deleted route)", c)
+	}
+	checkState(t, n, s)
+
+	// Removal through the cache: the route goes from the kernel.
+	s.RereadRoutes = false
+	s.Routes = s.Routes[:2]
+	if c := mustApply(t, n, m, s); c != 1 {
+		t.Errorf("plain Apply removing one route made %d changes, want 1", c)
+	}
+	checkState(t, n, s)
+
+	// A verifying pass repairs too.
+	n.MustExec(t, "ip", "route", "del", gone, "table", fmt.Sprint(testTable))
+	s.Verify = true
+	if c := mustApply(t, n, m, s); c != 1 {
+		t.Errorf("Verify Apply made %d changes, want 1", c)
+	}
+	checkState(t, n, s)
+
+	// A device brought down loses its routes silently; bringing it up
+	// again is a device change, after which the table is re-read.
+	s.Verify = false
+	n.MustExec(t, "ip", "link", "set", "vx-weft", "down")
+	if c := mustApply(t, n, m, s); c == 0 {
+		t.Error("plain Apply after the device went down made no changes")
+	}
+	checkState(t, n, s)
+}
+
 // foreign creates objects that are not weft's and returns a check that they
 // are intact.
 func foreign(t *testing.T, n *netnstest.NS) func() {
@@ -704,27 +762,33 @@ func TestTraffic(t *testing.T) {
 	}
 }
 
-// BenchmarkAddOnePeer measures the incremental Apply that adds one peer to
-// a device that has 5,000; it reports the netlink changes per Apply.
-func BenchmarkAddOnePeer(b *testing.B) {
+// benchNode makes a namespace with the underlay ul0 and returns an Apply
+// through one manager in it.
+func benchNode(b *testing.B) func(State) Stats {
 	n := netnstest.New(b)
 	n.MustExec(b, "ip", "link", "add", "ul0", "type", "veth", "peer", "name", "ul0p")
 	n.MustExec(b, "ip", "addr", "add", "192.168.10.12/24", "dev", "ul0")
 	m := New(slog.New(slog.DiscardHandler))
-	s := baseState()
-	s.Routes = nil
-	d := &s.Devices[0]
-	d.Peers = nil
-	for i := 0; i < 5000; i++ {
-		d.Peers = append(d.Peers, peer(fmt.Sprintf("192.168.%d.%d", 100+i/250, 1+i%250)))
-	}
-	run := func(s State) Stats {
+	return func(s State) Stats {
 		var st Stats
 		var aerr error
 		if err := n.Do(func(ns.NetNS) error { st, aerr = m.ApplyStats(context.Background(), s); return nil }); err != nil || aerr != nil {
 			b.Fatal(err, aerr)
 		}
 		return st
+	}
+}
+
+// BenchmarkAddOnePeer measures the incremental Apply that adds one peer to
+// a device that has 5,000; it reports the netlink changes per Apply.
+func BenchmarkAddOnePeer(b *testing.B) {
+	run := benchNode(b)
+	s := baseState()
+	s.Routes = nil
+	d := &s.Devices[0]
+	d.Peers = nil
+	for i := 0; i < 5000; i++ {
+		d.Peers = append(d.Peers, peer(fmt.Sprintf("192.168.%d.%d", 100+i/250, 1+i%250)))
 	}
 	start := time.Now()
 	run(s)
@@ -737,6 +801,37 @@ func BenchmarkAddOnePeer(b *testing.B) {
 		s.Devices[0].Peers = append(base[:len(base):len(base)], extra)
 		if i%2 == 1 {
 			s.Devices[0].Peers = base
+		}
+		changes += run(s).Changes
+	}
+	b.ReportMetric(float64(changes)/float64(b.N), "changes/op")
+}
+
+// BenchmarkAddOneRoute measures the event-driven Apply that adds one route
+// to a table of 20,000 (one CIDR added to the config).
+func BenchmarkAddOneRoute(b *testing.B) {
+	run := benchNode(b)
+	s := baseState()
+	via := s.Routes[0].Via
+	dev := s.Routes[0].Dev
+	s.Routes = nil
+	for i := 0; i < 20000; i++ {
+		v := uint32(20)<<24 + uint32(2*i)<<8
+		s.Routes = append(s.Routes, Route{Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), 0}), 24), Via: via, Dev: dev})
+	}
+	start := time.Now()
+	s.Verify = true
+	run(s)
+	b.Logf("initial Apply of 20000 routes: %v", time.Since(start))
+	s.Verify = false
+	base := s.Routes
+	extra := Route{Dst: netip.MustParsePrefix("30.0.0.0/24"), Via: via, Dev: dev}
+	changes := 0
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.Routes = append(base[:len(base):len(base)], extra)
+		if i%2 == 1 {
+			s.Routes = base
 		}
 		changes += run(s).Changes
 	}

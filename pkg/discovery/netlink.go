@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -100,11 +101,17 @@ func watchOnce(ctx context.Context, table func() int, notify func(Event)) error 
 	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
 		return fmt.Errorf("subscribe addresses: %w", err)
 	}
-	routes := make(chan netlink.RouteUpdate, 256)
-	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		return fmt.Errorf("subscribe routes: %w", err)
+	// Only deletions in weft's table matter: they are drift. weft's own
+	// 20,000 route additions at start are seen and dropped by the message
+	// type alone: decoding each (the library's subscription does) would
+	// cost the start-up pass a core.
+	routes, err := subscribeDeletions(unix.RTNLGRP_IPV4_ROUTE, unix.RTM_DELROUTE, "routes", func(data []byte) bool {
+		return routeTable(data) == table()
+	}, done, onErr)
+	if err != nil {
+		return err
 	}
-	rules, err := subscribeRuleDeletions(done, onErr)
+	rules, err := subscribeDeletions(unix.RTNLGRP_IPV4_RULE, unix.RTM_DELRULE, "ip rules", nil, done, onErr)
 	if err != nil {
 		return err
 	}
@@ -140,24 +147,19 @@ func watchOnce(ctx context.Context, table func() int, notify func(Event)) error 
 				}
 				notify(ev)
 			}
-		case u, ok := <-routes:
-			if !ok {
-				return fmt.Errorf("route subscription closed")
-			}
-			// Only deletions in weft's table matter: they are drift.
-			if u.Type == unix.RTM_DELROUTE && u.Table == table() {
-				notify(Event{Kind: "route-deleted"})
-			}
+		case <-routes:
+			notify(Event{Kind: "route-deleted"})
 		}
 	}
 }
 
-// subscribeRuleDeletions reports every IPv4 ip rule deletion until done is
-// closed. Rules change rarely, so every deletion is reported.
-func subscribeRuleDeletions(done <-chan struct{}, onErr func(error)) (<-chan struct{}, error) {
-	sock, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_IPV4_RULE)
+// subscribeDeletions reports every message of type del in the IPv4
+// multicast group (that match accepts, when given) until done is closed.
+// Reports coalesce: a burst is one signal.
+func subscribeDeletions(group uint, del uint16, what string, match func(data []byte) bool, done <-chan struct{}, onErr func(error)) (<-chan struct{}, error) {
+	sock, err := nl.Subscribe(unix.NETLINK_ROUTE, group)
 	if err != nil {
-		return nil, fmt.Errorf("subscribe ip rules: %w", err)
+		return nil, fmt.Errorf("subscribe %s: %w", what, err)
 	}
 	out := make(chan struct{}, 1)
 	go func() {
@@ -171,12 +173,12 @@ func subscribeRuleDeletions(done <-chan struct{}, onErr func(error)) (<-chan str
 				select {
 				case <-done:
 				default:
-					onErr(fmt.Errorf("receive ip rule events: %w", err))
+					onErr(fmt.Errorf("receive %s events: %w", what, err))
 				}
 				return
 			}
 			for _, m := range msgs {
-				if m.Header.Type == unix.RTM_DELRULE {
+				if m.Header.Type == del && (match == nil || match(m.Data)) {
 					select {
 					case out <- struct{}{}:
 					default:
@@ -186,4 +188,23 @@ func subscribeRuleDeletions(done <-chan struct{}, onErr func(error)) (<-chan str
 		}
 	}()
 	return out, nil
+}
+
+// routeTable is the table of an rtmsg: its RTA_TABLE attribute, else the
+// header's 8-bit field (tables above 255 are only in the attribute).
+func routeTable(data []byte) int {
+	if len(data) < unix.SizeofRtMsg {
+		return -1
+	}
+	table := int(data[4])
+	attrs, err := nl.ParseRouteAttr(data[unix.SizeofRtMsg:])
+	if err != nil {
+		return table
+	}
+	for _, a := range attrs {
+		if a.Attr.Type == unix.RTA_TABLE && len(a.Value) >= 4 {
+			return int(binary.NativeEndian.Uint32(a.Value))
+		}
+	}
+	return table
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 )
 
 // ErrDegraded marks an Apply error after which every rule that carries
@@ -42,6 +43,13 @@ type Model struct {
 	// VXLANPorts are the UDP ports of weft's VXLAN devices.
 	VXLANPorts []uint16
 	MSS        MSS
+	// Verify re-reads weft's objects from the kernel instead of trusting
+	// what the last Apply wrote, so drift made behind weft's back is
+	// repaired (the agent sets it on the first pass, every resync and
+	// after a failure, as dataplane.State.Verify). A backend whose change
+	// detection is exact anyway (nftables' ruleset generation) may ignore
+	// it.
+	Verify bool
 }
 
 // Finding is something a backend noticed about the host's packet filter
@@ -67,4 +75,13 @@ type Backend interface {
 	// Findings inspects the host's packet filter outside weft's own objects
 	// (read-only) and reports what an operator should know.
 	Findings(ctx context.Context) []Finding
+}
+
+// Equal reports whether m and o render the same rules (Verify aside). It
+// compares 20,000 CIDRs in microseconds, where reflect.DeepEqual walks
+// every field of every address.
+func (m Model) Equal(o Model) bool {
+	return slices.Equal(m.LocalCIDRs, o.LocalCIDRs) && slices.Equal(m.RemoteCIDRs, o.RemoteCIDRs) &&
+		slices.Equal(m.Devices, o.Devices) && m.CNIIP == o.CNIIP &&
+		slices.Equal(m.VXLANPorts, o.VXLANPorts) && m.MSS == o.MSS
 }

@@ -101,14 +101,18 @@ func Desired(cfg *config.Config, in Inputs) (Result, error) {
 		return Result{}, fmt.Errorf("desired state: gateway %q is not in cluster.nodes", cfg.Cluster.Gateway)
 	}
 
-	var remoteCIDRs []netip.Prefix
+	n := 0
+	for _, r := range p.Remotes {
+		n += len(r.PodCIDRs) + len(r.ServiceCIDRs)
+	}
+	remoteCIDRs := make([]netip.Prefix, 0, n)
 	for _, r := range p.Remotes {
 		remoteCIDRs = append(remoteCIDRs, r.PodCIDRs...)
 		remoteCIDRs = append(remoteCIDRs, r.ServiceCIDRs...)
 	}
 
 	vx := device(cfg.VXLAN, p.VTEPCIDR, in)
-	var routes []dataplane.Route
+	routes := make([]dataplane.Route, 0, n)
 	devices := []dataplane.VXLAN{}
 	if res.Role == RoleNonGateway {
 		vx.Peers = []dataplane.Peer{peer(p.VTEPCIDR, gw.IP)}
@@ -142,12 +146,16 @@ func Desired(cfg *config.Config, in Inputs) (Result, error) {
 	sortPeers(vx.Peers)
 	devices = append(devices, vx)
 	slices.SortFunc(devices, func(a, b dataplane.VXLAN) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(routes, func(a, b dataplane.Route) int {
-		if c := a.Dst.Compare(b.Dst); c != 0 {
+	byDst := func(a, b dataplane.Route) int {
+		if c := dataplane.CompareDst(a.Dst, b.Dst); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Dev, b.Dev)
-	})
+	}
+	// Files usually list CIDRs in order: then checking is all the work.
+	if !slices.IsSortedFunc(routes, byDst) {
+		slices.SortFunc(routes, byDst)
+	}
 
 	var names []string
 	var ports []uint16
@@ -216,7 +224,9 @@ func sortPeers(ps []dataplane.Peer) {
 
 func sortedPrefixes(ps []netip.Prefix) []netip.Prefix {
 	out := slices.Clone(ps)
-	slices.SortFunc(out, netip.Prefix.Compare)
+	if !slices.IsSortedFunc(out, dataplane.CompareDst) {
+		slices.SortFunc(out, dataplane.CompareDst)
+	}
 	return slices.Compact(out)
 }
 

@@ -3,12 +3,14 @@ package iptbackend
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/weft-net/weft/pkg/nlbatch"
 )
 
 // IPSets is the narrow view of the kernel's ipsets the backend needs: sets
@@ -18,8 +20,10 @@ type IPSets interface {
 	// when there is no such set. typ is the set's type name.
 	List(name string) (members []netip.Prefix, typ string, exists bool, err error)
 	Create(name string) error
-	Add(name string, p netip.Prefix) error
-	Del(name string, p netip.Prefix) error
+	// Add and Del change many members at once; the error names each
+	// member that failed.
+	Add(name string, ps []netip.Prefix) error
+	Del(name string, ps []netip.Prefix) error
 	// Destroy removes the set; a missing set is not an error.
 	Destroy(name string) error
 }
@@ -82,26 +86,59 @@ func (NetlinkIPSets) Create(name string) error {
 	return nil
 }
 
-func entry(p netip.Prefix) *netlink.IPSetEntry {
-	return &netlink.IPSetEntry{IP: net.IP(p.Addr().AsSlice()), CIDR: uint8(p.Bits())}
-}
-
-// Add implements IPSets.
-func (NetlinkIPSets) Add(name string, p netip.Prefix) error {
-	err := safely("add to ipset "+name, func() error { return netlink.IpsetAdd(name, entry(p)) })
-	if err != nil {
-		return fmt.Errorf("add %s to ipset %s: %w", p, name, err)
-	}
-	return nil
+// Add implements IPSets: every member in one pipelined netlink batch
+// (nlbatch), 20,000 members in 80 round trips.
+func (NetlinkIPSets) Add(name string, ps []netip.Prefix) error {
+	return ipsetBatch(nl.IPSET_CMD_ADD, "add to", name, ps)
 }
 
 // Del implements IPSets.
-func (NetlinkIPSets) Del(name string, p netip.Prefix) error {
-	err := safely("delete from ipset "+name, func() error { return netlink.IpsetDel(name, entry(p)) })
-	if err != nil {
-		return fmt.Errorf("delete %s from ipset %s: %w", p, name, err)
+func (NetlinkIPSets) Del(name string, ps []netip.Prefix) error {
+	return ipsetBatch(nl.IPSET_CMD_DEL, "delete from", name, ps)
+}
+
+func ipsetBatch(cmd int, verb, name string, ps []netip.Prefix) error {
+	reqs := make([]*nl.NetlinkRequest, len(ps))
+	for i, p := range ps {
+		reqs[i] = ipsetRequest(cmd, name, p)
 	}
-	return nil
+	errs, err := nlbatch.Send(unix.NETLINK_NETFILTER, reqs)
+	if err != nil {
+		return fmt.Errorf("%s ipset %s: %w", verb, name, err)
+	}
+	var out []error
+	for i, e := range errs {
+		if e == nil {
+			continue
+		}
+		if errno, ok := e.(syscall.Errno); ok && int(errno) >= nl.IPSET_ERR_PRIVATE {
+			e = nl.IPSetError(uintptr(errno))
+		}
+		out = append(out, fmt.Errorf("%s ipset %s: %s: %w", verb, name, ps[i], e))
+	}
+	return errors.Join(out...)
+}
+
+// ipsetRequest is what the netlink library's IpsetAdd / IpsetDel send for a
+// hash:net member (set name, IPv4 address, prefix length, line number 0),
+// with NLM_F_EXCL on adds.
+func ipsetRequest(cmd int, name string, p netip.Prefix) *nl.NetlinkRequest {
+	flags := nl.GetIpsetFlags(cmd) &^ unix.NLM_F_REQUEST
+	if cmd == nl.IPSET_CMD_ADD {
+		flags |= unix.NLM_F_EXCL
+	}
+	req := nl.NewNetlinkRequest(cmd|(unix.NFNL_SUBSYS_IPSET<<8), flags)
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: uint8(unix.AF_NETLINK), Version: nl.NFNETLINK_V0})
+	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_PROTOCOL, nl.Uint8Attr(nl.IPSET_PROTOCOL)))
+	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_SETNAME, nl.ZeroTerminated(name)))
+	ip := nl.NewRtAttr(nl.IPSET_ATTR_IP|int(nl.NLA_F_NESTED), nil)
+	ip.AddChild(nl.NewRtAttr(nl.IPSET_ATTR_IPADDR_IPV4|int(nl.NLA_F_NET_BYTEORDER), p.Addr().AsSlice()))
+	data := nl.NewRtAttr(nl.IPSET_ATTR_DATA|int(nl.NLA_F_NESTED), nil)
+	data.AddChild(ip)
+	data.AddChild(nl.NewRtAttr(nl.IPSET_ATTR_CIDR, nl.Uint8Attr(uint8(p.Bits()))))
+	data.AddChild(&nl.Uint32Attribute{Type: nl.IPSET_ATTR_LINENO | nl.NLA_F_NET_BYTEORDER, Value: 0})
+	req.AddData(data)
+	return req
 }
 
 // Destroy implements IPSets.

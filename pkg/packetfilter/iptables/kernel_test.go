@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,9 +155,15 @@ func TestApplyRendersAndIsIdempotent(t *testing.T) {
 		}
 		before := saveText(t, n, mode)
 
+		v := m
+		v.Verify = true
+		st = mustApply(t, n, b, v)
+		if st.Restores != 0 || st.Execs != 1 || st.IPSetWrites != 0 || st.IPSetReads != 2 {
+			t.Errorf("second Apply (verifying): %+v, want only the save exec, both sets listed and no ipset writes", st)
+		}
 		st = mustApply(t, n, b, m)
-		if st.Restores != 0 || st.Execs != 1 || st.IPSetWrites != 0 {
-			t.Errorf("second Apply: %+v, want only the save exec and no ipset writes", st)
+		if st != (Stats{}) {
+			t.Errorf("third Apply (trusting the last one): %+v, want no exec, no listing and no write", st)
 		}
 		if after := saveText(t, n, mode); after != before {
 			t.Errorf("second Apply changed the rules:\n%s\n---\n%s", before, after)
@@ -221,6 +228,7 @@ func TestDriftRepaired(t *testing.T) {
 		mustApply(t, n, b, m)
 		baseline := saveText(t, n, mode)
 		ipt := "iptables-" + mode
+		m.Verify = true // the resync pass: re-read everything
 		drifts := []struct {
 			name string
 			args [][]string
@@ -499,4 +507,73 @@ func BenchmarkApplySteadyState(b *testing.B) {
 	st := be.LastApplyStats()
 	b.ReportMetric(float64(st.Execs), "execs/op")
 	b.ReportMetric(float64(st.IPSetReads+st.IPSetWrites), "ipset-ops/op")
+}
+
+// countingSets is the kernel's ipsets, counting the list calls that go
+// through the narrow interface.
+type countingSets struct {
+	IPSets
+	lists atomic.Int32
+}
+
+func (c *countingSets) List(name string) ([]netip.Prefix, string, bool, error) {
+	c.lists.Add(1)
+	return c.IPSets.List(name)
+}
+
+// The verified cache: with 2,000 remote CIDRs, adding one costs one ipset
+// add and no listing or exec; drift behind weft's back (a member deleted,
+// a chain flushed) is left to the verifying resync pass, which restores
+// it; a call from another namespace trusts nothing.
+func TestVerifiedCache(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		n := newNS(t, mode)
+		sets := &countingSets{IPSets: NetlinkIPSets{}}
+		b, err := New(WithMode(mode), WithLogger(slog.New(slog.DiscardHandler)), WithIPSets(sets))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := testModel()
+		for i := 0; i < 2000; i++ {
+			m.RemoteCIDRs = append(m.RemoteCIDRs, netip.PrefixFrom(netip.AddrFrom4([4]byte{20, byte(i >> 7), byte(i << 1), 0}), 24))
+		}
+		m.Verify = true
+		if st := mustApply(t, n, b, m); st.IPSetReads != 2 || sets.lists.Load() != 2 {
+			t.Fatalf("first Apply: %+v, %d lists", st, sets.lists.Load())
+		}
+		checkRendered(t, n, mode, wantRules(t, wantRestore))
+
+		added := netip.MustParsePrefix("30.0.0.0/24")
+		m.Verify = false
+		m.RemoteCIDRs = append(m.RemoteCIDRs, added)
+		st := mustApply(t, n, b, m)
+		if st != (Stats{IPSetWrites: 1}) || sets.lists.Load() != 2 {
+			t.Errorf("one CIDR added: %+v, %d list calls in all: want one ipset add, no listing, no exec", st, sets.lists.Load())
+		}
+		n.MustExec(t, "ipset", "test", SetRemote, "30.0.0.7")
+
+		// Drift nobody told weft about.
+		n.MustExec(t, "ipset", "del", SetRemote, "10.2.0.0/16")
+		n.MustExec(t, "iptables-"+mode, "-t", "mangle", "-F", ChainMSS)
+		if st := mustApply(t, n, b, m); st != (Stats{}) {
+			t.Errorf("event-driven Apply after drift: %+v, want nothing sent (it trusts the cache)", st)
+		}
+		m.Verify = true
+		st = mustApply(t, n, b, m)
+		if st.IPSetReads != 2 || st.IPSetWrites != 1 || st.Restores != 1 {
+			t.Errorf("verifying Apply: %+v, want both sets listed, the member re-added and one restore", st)
+		}
+		n.MustExec(t, "ipset", "test", SetRemote, "10.2.0.1")
+		checkRendered(t, n, mode, wantRules(t, wantRestore))
+
+		// Another namespace: the cache says nothing about it.
+		other := newNS(t, mode)
+		m.Verify = false
+		lists := sets.lists.Load()
+		st = mustApply(t, other, b, m)
+		if st.IPSetReads != 2 || sets.lists.Load() != lists+2 || st.Restores != 1 {
+			t.Errorf("Apply in another namespace: %+v, want both sets listed and the chains written", st)
+		}
+		checkRendered(t, other, mode, wantRules(t, wantRestore))
+	})
 }

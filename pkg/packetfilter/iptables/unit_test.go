@@ -52,21 +52,31 @@ type memSets struct {
 	dels     []string
 	creates  int
 	destroys int
+	lists    int
+	failAdd  error
 }
 
 func (m *memSets) List(name string) ([]netip.Prefix, string, bool, error) {
+	m.lists++
 	s, ok := m.sets[name]
 	return slices.Clone(s), setType, ok, nil
 }
 func (m *memSets) Create(name string) error { m.creates++; m.sets[name] = nil; return nil }
-func (m *memSets) Add(name string, p netip.Prefix) error {
-	m.adds = append(m.adds, name+" "+p.String())
-	m.sets[name] = append(m.sets[name], p)
+func (m *memSets) Add(name string, ps []netip.Prefix) error {
+	if m.failAdd != nil {
+		return m.failAdd
+	}
+	for _, p := range ps {
+		m.adds = append(m.adds, name+" "+p.String())
+		m.sets[name] = append(m.sets[name], p)
+	}
 	return nil
 }
-func (m *memSets) Del(name string, p netip.Prefix) error {
-	m.dels = append(m.dels, name+" "+p.String())
-	m.sets[name] = slices.DeleteFunc(m.sets[name], func(x netip.Prefix) bool { return x == p })
+func (m *memSets) Del(name string, ps []netip.Prefix) error {
+	for _, p := range ps {
+		m.dels = append(m.dels, name+" "+p.String())
+		m.sets[name] = slices.DeleteFunc(m.sets[name], func(x netip.Prefix) bool { return x == p })
+	}
 	return nil
 }
 func (m *memSets) Destroy(name string) error { m.destroys++; delete(m.sets, name); return nil }
@@ -198,7 +208,9 @@ func TestApplyRecordsOneRestore(t *testing.T) {
 	// Feed back what the kernel would now show: nothing to write.
 	rec.save["iptables-nft-save"] = asSave(emptySave, rs[0].stdin)
 	rec.calls = nil
-	if err := b.Apply(ctx, testModel()); err != nil {
+	verify := testModel()
+	verify.Verify = true
+	if err := b.Apply(ctx, verify); err != nil {
 		t.Fatal(err)
 	}
 	if len(rec.restores()) != 0 {
@@ -355,5 +367,40 @@ func TestSetMembers(t *testing.T) {
 	}
 	if _, err := setMembers([]netip.Prefix{netip.MustParsePrefix("fd00::/8")}); err == nil {
 		t.Error("accepted an IPv6 CIDR")
+	}
+}
+
+// After an Apply that failed half way, nothing is trusted: the next Apply
+// lists the sets and reads the tables again even without Verify.
+func TestCacheDroppedAfterFailure(t *testing.T) {
+	rec := &recorder{save: map[string]string{"iptables-nft-save": emptySave}}
+	sets := &memSets{sets: map[string][]netip.Prefix{}}
+	b, _ := New(WithMode(ModeNFT), WithRunner(rec), WithIPSets(sets))
+	ctx := context.Background()
+	m := testModel()
+	if err := b.Apply(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	rec.save["iptables-nft-save"] = asSave(emptySave, rec.restores()[0].stdin)
+	m.RemoteCIDRs = append(m.RemoteCIDRs, netip.MustParsePrefix("10.3.0.0/16"))
+	sets.failAdd = errors.New("ENOMEM")
+	if err := b.Apply(ctx, m); err == nil {
+		t.Fatal("Apply succeeded with a failing ipset add")
+	}
+	sets.failAdd = nil
+	lists := sets.lists
+	if err := b.Apply(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.LastApplyStats(); sets.lists != lists+2 || st.IPSetReads != 2 || st.Execs != 1 || st.IPSetWrites != 1 {
+		t.Errorf("Apply after a failure: %+v, %d list calls: want both sets listed, one save and the one add", st, sets.lists-lists)
+	}
+	lists = sets.lists
+	m.RemoteCIDRs = m.RemoteCIDRs[:len(m.RemoteCIDRs)-1]
+	if err := b.Apply(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.LastApplyStats(); sets.lists != lists || st != (Stats{IPSetWrites: 1}) {
+		t.Errorf("next Apply: %+v, %d list calls: want the one delete and nothing else", st, sets.lists-lists)
 	}
 }
