@@ -124,7 +124,7 @@ func operatorPath(ctx context.Context, o Options, backend string, n int) ([]Row,
 			return 0, fmt.Errorf("add %s: %w; weftd log:\n%s", extra, err, w.LogTail(2048))
 		}
 		checkCost = append(checkCost, cc)
-		time.Sleep(200 * time.Millisecond) // let the pass finish before the next change
+		time.Sleep(600 * time.Millisecond) // let the passes (this one, and the re-read a route deletion causes) finish
 		if st, err := c.Status(ctx); err == nil && st.LastReconcile != nil {
 			passMs = append(passMs, st.LastReconcile.DurationMs)
 		}
@@ -134,7 +134,7 @@ func operatorPath(ctx context.Context, o Options, backend string, n int) ([]Row,
 			return 0, fmt.Errorf("remove %s: %w", extra, err)
 		}
 		removed = append(removed, rd)
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(600 * time.Millisecond)
 		return d, nil
 	}
 	asYAML := func(c harness.WeftdConfig) []byte { return c.MustYAML() }
