@@ -131,10 +131,18 @@ func cleanup(args []string, log *slog.Logger) error {
 	_ = fs.Parse(args)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := weftd.Cleanup(ctx, *cfg, log); err != nil {
+	unchecked, err := weftd.Cleanup(ctx, *cfg, log)
+	if err != nil {
 		return err
 	}
-	fmt.Println("weft removed from this node")
+	if len(unchecked) == 0 {
+		fmt.Println("weft removed from this node")
+		return nil
+	}
+	fmt.Println("weft removed from this node, except what could not be checked:")
+	for _, u := range unchecked {
+		fmt.Println("  not checked:", u)
+	}
 	return nil
 }
 

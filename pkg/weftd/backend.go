@@ -52,7 +52,8 @@ func SelectBackend(ctx context.Context, cfg *config.Config, log *slog.Logger) (p
 
 // cleanupBackends removes what either backend owns: a node may have been
 // switched between backends, and cleanup must leave no trace of either.
-func cleanupBackends(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// unchecked lists what could not be looked at (see Cleanup).
+func cleanupBackends(ctx context.Context, cfg *config.Config, log *slog.Logger) (unchecked []error, err error) {
 	var errs []error
 	if b, err := nftbackend.New(nftbackend.WithLogger(log)); err == nil {
 		if err := b.Cleanup(ctx); err != nil {
@@ -60,12 +61,14 @@ func cleanupBackends(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 		}
 	}
 	if b, err := iptbackend.New(iptbackend.WithMode(cfg.IptablesMode), iptbackend.WithLogger(log)); err == nil {
-		if err := b.Cleanup(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("iptables cleanup: %w", err))
+		u, err := b.CleanupReport(ctx)
+		unchecked = u
+		if err != nil {
+			errs = append(errs, err) // already says "iptables cleanup"
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%v", errs)
+		return unchecked, fmt.Errorf("%v", errs)
 	}
-	return nil
+	return unchecked, nil
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -388,8 +389,21 @@ func (b *Backend) syncSet(c *counter, name string, want []netip.Prefix, known ma
 
 // Cleanup implements packetfilter.Backend. It removes weft's jumps and
 // chains in both modes (the mode may have changed since they were written),
-// then the ipsets, which cannot go while a rule names them.
+// then the ipsets, which cannot go while a rule names them. A mode whose
+// binaries are not installed counts as a failure here; CleanupReport tells
+// the two apart.
 func (b *Backend) Cleanup(ctx context.Context) error {
+	unchecked, err := b.CleanupReport(ctx)
+	return errors.Join(append([]error{err}, unchecked...)...)
+}
+
+// CleanupReport is Cleanup that cleans what it can reach and returns, apart
+// from its failures, what it could not look at: a mode whose save binary is
+// not installed (an image built without iptables, on an nftables node). Such
+// a mode may still hold chains an earlier weftd wrote with binaries it had;
+// the caller reports them as not checked instead of failing, so an uninstall
+// does not crash-loop over a tool the node never needed.
+func (b *Backend) CleanupReport(ctx context.Context) (unchecked []error, err error) {
 	b.mu.Lock()
 	b.cache = nil
 	b.mu.Unlock()
@@ -399,10 +413,14 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	for _, md := range []string{mode, otherMode(mode)} {
 		d, err := b.save(ctx, r, md)
 		if err != nil {
-			if md != mode && errors.Is(err, ErrUnavailable) {
-				continue // nothing of ours can be in a mode that does not work
+			switch {
+			case errors.Is(err, exec.ErrNotFound):
+				unchecked = append(unchecked, fmt.Errorf("iptables-%s not checked: %w", md, err))
+			case md != mode && errors.Is(err, ErrUnavailable):
+				// nothing of ours can be in a mode the kernel does not offer
+			default:
+				errs = append(errs, err)
 			}
-			errs = append(errs, err)
 			continue
 		}
 		var in bytes.Buffer
@@ -426,9 +444,9 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("iptables cleanup: %w", err)
+		return unchecked, fmt.Errorf("iptables cleanup: %w", err)
 	}
-	return nil
+	return unchecked, nil
 }
 
 func writeCleanup(in *bytes.Buffer, t string, cur *table) {
