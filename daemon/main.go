@@ -141,7 +141,7 @@ func cleanup(args []string, log *slog.Logger) error {
 	}
 	fmt.Println("weft removed from this node, except what could not be checked:")
 	for _, u := range unchecked {
-		fmt.Println("  not checked:", u)
+		fmt.Println(" ", u)
 	}
 	return nil
 }

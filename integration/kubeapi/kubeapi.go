@@ -83,7 +83,7 @@ type ControlPlane struct {
 
 	env     *harness.Env
 	pki     *pki
-	etcd    *process
+	etcd    *Process
 	etcdLog string
 
 	mu      sync.Mutex
@@ -140,7 +140,7 @@ func NewControlPlane(ctx context.Context, env *harness.Env, u *harness.Underlay,
 		return nil, fmt.Errorf("kubeapi: %w", err)
 	}
 	etcd := cp.etcd
-	env.Defer(fmt.Sprintf("etcd pid %d", etcd.pid), func() error { return etcd.stop(10 * time.Second) })
+	env.Defer(fmt.Sprintf("etcd pid %d", etcd.pid), func() error { return etcd.Stop(10 * time.Second) })
 	env.Log.Info("etcd started", "pid", etcd.pid, "netns", n.Name, "log", cp.etcdLog)
 
 	client := cp.httpClient()
@@ -154,7 +154,7 @@ func NewControlPlane(ctx context.Context, env *harness.Env, u *harness.Underlay,
 
 // EtcdPID is etcd's process ID, 0 once it has exited.
 func (cp *ControlPlane) EtcdPID() int {
-	if !cp.etcd.running() {
+	if !cp.etcd.Running() {
 		return 0
 	}
 	return cp.etcd.pid
@@ -226,7 +226,7 @@ type Server struct {
 	args []string
 
 	mu   sync.Mutex
-	proc *process
+	proc *Process
 }
 
 // Start creates a control plane on u and one API server named opts' Name
@@ -317,6 +317,9 @@ func (cp *ControlPlane) StartServer(ctx context.Context, opts ServerOptions) (*S
 			"--service-account-signing-key-file=" + filepath.Join(cp.Dir, "sa.key"),
 			// weft's DaemonSet is privileged.
 			"--allow-privileged=true",
+			// kubectl exec/logs: dial the kubelet at its InternalIP; node
+			// names resolve nowhere.
+			"--kubelet-preferred-address-types=InternalIP",
 			"--profiling=false",
 			"--v=1",
 		},
@@ -350,7 +353,7 @@ func (s *Server) ControlPlane() *ControlPlane { return s.cp }
 func (s *Server) PID() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.proc == nil || !s.proc.running() {
+	if s.proc == nil || !s.proc.Running() {
 		return 0
 	}
 	return s.proc.pid
@@ -360,7 +363,7 @@ func (s *Server) PID() int {
 // Kill: its objects are in etcd and survive) and waits for /readyz.
 func (s *Server) Restart(ctx context.Context) error {
 	s.mu.Lock()
-	if s.proc != nil && s.proc.running() {
+	if s.proc != nil && s.proc.Running() {
 		s.mu.Unlock()
 		return nil
 	}
@@ -383,17 +386,17 @@ func (s *Server) Restart(ctx context.Context) error {
 
 // Stop sends SIGTERM to the API server (by its PID) and waits.
 func (s *Server) Stop() error {
-	return s.current().stop(15 * time.Second)
+	return s.current().Stop(15 * time.Second)
 }
 
 // Kill sends SIGKILL to the API server: the API is gone at once, watches
 // break without a goodbye.
 func (s *Server) Kill() error {
-	return s.current().kill()
+	return s.current().Kill()
 }
 
 // current is the last process started; stop and kill are no-ops on nil.
-func (s *Server) current() *process {
+func (s *Server) current() *Process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.proc
@@ -480,7 +483,7 @@ func (s *Server) Token(ctx context.Context, namespace, serviceAccount string) (s
 
 // waitHTTP polls url (GET, optional bearer token) every 100 ms until it
 // answers 200 "ok", p exits, ctx ends or limit passes.
-func waitHTTP(ctx context.Context, c *http.Client, url, token string, p *process, limit time.Duration) error {
+func waitHTTP(ctx context.Context, c *http.Client, url, token string, p *Process, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)

@@ -1,0 +1,332 @@
+package kubecluster_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/integration/harness"
+	"github.com/weft-net/weft/integration/kubecluster"
+)
+
+const deployDir = "../../daemon/deploy/"
+
+// workload is a Deployment of pause pods, one per node (required
+// anti-affinity), as a user's application would run.
+func workload(name string, replicas int) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %[1]s, namespace: default}
+spec:
+  replicas: %[2]d
+  selector: {matchLabels: {app: %[1]s}}
+  template:
+    metadata: {labels: {app: %[1]s}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            - labelSelector: {matchLabels: {app: %[1]s}}
+              topologyKey: kubernetes.io/hostname
+      containers:
+        - name: app
+          image: %[3]s
+          imagePullPolicy: Never
+`, name, replicas, kubecluster.PauseImage)
+}
+
+type podInfo struct{ name, node, ip string }
+
+func pods(ctx context.Context, t *testing.T, c *kubecluster.Cluster, ns, selector string) []podInfo {
+	t.Helper()
+	out, err := c.Kubectl(ctx, "--namespace="+ns, "get", "pods", "-l", selector, "-o",
+		`jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps []podInfo
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 { // terminating pods have a 4th field
+			ps = append(ps, podInfo{f[0], f[1], f[2]})
+		}
+	}
+	return ps
+}
+
+func attachedPods(t *testing.T, n *kubecluster.Node, ns string) []string {
+	t.Helper()
+	as, err := n.Attachments()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, a := range as {
+		if a.PodNamespace == ns {
+			names = append(names, a.PodName)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+func waitUntil(ctx context.Context, t *testing.T, limit time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	last := ""
+	for {
+		ok, s := cond()
+		if ok {
+			return
+		}
+		last = s
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not within %s; last: %s", what, limit, last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// readmeUninstall returns the kubectl commands of the README's Uninstall
+// block, paths made relative to this package: the test runs what users are
+// told to run.
+func readmeUninstall(t *testing.T) [][]string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "**Uninstall**")
+	if ok {
+		_, rest, ok = strings.Cut(rest, "```sh\n")
+	}
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README: no sh block after **Uninstall**")
+	}
+	var cmds [][]string
+	for _, l := range strings.Split(strings.TrimSpace(block), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 || f[0] != "kubectl" {
+			t.Fatalf("README uninstall line %q: want a kubectl command", l)
+		}
+		for i := range f {
+			if strings.HasPrefix(f[i], "daemon/deploy/") {
+				f[i] = "../../" + f[i]
+			}
+		}
+		cmds = append(cmds, f[1:])
+	}
+	return cmds
+}
+
+// TestE2E is weft on a real cluster: containerd and kubelet on every node,
+// weft installed by `kubectl apply -f daemon/deploy/`, application pods from
+// a Deployment, then removed as the README says.
+func TestE2E(t *testing.T) {
+	env := harness.NewTestEnv(t)
+	if m := kubecluster.Missing(env); len(m) > 0 {
+		if os.Getenv("WEFT_E2E") != "" {
+			t.Fatalf("missing %v", m)
+		}
+		t.Skipf("missing %v (make e2e builds and installs them)", m)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	testStart := time.Now()
+
+	c, err := kubecluster.New(ctx, env, kubecluster.Options{ID: "c1", Nodes: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TIMING control plane up (etcd, kube-apiserver, controller-manager, scheduler): %s", c.ControlPlaneUp.Round(time.Millisecond))
+	t.Logf("TIMING %d nodes Ready (containerd, images, kubelet): %s", len(c.Nodes), c.NodesUp.Round(time.Millisecond))
+
+	t.Run("install", func(t *testing.T) {
+		start := time.Now()
+		if _, err := c.Kubectl(ctx, "apply", "-f", deployDir); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitWeftInChain(ctx, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("TIMING kubectl apply -f daemon/deploy/ -> weft last in every conflist: %s", time.Since(start).Round(time.Millisecond))
+		for _, n := range c.Nodes {
+			if _, err := os.Stat(n.CNIBin + "/weft"); err != nil {
+				t.Errorf("node %s: plugin not installed: %v", n.Name, err)
+			}
+		}
+		// weftd is Ready once it knows the node's CNI interface, which the
+		// bridge plugin creates with the node's first pod: the
+		// application comes now, as onto any cluster.
+		if _, err := c.API.KubectlWith(ctx, c.API.AdminKubeconfig, []byte(workload("app", len(c.Nodes))), "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RolloutStatus(ctx, "weft-system", "daemonset/weft", 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("TIMING kubectl apply -f daemon/deploy/ -> every weft pod Ready: %s", time.Since(start).Round(time.Millisecond))
+		ws := pods(ctx, t, c, "weft-system", "app.kubernetes.io/name=weft")
+		if len(ws) != len(c.Nodes) {
+			t.Fatalf("weft pods %v, want one on each of %d nodes", ws, len(c.Nodes))
+		}
+		for _, n := range c.Nodes {
+			types, err := n.ConflistPlugins()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(types) < 2 || types[len(types)-1] != "weft" {
+				t.Errorf("node %s: conflist chain %v, want weft last", n.Name, types)
+			}
+		}
+		// weftd status as an operator reads it: through kubectl exec.
+		out, err := c.Kubectl(ctx, "--namespace=weft-system", "exec", ws[0].name, "-c", "weftd", "--", "weftd", "status")
+		if err != nil {
+			t.Fatalf("weftd status in %s: %v", ws[0].name, err)
+		}
+		t.Logf("weftd status on %s:\n%s", ws[0].node, out)
+		if !strings.Contains(out, "  ready  ") || strings.Contains(out, "NOT READY") {
+			t.Errorf("weftd status does not say ready:\n%s", out)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("pods-attach-and-DEL", func(t *testing.T) {
+		if err := c.RolloutStatus(ctx, "default", "deployment/app", 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		ps := pods(ctx, t, c, "default", "app=app")
+		for _, p := range ps {
+			n := c.Node(p.node)
+			waitUntil(ctx, t, 10*time.Second, "attachment of "+p.name, func() (bool, string) {
+				got := attachedPods(t, n, "default")
+				return slices.Contains(got, p.name), fmt.Sprint(got)
+			})
+			// The pod is reachable from its node and, over the host-gw
+			// routes, from the other nodes: a TCP echo in its netns.
+			podNS, err := n.PodNS("default", p.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := harness.ServeTCPEcho(env, podNS, p.ip+":8080"); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range c.Nodes {
+				if _, err := harness.ProbeTCP(ctx, m.NS, p.ip+":8080", []byte("weft e2e")); err != nil {
+					t.Errorf("%s -> pod %s (%s on %s): %v", m.Name, p.name, p.ip, p.node, err)
+				}
+			}
+		}
+		victim := ps[0]
+		start := time.Now()
+		if _, err := c.Kubectl(ctx, "--namespace=default", "delete", "pod", victim.name, "--wait=false"); err != nil {
+			t.Fatal(err)
+		}
+		n := c.Node(victim.node)
+		waitUntil(ctx, t, 30*time.Second, "DEL of "+victim.name+" reaching weftd", func() (bool, string) {
+			got := attachedPods(t, n, "default")
+			return !slices.Contains(got, victim.name), fmt.Sprint(got)
+		})
+		t.Logf("TIMING pod deletion -> weftd attachment gone (DEL): %s", time.Since(start).Round(time.Millisecond))
+		if err := c.RolloutStatus(ctx, "default", "deployment/app", 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("kubelet-restart-no-duplicates", func(t *testing.T) {
+		n := c.Nodes[len(c.Nodes)-1]
+		before := attachedPods(t, n, "default")
+		all, err := n.Attachments()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.StopKubelet(); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.StartKubelet(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Let the restarted kubelet sync every pod once (syncFrequency 10s).
+		time.Sleep(12 * time.Second)
+		after, err := n.Attachments()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(after) != len(all) || !slices.Equal(attachedPods(t, n, "default"), before) {
+			t.Errorf("node %s: attachments before kubelet restart %d %v, after %d %v", n.Name, len(all), before, len(after), attachedPods(t, n, "default"))
+		}
+		seen := map[string]bool{}
+		for _, a := range after {
+			k := a.PodNamespace + "/" + a.PodName
+			if seen[k] {
+				t.Errorf("node %s: pod %s attached twice", n.Name, k)
+			}
+			seen[k] = true
+		}
+	})
+
+	t.Run("uninstall", func(t *testing.T) {
+		start := time.Now()
+		// README "Uninstall", verbatim.
+		for _, args := range readmeUninstall(t) {
+			if _, err := c.Kubectl(ctx, args...); err != nil {
+				t.Fatalf("README uninstall step: %v\n%s", err, c.Describe(ctx, "weft-system"))
+			}
+			if slices.Contains(args, "rollout") {
+				for _, p := range pods(ctx, t, c, "weft-system", "app.kubernetes.io/name=weft-uninstall") {
+					out, _ := c.Kubectl(ctx, "--namespace=weft-system", "logs", p.name, "-c", "cleanup")
+					t.Logf("weftd cleanup on %s:\n%s", p.node, strings.TrimSpace(out))
+				}
+			}
+		}
+		t.Logf("TIMING uninstall (README's four commands): %s", time.Since(start).Round(time.Millisecond))
+		for _, n := range c.Nodes {
+			left, err := n.WeftLeftovers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(left) > 0 {
+				t.Errorf("node %s: weft left behind: %v", n.Name, left)
+			}
+		}
+		// Pods still start and stop without weft.
+		old := pods(ctx, t, c, "default", "app=app")
+		if _, err := c.Kubectl(ctx, "--namespace=default", "delete", "pods", "-l", "app=app", "--wait=true", "--timeout=1m"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RolloutStatus(ctx, "default", "deployment/app", 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		now := pods(ctx, t, c, "default", "app=app")
+		if len(now) != len(c.Nodes) {
+			t.Fatalf("after uninstall: pods %v, want %d", now, len(c.Nodes))
+		}
+		for i := range now {
+			for _, o := range old {
+				if now[i].name == o.name {
+					t.Errorf("pod %s not replaced", o.name)
+				}
+			}
+		}
+		if _, err := c.Kubectl(ctx, "delete", "deployment", "app", "--namespace=default", "--wait=true", "--timeout=1m"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(ctx, t, time.Minute, "app pods gone", func() (bool, string) {
+			out, _ := c.Kubectl(ctx, "--namespace=default", "get", "pods", "-o", "name")
+			return strings.TrimSpace(out) == "", out
+		})
+	})
+	t.Logf("TIMING whole test: %s", time.Since(testStart).Round(time.Millisecond))
+}
