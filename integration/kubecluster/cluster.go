@@ -74,6 +74,10 @@ type Options struct {
 	PodCIDR, ServiceCIDR, NodeIPBase string
 	// ControlPlaneIP of the control-plane namespace; default kubeapi's.
 	ControlPlaneIP netip.Addr
+	// Peer, when set, is a cluster already running: this one joins its
+	// underlay and its control-plane namespace (one etcd, an API server
+	// of its own), as two clusters whose nodes reach each other.
+	Peer *Cluster
 }
 
 // Cluster is one running cluster.
@@ -114,11 +118,18 @@ func New(ctx context.Context, env *harness.Env, opts Options) (*Cluster, error) 
 		CNI:         harness.CNIOptions{Layout: harness.LayoutFlannel},
 	}
 	start := time.Now()
-	u, err := harness.NewUnderlay(env)
-	if err != nil {
-		return nil, err
+	var u *harness.Underlay
+	var srv *kubeapi.Server
+	var err error
+	if opts.Peer != nil {
+		u = opts.Peer.Underlay
+		srv, err = opts.Peer.API.ControlPlane().StartServer(ctx, kubeapi.ServerOptions{Name: opts.ID})
+	} else {
+		if u, err = harness.NewUnderlay(env); err != nil {
+			return nil, err
+		}
+		srv, err = kubeapi.Start(ctx, env, u, kubeapi.Options{IP: opts.ControlPlaneIP}, kubeapi.ServerOptions{Name: opts.ID})
 	}
-	srv, err := kubeapi.Start(ctx, env, u, kubeapi.Options{IP: opts.ControlPlaneIP}, kubeapi.ServerOptions{Name: opts.ID})
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +180,46 @@ func New(ctx context.Context, env *harness.Env, opts Options) (*Cluster, error) 
 	c.NodesUp = time.Since(start)
 	env.Log.Info("cluster up", "id", c.ID, "nodes", len(c.Nodes), "controlPlaneUp", c.ControlPlaneUp.Round(time.Millisecond), "nodesUp", c.NodesUp.Round(time.Millisecond))
 	return c, nil
+}
+
+// AddNode joins one more node (the next name, underlay IP and pod /24),
+// with host-gw routes to and from every node, and waits until it is Ready:
+// a new kubelet registering, as after a scale-up.
+func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
+	i := len(c.Nodes) + 1
+	base, err := netip.ParseAddr(c.spec.NodeIPBase)
+	if err != nil {
+		return nil, fmt.Errorf("kubecluster %s: %w", c.ID, err)
+	}
+	pod, err := netip.ParsePrefix(c.spec.PodCIDR)
+	if err != nil {
+		return nil, fmt.Errorf("kubecluster %s: %w", c.ID, err)
+	}
+	b, p := base.As4(), pod.Masked().Addr().As4()
+	b[3] += byte(10 + i)
+	p[2] = byte(i)
+	hn, err := c.Underlay.AddNode(harness.NodeOptions{
+		Name: fmt.Sprintf("%s-n%d", c.ID, i), Cluster: c.ID,
+		IP: netip.AddrFrom4(b), PodCIDR: netip.PrefixFrom(netip.AddrFrom4(p), 24),
+		CNI: c.spec.CNI,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kubecluster %s: %w", c.ID, err)
+	}
+	for _, m := range c.Nodes {
+		if err := m.ConnectHostGW(hn); err != nil {
+			return nil, err
+		}
+		if err := hn.ConnectHostGW(m.Node); err != nil {
+			return nil, err
+		}
+	}
+	n := &Node{Node: hn, Cluster: c}
+	c.Nodes = append(c.Nodes, n)
+	if err := n.start(ctx); err != nil {
+		return nil, err
+	}
+	return n, nil
 }
 
 // BuildWeftImage writes weft's image (bin/weftd and bin/weft, as `make

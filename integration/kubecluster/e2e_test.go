@@ -11,6 +11,7 @@ import (
 
 	"github.com/weft-net/weft/integration/harness"
 	"github.com/weft-net/weft/integration/kubecluster"
+	"github.com/weft-net/weft/pkg/netnstest"
 )
 
 const deployDir = "../../daemon/deploy/"
@@ -91,6 +92,111 @@ func waitUntil(ctx context.Context, t *testing.T, limit time.Duration, what stri
 			t.Fatalf("%s: not within %s; last: %s", what, limit, last)
 		case <-time.After(250 * time.Millisecond):
 		}
+	}
+}
+
+// rollingUpgrade rolls c's weft DaemonSet to tag (built from bin/ and
+// imported on every node) while a TCP probe runs from src to dst every
+// 100 ms, pods of a second Deployment are created and deleted, and every
+// conflist is read every 20 ms: no probe may be lost, no sandbox fail, and
+// weft never be missing from a chain.
+func rollingUpgrade(ctx context.Context, t *testing.T, c *kubecluster.Cluster, tag string, src *netnstest.NS, dst string) {
+	t.Helper()
+	img, err := c.BuildWeftImage(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		if err := n.ImportImage(ctx, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := harness.ProbeTCP(ctx, src, dst, []byte("probe")); err != nil {
+		t.Fatalf("probe before the roll: %v", err)
+	}
+	rollCtx, stopRoll := context.WithCancel(ctx)
+	defer stopRoll()
+	type result struct{ probes, lost int }
+	probeDone := make(chan result, 1)
+	go func() {
+		var r result
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for rollCtx.Err() == nil {
+			r.probes++
+			pctx, cancel := context.WithTimeout(rollCtx, time.Second)
+			if _, err := harness.ProbeTCP(pctx, src, dst, []byte("probe")); err != nil && rollCtx.Err() == nil {
+				r.lost++
+			}
+			cancel()
+			<-tick.C
+		}
+		probeDone <- r
+	}()
+	watchDone := make(chan []string, 1)
+	go func() {
+		var missing []string
+		for rollCtx.Err() == nil {
+			for _, n := range c.Nodes {
+				types, err := n.ConflistPlugins()
+				if err == nil && (len(types) == 0 || types[len(types)-1] != "weft") {
+					missing = append(missing, fmt.Sprintf("%s %s %v", time.Now().Format("15:04:05.000"), n.Name, types))
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		watchDone <- missing
+	}()
+	if _, err := c.API.KubectlWith(ctx, c.API.AdminKubeconfig, []byte(workload("churn", 0)), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := c.Kubectl(ctx, "--namespace=weft-system", "set", "image", "daemonset/weft",
+		"install-cni="+tag, "weftd="+tag, "install-cni-watch="+tag); err != nil {
+		t.Fatal(err)
+	}
+	churnErr := make(chan error, 1)
+	go func() {
+		// Pods created and deleted while the DaemonSet rolls.
+		for i := 1; rollCtx.Err() == nil; i++ {
+			if _, err := c.Kubectl(rollCtx, "--namespace=default", "scale", "deployment/churn", fmt.Sprintf("--replicas=%d", i%(len(c.Nodes)+1))); err != nil && rollCtx.Err() == nil {
+				churnErr <- err
+				return
+			}
+			time.Sleep(time.Second)
+		}
+		churnErr <- nil
+	}()
+	rollErr := c.RolloutStatus(ctx, "weft-system", "daemonset/weft", 3*time.Minute)
+	took := time.Since(start)
+	stopRoll()
+	r := <-probeDone
+	missing := <-watchDone
+	if err := <-churnErr; err != nil {
+		t.Errorf("churn: %v", err)
+	}
+	if rollErr != nil {
+		t.Fatal(rollErr)
+	}
+	t.Logf("TIMING %s: rolling upgrade of %d nodes to %s: %s; probes %s -> %s: %d, lost %d", c.ID, len(c.Nodes), tag, took.Round(time.Millisecond), src.Name, dst, r.probes, r.lost)
+	if r.lost > 0 {
+		t.Errorf("%d of %d probes lost during the rolling upgrade", r.lost, r.probes)
+	}
+	if len(missing) > 0 {
+		t.Errorf("weft missing from a conflist during the roll: %v", missing)
+	}
+	for _, p := range pods(ctx, t, c, "weft-system", "app.kubernetes.io/name=weft") {
+		out, err := c.Kubectl(ctx, "--namespace=weft-system", "get", "pod", p.name, "-o", "jsonpath={.spec.containers[*].image}")
+		if err != nil || strings.Count(out, tag) != 2 {
+			t.Errorf("weft pod %s images %q (%v), want %s", p.name, out, err, tag)
+		}
+	}
+	out, _ := c.Kubectl(ctx, "--namespace=default", "get", "events", "--field-selector=reason=FailedCreatePodSandBox", "-o", "name")
+	if strings.TrimSpace(out) != "" {
+		t.Errorf("pod sandboxes failed during the roll: %s", out)
+	}
+	if _, err := c.Kubectl(ctx, "--namespace=default", "delete", "deployment/churn", "--wait=true"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -276,6 +382,100 @@ func TestE2E(t *testing.T) {
 			seen[k] = true
 		}
 	})
+
+	t.Run("primary-CNI-rewrites-conflist", func(t *testing.T) {
+		// flannel and Calico rewrite their conflist on every restart,
+		// dropping chained entries: install-cni-watch puts weft back.
+		for _, n := range c.Nodes {
+			start := time.Now()
+			if err := n.WriteConflist(harness.CNIOptions{Layout: harness.LayoutFlannel}); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(ctx, t, 5*time.Second, "weft back in "+n.Name+"'s conflist", func() (bool, string) {
+				types, err := n.ConflistPlugins()
+				return err == nil && len(types) > 1 && types[len(types)-1] == "weft", fmt.Sprint(types, err)
+			})
+			took := time.Since(start)
+			t.Logf("TIMING %s: conflist rewritten without weft -> weft back: %s", n.Name, took.Round(time.Millisecond))
+			if took > time.Second {
+				t.Errorf("%s: weft back in the chain after %s, want within 1 s", n.Name, took)
+			}
+		}
+	})
+
+	t.Run("node-joins", func(t *testing.T) {
+		// topology: file lists the nodes: the operator adds the new one to
+		// the ConfigMap, then the node joins.
+		cm, err := os.ReadFile(deployDir + "02-configmap.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := "        - {name: c1-n2, ip: 192.168.10.12}\n"
+		if !strings.Contains(string(cm), last) {
+			t.Fatalf("02-configmap.yaml no longer lists %q", last)
+		}
+		cm = []byte(strings.Replace(string(cm), last, last+"        - {name: c1-n3, ip: 192.168.10.13}\n", 1))
+		if _, err := c.API.KubectlWith(ctx, c.API.AdminKubeconfig, cm, "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		n, err := c.AddNode(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("TIMING node %s joined (containerd, images, kubelet, Ready): %s", n.Name, time.Since(start).Round(time.Millisecond))
+		if err := c.WaitWeftInChain(ctx, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		// weftd gets Ready with the node's first pod (its CNI interface).
+		if _, err := c.Kubectl(ctx, "--namespace=default", "scale", "deployment/app", fmt.Sprintf("--replicas=%d", len(c.Nodes))); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RolloutStatus(ctx, "weft-system", "daemonset/weft", 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RolloutStatus(ctx, "default", "deployment/app", 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("TIMING node joined -> weft pod Ready there: %s", time.Since(start).Round(time.Millisecond))
+		ws := pods(ctx, t, c, "weft-system", "app.kubernetes.io/name=weft")
+		if !slices.ContainsFunc(ws, func(p podInfo) bool { return p.node == n.Name }) {
+			t.Fatalf("no weft pod on %s: %v", n.Name, ws)
+		}
+		for _, p := range pods(ctx, t, c, "default", "app=app") {
+			if p.node == n.Name {
+				waitUntil(ctx, t, 10*time.Second, "attachment of "+p.name, func() (bool, string) {
+					got := attachedPods(t, n, "default")
+					return slices.Contains(got, p.name), fmt.Sprint(got)
+				})
+			}
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("rolling-upgrade", func(t *testing.T) {
+		ps := pods(ctx, t, c, "default", "app=app")
+		if len(ps) < 2 {
+			t.Fatalf("app pods %v", ps)
+		}
+		src, err := c.Node(ps[0].node).PodNS("default", ps[0].name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dstNS, err := c.Node(ps[1].node).PodNS("default", ps[1].name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := harness.ServeTCPEcho(env, dstNS, ps[1].ip+":8081"); err != nil {
+			t.Fatal(err)
+		}
+		rollingUpgrade(ctx, t, c, kubecluster.WeftRepo+":v0.1.1-e2e", src, ps[1].ip+":8081")
+	})
+	if t.Failed() {
+		return
+	}
 
 	t.Run("uninstall", func(t *testing.T) {
 		start := time.Now()
