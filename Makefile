@@ -88,8 +88,10 @@ E2E_TIMEOUT ?= 10m
 e2e: image
 	WEFT_E2E=1 $(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v -run '$(or $(E2E_RUN),.)' ./integration/kubecluster/
 
-demo: build tools
-	$(GO) run ./integration/cmd/demo $(if $(BACKEND),-backend $(BACKEND))
+# CLUSTER=real: two real Kubernetes clusters, weft from daemon/deploy/ (needs
+# what make e2e needs).
+demo: build tools $(if $(filter real,$(CLUSTER)),image)
+	$(GO) run ./integration/cmd/demo $(if $(BACKEND),-backend $(BACKEND)) $(if $(CLUSTER),-cluster $(CLUSTER))
 
 clean:
 	rm -rf $(BIN) .tools

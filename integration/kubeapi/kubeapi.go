@@ -7,14 +7,17 @@
 // namespace. In-process clients dial through DialContext, which opens the
 // socket inside the control-plane namespace.
 //
-// There is no kube-controller-manager and no scheduler: objects are stored
-// and served (watch, selectors, resource versions, RBAC, TokenRequest), but
-// nothing acts on them. A DaemonSet never gets pods, a Namespace gets no
-// default ServiceAccount; ServiceAccount tokens come from the TokenRequest
-// API (`kubectl create token`), which the API server serves itself.
+// By default there is no kube-controller-manager and no scheduler: objects
+// are stored and served (watch, selectors, resource versions, RBAC,
+// TokenRequest), but nothing acts on them. A DaemonSet never gets pods, a
+// Namespace gets no default ServiceAccount; ServiceAccount tokens come from
+// the TokenRequest API (`kubectl create token`), which the API server serves
+// itself. Server.StartControllers adds both, for clusters with real nodes
+// (integration/kubecluster).
 //
-// The binaries are .tools/bin/{etcd,kube-apiserver,kubectl}, built by `make
-// kubetools` from integration/kubetools.
+// The binaries are .tools/bin/{etcd,kube-apiserver,kubectl} (and
+// kube-controller-manager, kube-scheduler), built by `make kubetools` from
+// integration/kubetools.
 package kubeapi
 
 import (

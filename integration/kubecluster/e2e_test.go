@@ -16,46 +16,13 @@ import (
 
 const deployDir = "../../daemon/deploy/"
 
-// workload is a Deployment of pause pods, one per node (required
-// anti-affinity), as a user's application would run.
-func workload(name string, replicas int) string {
-	return fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: %[1]s, namespace: default}
-spec:
-  replicas: %[2]d
-  selector: {matchLabels: {app: %[1]s}}
-  template:
-    metadata: {labels: {app: %[1]s}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      affinity:
-        podAntiAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-            - labelSelector: {matchLabels: {app: %[1]s}}
-              topologyKey: kubernetes.io/hostname
-      containers:
-        - name: app
-          image: %[3]s
-          imagePullPolicy: Never
-`, name, replicas, kubecluster.PauseImage)
-}
-
-type podInfo struct{ name, node, ip string }
+type podInfo = kubecluster.Pod
 
 func pods(ctx context.Context, t *testing.T, c *kubecluster.Cluster, ns, selector string) []podInfo {
 	t.Helper()
-	out, err := c.Kubectl(ctx, "--namespace="+ns, "get", "pods", "-l", selector, "-o",
-		`jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}`)
+	ps, err := c.Pods(ctx, ns, selector)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var ps []podInfo
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		f := strings.Fields(l)
-		if len(f) == 3 { // terminating pods have a 4th field
-			ps = append(ps, podInfo{f[0], f[1], f[2]})
-		}
 	}
 	return ps
 }
@@ -147,7 +114,7 @@ func rollingUpgrade(ctx context.Context, t *testing.T, c *kubecluster.Cluster, t
 		}
 		watchDone <- missing
 	}()
-	if _, err := c.API.KubectlWith(ctx, c.API.AdminKubeconfig, []byte(workload("churn", 0)), "apply", "-f", "-"); err != nil {
+	if err := c.Apply(ctx, kubecluster.Workload("churn", 0)); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -186,9 +153,9 @@ func rollingUpgrade(ctx context.Context, t *testing.T, c *kubecluster.Cluster, t
 		t.Errorf("weft missing from a conflist during the roll: %v", missing)
 	}
 	for _, p := range pods(ctx, t, c, "weft-system", "app.kubernetes.io/name=weft") {
-		out, err := c.Kubectl(ctx, "--namespace=weft-system", "get", "pod", p.name, "-o", "jsonpath={.spec.containers[*].image}")
+		out, err := c.Kubectl(ctx, "--namespace=weft-system", "get", "pod", p.Name, "-o", "jsonpath={.spec.containers[*].image}")
 		if err != nil || strings.Count(out, tag) != 2 {
-			t.Errorf("weft pod %s images %q (%v), want %s", p.name, out, err, tag)
+			t.Errorf("weft pod %s images %q (%v), want %s", p.Name, out, err, tag)
 		}
 	}
 	out, _ := c.Kubectl(ctx, "--namespace=default", "get", "events", "--field-selector=reason=FailedCreatePodSandBox", "-o", "name")
@@ -233,10 +200,10 @@ func readmeUninstall(t *testing.T) [][]string {
 	return cmds
 }
 
-// TestE2E is weft on a real cluster: containerd and kubelet on every node,
-// weft installed by `kubectl apply -f daemon/deploy/`, application pods from
-// a Deployment, then removed as the README says.
-func TestE2E(t *testing.T) {
+// e2eEnv is the test's harness and a context that ends before the test
+// binary's timeout. Missing tools skip the test, or fail it under make e2e
+// (WEFT_E2E set).
+func e2eEnv(t *testing.T) (*harness.Env, context.Context) {
 	env := harness.NewTestEnv(t)
 	if m := kubecluster.Missing(env); len(m) > 0 {
 		if os.Getenv("WEFT_E2E") != "" {
@@ -245,7 +212,15 @@ func TestE2E(t *testing.T) {
 		t.Skipf("missing %v (make e2e builds and installs them)", m)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
+	return env, ctx
+}
+
+// TestE2E is weft on a real cluster: containerd and kubelet on every node,
+// weft installed by `kubectl apply -f daemon/deploy/`, application pods from
+// a Deployment, then removed as the README says.
+func TestE2E(t *testing.T) {
+	env, ctx := e2eEnv(t)
 	testStart := time.Now()
 
 	c, err := kubecluster.New(ctx, env, kubecluster.Options{ID: "c1", Nodes: 2})
@@ -272,7 +247,7 @@ func TestE2E(t *testing.T) {
 		// weftd is Ready once it knows the node's CNI interface, which the
 		// bridge plugin creates with the node's first pod: the
 		// application comes now, as onto any cluster.
-		if _, err := c.API.KubectlWith(ctx, c.API.AdminKubeconfig, []byte(workload("app", len(c.Nodes))), "apply", "-f", "-"); err != nil {
+		if err := c.Apply(ctx, kubecluster.Workload("app", len(c.Nodes))); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.RolloutStatus(ctx, "weft-system", "daemonset/weft", 2*time.Minute); err != nil {
@@ -293,11 +268,11 @@ func TestE2E(t *testing.T) {
 			}
 		}
 		// weftd status as an operator reads it: through kubectl exec.
-		out, err := c.Kubectl(ctx, "--namespace=weft-system", "exec", ws[0].name, "-c", "weftd", "--", "weftd", "status")
+		out, err := c.Kubectl(ctx, "--namespace=weft-system", "exec", ws[0].Name, "-c", "weftd", "--", "weftd", "status")
 		if err != nil {
-			t.Fatalf("weftd status in %s: %v", ws[0].name, err)
+			t.Fatalf("weftd status in %s: %v", ws[0].Name, err)
 		}
-		t.Logf("weftd status on %s:\n%s", ws[0].node, out)
+		t.Logf("weftd status on %s:\n%s", ws[0].Node, out)
 		if !strings.Contains(out, "  ready  ") || strings.Contains(out, "NOT READY") {
 			t.Errorf("weftd status does not say ready:\n%s", out)
 		}
@@ -312,35 +287,35 @@ func TestE2E(t *testing.T) {
 		}
 		ps := pods(ctx, t, c, "default", "app=app")
 		for _, p := range ps {
-			n := c.Node(p.node)
-			waitUntil(ctx, t, 10*time.Second, "attachment of "+p.name, func() (bool, string) {
+			n := c.Node(p.Node)
+			waitUntil(ctx, t, 10*time.Second, "attachment of "+p.Name, func() (bool, string) {
 				got := attachedPods(t, n, "default")
-				return slices.Contains(got, p.name), fmt.Sprint(got)
+				return slices.Contains(got, p.Name), fmt.Sprint(got)
 			})
 			// The pod is reachable from its node and, over the host-gw
 			// routes, from the other nodes: a TCP echo in its netns.
-			podNS, err := n.PodNS("default", p.name)
+			podNS, err := n.PodNS("default", p.Name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := harness.ServeTCPEcho(env, podNS, p.ip+":8080"); err != nil {
+			if _, err := harness.ServeTCPEcho(env, podNS, p.IP+":8080"); err != nil {
 				t.Fatal(err)
 			}
 			for _, m := range c.Nodes {
-				if _, err := harness.ProbeTCP(ctx, m.NS, p.ip+":8080", []byte("weft e2e")); err != nil {
-					t.Errorf("%s -> pod %s (%s on %s): %v", m.Name, p.name, p.ip, p.node, err)
+				if _, err := harness.ProbeTCP(ctx, m.NS, p.IP+":8080", []byte("weft e2e")); err != nil {
+					t.Errorf("%s -> pod %s (%s on %s): %v", m.Name, p.Name, p.IP, p.Node, err)
 				}
 			}
 		}
 		victim := ps[0]
 		start := time.Now()
-		if _, err := c.Kubectl(ctx, "--namespace=default", "delete", "pod", victim.name, "--wait=false"); err != nil {
+		if _, err := c.Kubectl(ctx, "--namespace=default", "delete", "pod", victim.Name, "--wait=false"); err != nil {
 			t.Fatal(err)
 		}
-		n := c.Node(victim.node)
-		waitUntil(ctx, t, 30*time.Second, "DEL of "+victim.name+" reaching weftd", func() (bool, string) {
+		n := c.Node(victim.Node)
+		waitUntil(ctx, t, 30*time.Second, "DEL of "+victim.Name+" reaching weftd", func() (bool, string) {
 			got := attachedPods(t, n, "default")
-			return !slices.Contains(got, victim.name), fmt.Sprint(got)
+			return !slices.Contains(got, victim.Name), fmt.Sprint(got)
 		})
 		t.Logf("TIMING pod deletion -> weftd attachment gone (DEL): %s", time.Since(start).Round(time.Millisecond))
 		if err := c.RolloutStatus(ctx, "default", "deployment/app", 2*time.Minute); err != nil {
@@ -415,7 +390,7 @@ func TestE2E(t *testing.T) {
 			t.Fatalf("02-configmap.yaml no longer lists %q", last)
 		}
 		cm = []byte(strings.Replace(string(cm), last, last+"        - {name: c1-n3, ip: 192.168.10.13}\n", 1))
-		if _, err := c.API.KubectlWith(ctx, c.API.AdminKubeconfig, cm, "apply", "-f", "-"); err != nil {
+		if err := c.Apply(ctx, cm); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
@@ -439,14 +414,14 @@ func TestE2E(t *testing.T) {
 		}
 		t.Logf("TIMING node joined -> weft pod Ready there: %s", time.Since(start).Round(time.Millisecond))
 		ws := pods(ctx, t, c, "weft-system", "app.kubernetes.io/name=weft")
-		if !slices.ContainsFunc(ws, func(p podInfo) bool { return p.node == n.Name }) {
+		if !slices.ContainsFunc(ws, func(p podInfo) bool { return p.Node == n.Name }) {
 			t.Fatalf("no weft pod on %s: %v", n.Name, ws)
 		}
 		for _, p := range pods(ctx, t, c, "default", "app=app") {
-			if p.node == n.Name {
-				waitUntil(ctx, t, 10*time.Second, "attachment of "+p.name, func() (bool, string) {
+			if p.Node == n.Name {
+				waitUntil(ctx, t, 10*time.Second, "attachment of "+p.Name, func() (bool, string) {
 					got := attachedPods(t, n, "default")
-					return slices.Contains(got, p.name), fmt.Sprint(got)
+					return slices.Contains(got, p.Name), fmt.Sprint(got)
 				})
 			}
 		}
@@ -460,18 +435,18 @@ func TestE2E(t *testing.T) {
 		if len(ps) < 2 {
 			t.Fatalf("app pods %v", ps)
 		}
-		src, err := c.Node(ps[0].node).PodNS("default", ps[0].name)
+		src, err := c.Node(ps[0].Node).PodNS("default", ps[0].Name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		dstNS, err := c.Node(ps[1].node).PodNS("default", ps[1].name)
+		dstNS, err := c.Node(ps[1].Node).PodNS("default", ps[1].Name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := harness.ServeTCPEcho(env, dstNS, ps[1].ip+":8081"); err != nil {
+		if _, err := harness.ServeTCPEcho(env, dstNS, ps[1].IP+":8081"); err != nil {
 			t.Fatal(err)
 		}
-		rollingUpgrade(ctx, t, c, kubecluster.WeftRepo+":v0.1.1-e2e", src, ps[1].ip+":8081")
+		rollingUpgrade(ctx, t, c, kubecluster.WeftRepo+":v0.1.1-e2e", src, ps[1].IP+":8081")
 	})
 	if t.Failed() {
 		return
@@ -486,8 +461,8 @@ func TestE2E(t *testing.T) {
 			}
 			if slices.Contains(args, "rollout") {
 				for _, p := range pods(ctx, t, c, "weft-system", "app.kubernetes.io/name=weft-uninstall") {
-					out, _ := c.Kubectl(ctx, "--namespace=weft-system", "logs", p.name, "-c", "cleanup")
-					t.Logf("weftd cleanup on %s:\n%s", p.node, strings.TrimSpace(out))
+					out, _ := c.Kubectl(ctx, "--namespace=weft-system", "logs", p.Name, "-c", "cleanup")
+					t.Logf("weftd cleanup on %s:\n%s", p.Node, strings.TrimSpace(out))
 				}
 			}
 		}
@@ -515,8 +490,8 @@ func TestE2E(t *testing.T) {
 		}
 		for i := range now {
 			for _, o := range old {
-				if now[i].name == o.name {
-					t.Errorf("pod %s not replaced", o.name)
+				if now[i].Name == o.Name {
+					t.Errorf("pod %s not replaced", o.Name)
 				}
 			}
 		}

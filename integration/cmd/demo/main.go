@@ -33,12 +33,20 @@ func main() {
 	backend := flag.String("backend", "nftables", "packet-filter backend of every weftd: nftables, iptables or auto")
 	nodes := flag.Int("nodes", 3, "nodes per cluster (the gateway is n2)")
 	verbose := flag.Bool("v", false, "log the harness's progress to stderr")
-	timeout := flag.Duration("timeout", 45*time.Second, "give up after this long")
+	timeout := flag.Duration("timeout", 45*time.Second, "give up after this long (at least 5 min with -cluster real)")
+	cluster := flag.String("cluster", "netns", "netns: nodes are network namespaces with weftd started directly; real: Kubernetes clusters with containerd and kubelet, weft from daemon/deploy/")
 	flag.Parse()
-	os.Exit(run(*backend, *nodes, *verbose, *timeout))
+	if *cluster != "netns" && *cluster != "real" {
+		fmt.Fprintf(os.Stderr, "demo: -cluster %q: want netns or real\n", *cluster)
+		os.Exit(2)
+	}
+	if *cluster == "real" && *timeout < 5*time.Minute {
+		*timeout = 5 * time.Minute
+	}
+	os.Exit(run(*backend, *nodes, *verbose, *timeout, *cluster == "real"))
 }
 
-func run(backend string, nodes int, verbose bool, timeout time.Duration) (code int) {
+func run(backend string, nodes int, verbose bool, timeout time.Duration, real bool) (code int) {
 	// Without a handler a write to a closed stdout (`make demo | head`)
 	// kills the process by SIGPIPE before it has removed the namespaces.
 	// A caught signal, unlike an ignored one, is not inherited by weftd.
@@ -73,7 +81,13 @@ func run(backend string, nodes int, verbose bool, timeout time.Duration) (code i
 			return 2
 		}
 	}
-	if err := demo(ctx, env, os.Stdout, scenario.Options{NodesPerCluster: nodes, Backend: backend}); err != nil {
+	show := func() error {
+		return demo(ctx, env, os.Stdout, scenario.Options{NodesPerCluster: nodes, Backend: backend})
+	}
+	if real {
+		show = func() error { return demoReal(ctx, env, os.Stdout, nodes) }
+	}
+	if err := show(); err != nil {
 		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			fmt.Fprintln(os.Stderr, "demo: interrupted")
 		} else {
