@@ -162,6 +162,18 @@ func rollingUpgrade(ctx context.Context, t *testing.T, c *kubecluster.Cluster, t
 	if strings.TrimSpace(out) != "" {
 		t.Errorf("pod sandboxes failed during the roll: %s", out)
 	}
+	// Pods created while their node's weftd was being replaced were
+	// spooled by the plugin and replayed: weftd knows every one.
+	if err := c.RolloutStatus(ctx, "default", "deployment/churn", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods(ctx, t, c, "default", "app=churn") {
+		n := c.Node(p.Node)
+		waitUntil(ctx, t, 10*time.Second, "attachment of "+p.Name+" created during the roll", func() (bool, string) {
+			got := attachedPods(t, n, "default")
+			return slices.Contains(got, p.Name), fmt.Sprint(got)
+		})
+	}
 	if _, err := c.Kubectl(ctx, "--namespace=default", "delete", "deployment/churn", "--wait=true"); err != nil {
 		t.Fatal(err)
 	}
