@@ -500,7 +500,7 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 	var errs []error
 	ph := phases{log: a.d.Log, now: a.d.Now, last: start}
 
-	// A changed CNI interface is recorded durably (an fsync) while the
+	// A changed CNI interface is recorded durably (a state write) while the
 	// kernel is programmed; the pass, and readiness, wait for both.
 	cni, recorded, cniErr := a.discover(ctx, cfg, &ph)
 	ph.mark("discover")

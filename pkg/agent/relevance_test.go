@@ -60,13 +60,24 @@ func TestNetlinkEventRelevance(t *testing.T) {
 }
 
 // A plugin ADD skips the wait when it can change the CNI interface: the
-// first one (the CNI network is up) and one naming a new gateway.
+// first one (the CNI network is up) and one naming a new gateway. Any
+// other ADD, and every DEL, asks for no pass at all: nothing in the kernel
+// depends on an attachment, and a pass per pod would compete with the
+// plugin waiting for its answer (issue 9, point 10).
 func TestPluginAddUrgency(t *testing.T) {
 	ctx := context.Background()
 	a, k, _, _ := newTestAgent(t)
 	urgent := func() bool {
 		select {
 		case <-a.urgent:
+			return true
+		default:
+			return false
+		}
+	}
+	coalesced := func() bool {
+		select {
+		case <-a.trigger:
 			return true
 		default:
 			return false
@@ -86,12 +97,23 @@ func TestPluginAddUrgency(t *testing.T) {
 	if err := a.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
+	coalesced() // what the first ADD may have left
 	add("second", "10.1.2.1")
-	if urgent() {
-		t.Fatal("an ADD behind the known gateway must be coalesced")
+	if urgent() || coalesced() {
+		t.Fatal("an ADD behind the known gateway asked for a pass")
 	}
 	add("third", "10.1.3.1")
 	if !urgent() {
 		t.Fatal("an ADD naming a new gateway must not wait")
+	}
+	add("fourth", "")
+	if urgent() || coalesced() {
+		t.Fatal("an ADD without a gateway asked for a pass")
+	}
+	if err := a.Del(ctx, api.Event{Verb: api.VerbDel, ContainerID: "second", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if urgent() || coalesced() {
+		t.Fatal("a DEL asked for a pass")
 	}
 }

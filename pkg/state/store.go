@@ -1,11 +1,18 @@
 // Package state keeps weftd's durable record: the attachments the plugin
 // reported and the CNI interface the daemon discovered. The record is one
-// JSON document with a checksum, written to a temp file, fsynced and renamed,
-// so a kill -9 or a power cut leaves either the old or the new version. A
-// torn or corrupt file is detected, set aside and rebuilt, never a crash.
+// JSON document with a checksum, written to a temp file and renamed over the
+// old one, so a reader only ever sees a whole version. A torn or corrupt
+// file is detected, set aside and rebuilt, never a crash.
 //
-// Writes are group-committed: every mutation returns only after the document
-// that contains it is on disk, but concurrent mutations share one fsync.
+// Durability: a mutation returns once the document containing it is in the
+// kernel's page cache under its final name. That survives anything that
+// happens to weftd (kill -9, OOM kill, upgrade): the page cache belongs to
+// the kernel, not to the process. The fsync of the file and its directory
+// follows off the request path (coalesced); it only matters for a power cut
+// or kernel crash with stateDir on disk, and then only for the last moment's
+// writes. Production keeps stateDir on tmpfs (/run), which a reboot empties
+// anyway, and after a reboot the runtime re-runs ADD for every pod. Writes
+// are group-committed: concurrent mutations share one document write.
 package state
 
 import (
@@ -21,6 +28,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/pkg/api"
 )
@@ -74,6 +83,10 @@ type Store struct {
 	flushed     *sync.Cond
 	loadProblem string
 	writes      uint64
+	syncPending bool // a background fsync is scheduled and has not started
+	// volatile is true when dir is on tmpfs/ramfs: there fsync has nothing
+	// to write back, so none is scheduled at all.
+	volatile bool
 }
 
 // Open loads the store from dir (created 0700 if missing). A missing file is
@@ -83,7 +96,7 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, log: log, attachments: map[api.AttachmentKey]Attachment{}, tombstones: map[api.AttachmentKey]time.Time{}}
+	s := &Store{dir: dir, log: log, attachments: map[api.AttachmentKey]Attachment{}, tombstones: map[api.AttachmentKey]time.Time{}, volatile: inMemory(dir)}
 	s.flushed = sync.NewCond(&s.mu)
 	path := filepath.Join(dir, fileName)
 	data, err := os.ReadFile(path)
@@ -147,7 +160,7 @@ func (s *Store) Writes() uint64 {
 }
 
 // Put records an attachment (replacing one with the same key) and returns
-// once it is durable.
+// once it is durable (see the package comment for what that means).
 func (s *Store) Put(ctx context.Context, a Attachment) error {
 	s.mu.Lock()
 	s.attachments[a.Key()] = a
@@ -259,9 +272,10 @@ func (s *Store) sortedLocked() []Attachment {
 	return out
 }
 
-// commit waits until generation g is on disk. The first waiter that finds no
+// commit waits until generation g is written. The first waiter that finds no
 // flush in progress becomes the writer for everything pending; the others
-// wait for it: one fsync serves every mutation that arrived meanwhile.
+// wait for it: one document write serves every mutation that arrived
+// meanwhile.
 func (s *Store) commit(ctx context.Context, g uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -321,23 +335,61 @@ func (s *Store) writeFile(data []byte) error {
 		tmp.Close()
 		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
-	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp.Name(), err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("rename to %s: %w", path, err)
 	}
-	d, err := os.Open(s.dir)
-	if err != nil {
-		return fmt.Errorf("open dir %s: %w", s.dir, err)
+	s.syncSoon()
+	return nil
+}
+
+// syncSoon fsyncs the state file and its directory in the background. One
+// sync at a time is scheduled: writes that land before it starts are
+// covered by it, a write after it started schedules the next.
+func (s *Store) syncSoon() {
+	if s.volatile {
+		return
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync dir %s: %w", s.dir, err)
+	s.mu.Lock()
+	if s.syncPending {
+		s.mu.Unlock()
+		return
+	}
+	s.syncPending = true
+	s.mu.Unlock()
+	go func() {
+		s.mu.Lock()
+		s.syncPending = false
+		s.mu.Unlock()
+		if err := syncPath(filepath.Join(s.dir, fileName)); err != nil {
+			s.log.Warn("background fsync of the state file failed; it matters only if the machine loses power", "err", err)
+			return
+		}
+		if err := syncPath(s.dir); err != nil {
+			s.log.Warn("background fsync of the state directory failed; it matters only if the machine loses power", "err", err)
+		}
+	}()
+}
+
+// inMemory reports whether dir is on a filesystem without backing store.
+func inMemory(dir string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return false
+	}
+	return st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC
+}
+
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
 	}
 	return nil
 }
