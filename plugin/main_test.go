@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +27,10 @@ import (
 var weftBin string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(holdLockEnv); path != "" {
+		holdLock(path)
+		return
+	}
 	dir, err := os.MkdirTemp("", "weft-plugin-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -744,6 +752,138 @@ func TestGC(t *testing.T) {
 				mustEmptyStdout(t, o)
 			} else {
 				o.mustFail(t, tc.wantCode, "not reachable")
+			}
+		})
+	}
+}
+
+// holdLockEnv makes the test binary a helper process that takes the spool
+// directory's flock, says "locked" and keeps it until stdin closes: another
+// writer that is stuck (or frozen) while holding the lock.
+const holdLockEnv = "WEFT_TEST_HOLD_SPOOL_LOCK"
+
+func holdLock(path string) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err == nil {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+	}
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println("locked")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
+// lockSpool starts the helper process on dir's lock and waits until it
+// holds it; the process ends with the test.
+func lockSpool(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), holdLockEnv+"="+filepath.Join(dir, ".lock"))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "locked\n" {
+		t.Fatalf("lock holder: %q, %v", line, err)
+	}
+}
+
+// runWithin runs the plugin like run, but gives up (and fails the test)
+// after limit instead of hanging with a plugin that never returns.
+func runWithin(t *testing.T, limit time.Duration, env []string, stdin []byte) (outcome, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit+5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, weftBin)
+	cmd.Env = env
+	cmd.Stdin = bytes.NewReader(stdin)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start)
+	if ctx.Err() != nil {
+		t.Fatalf("plugin still running %v after start (killed); stderr: %s", took, se.Bytes())
+	}
+	o := outcome{stdout: so.Bytes(), stderr: se.Bytes()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		o.exit = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run plugin: %v", err)
+	}
+	if took > limit {
+		t.Errorf("plugin took %v, more than %v", took, limit)
+	}
+	return o, took
+}
+
+// Another process holds the spool lock forever (a stuck or frozen plugin):
+// every verb still ends within its timeout + 1 s, and the event is spooled
+// (without the lock) or the verb fails by its policy (issue 9, point 5).
+func TestSpoolLockHeldByAnotherProcess(t *testing.T) {
+	const timeout = time.Second
+	tests := []struct {
+		name, verb, policy string
+		hang               bool // daemon accepts and never answers (else: no socket)
+		wantCode           uint // 0 = success
+		wantSpool          bool
+	}{
+		{"ADD/open/no daemon", "ADD", "open", false, 0, true},
+		{"ADD/open/daemon hangs", "ADD", "open", true, 0, true},
+		{"ADD/closed/no daemon", "ADD", "closed", false, 11, false},
+		{"DEL/no daemon", "DEL", "closed", false, 0, true},
+		{"DEL/daemon hangs", "DEL", "open", true, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.policy, !tc.hang)
+			e.keys["timeout"] = timeout.String()
+			if tc.hang {
+				e.daemon.SetReply(api.PathAdd, clienttest.Reply{Delay: time.Minute})
+				e.daemon.SetReply(api.PathDel, clienttest.Reply{Delay: time.Minute})
+			}
+			lockSpool(t, e.spoolDir)
+			o, took := runWithin(t, timeout+time.Second, cniEnv(tc.verb, nil), netconf(t, "1.0.0", e.keys, shapes[0].result("1.0.0")))
+			switch {
+			case tc.wantCode != 0:
+				o.mustFail(t, tc.wantCode, "weftd")
+			case tc.verb == "ADD":
+				o.mustPrint(t, shapes[0].result("1.0.0"))
+			default:
+				mustEmptyStdout(t, o)
+			}
+			evs := e.spooled(t)
+			if !tc.wantSpool {
+				if len(evs) != 0 {
+					t.Errorf("spooled %d events, want none", len(evs))
+				}
+				return
+			}
+			if len(evs) != 1 || evs[0].Verb != tc.verb || evs[0].ContainerID != containerID {
+				t.Fatalf("spooled %+v, want the %s event (took %v; stderr %s)", evs, tc.verb, took, o.stderr)
+			}
+			if !bytes.Contains(o.stderr, []byte("without the spool lock")) {
+				t.Errorf("the log does not say the lock was bypassed:\n%s", o.stderr)
 			}
 		})
 	}

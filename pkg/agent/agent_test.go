@@ -294,7 +294,7 @@ func TestSpoolReplayInOrderAndLateAddAfterDel(t *testing.T) {
 		return api.Event{Verb: verb, ContainerID: id, IfName: "eth0", Time: t0.Add(dt)}
 	}
 	for _, e := range []api.Event{ev("ADD", "a", 0), ev("ADD", "b", 1), ev("DEL", "a", 2), ev("ADD", "c", 3)} {
-		if _, err := spool.Write(dir, 100, e); err != nil {
+		if _, err := spool.Write(context.Background(), dir, 100, e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -302,7 +302,7 @@ func TestSpoolReplayInOrderAndLateAddAfterDel(t *testing.T) {
 	if err := a.Del(ctx, ev("DEL", "d", 10)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := spool.Write(dir, 100, ev("ADD", "d", 5)); err != nil {
+	if _, err := spool.Write(context.Background(), dir, 100, ev("ADD", "d", 5)); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.DrainSpool(ctx, dir); err != nil {
@@ -359,7 +359,7 @@ func TestLiveDelRemovesSupersededSpooledAdd(t *testing.T) {
 		{Verb: "ADD", ContainerID: "gone", IfName: "eth0", Time: t0},
 		{Verb: "ADD", ContainerID: "kept", IfName: "eth0", Time: t0.Add(time.Millisecond)},
 	} {
-		if _, err := spool.Write(dir, 100, e); err != nil {
+		if _, err := spool.Write(context.Background(), dir, 100, e); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -86,7 +86,7 @@ func TestLiveDelSurvivesRestartBeforeReplay(t *testing.T) {
 		{Verb: api.VerbAdd, ContainerID: "gone", IfName: "eth0", Time: t0.Add(500 * time.Millisecond)},
 		{Verb: api.VerbAdd, ContainerID: "later", IfName: "eth0", Time: t0.Add(2 * time.Second)},
 	} {
-		if _, err := spool.Write(spoolDir, 100, e); err != nil {
+		if _, err := spool.Write(context.Background(), spoolDir, 100, e); err != nil {
 			t.Fatal(err)
 		}
 	}

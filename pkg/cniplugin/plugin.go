@@ -80,7 +80,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	ev := p.event(api.VerbAdd, conf, args, log)
 	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout)
 	defer cancel()
-	err = client.New(conf.Socket, conf.Timeout).Add(ctx, ev)
+	err = p.ask(ctx, conf, conf.FailPolicy == FailOpen, func(ctx context.Context, c *client.Client) error { return c.Add(ctx, ev) })
 	switch {
 	case err == nil:
 		log.Debug("event delivered")
@@ -89,7 +89,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		if conf.FailPolicy == FailClosed {
 			return types.NewError(types.ErrTryAgainLater, "weftd is not reachable; try again later", err.Error())
 		}
-		p.spool(log, conf, ev)
+		p.spool(ctx, log, conf, ev)
 	default:
 		log.Error("weftd rejected the ADD event", "err", err)
 		if conf.FailPolicy == FailClosed {
@@ -118,13 +118,13 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	ev := p.event(api.VerbDel, conf, args, log)
 	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout)
 	defer cancel()
-	err = client.New(conf.Socket, conf.Timeout).Del(ctx, ev)
+	err = p.ask(ctx, conf, true, func(ctx context.Context, c *client.Client) error { return c.Del(ctx, ev) })
 	switch {
 	case err == nil:
 		log.Debug("event delivered")
 	case errors.Is(err, client.ErrUnreachable):
 		logUnreachable(log, err)
-		p.spool(log, conf, ev)
+		p.spool(ctx, log, conf, ev)
 	default:
 		log.Error("weftd rejected the DEL event", "err", err)
 	}
@@ -232,13 +232,40 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	return nil
 }
 
-func (p *Plugin) spool(log *slog.Logger, conf *Config, ev api.Event) {
-	name, err := spool.Write(conf.SpoolDir, conf.SpoolLimit, ev)
+// spoolShare is the part of the timeout kept for the spool when an event
+// may have to be spooled, at most maxSpoolShare: a daemon that accepts and
+// never answers must not leave the spool write without time.
+const (
+	spoolShare    = 4 // 1/4
+	maxSpoolShare = 500 * time.Millisecond
+)
+
+// ask runs one request to weftd within ctx. When the event may be spooled
+// on failure, the request gets ctx's time minus the spool's share, so that
+// the whole verb, spool included, ends within the configured timeout.
+func (p *Plugin) ask(ctx context.Context, conf *Config, spoolable bool, req func(context.Context, *client.Client) error) error {
+	if spoolable {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, conf.Timeout-min(conf.Timeout/spoolShare, maxSpoolShare))
+		defer cancel()
+	}
+	return req(ctx, client.New(conf.Socket, conf.Timeout))
+}
+
+// spool writes ev to the spool within what is left of ctx (the verb's
+// timeout).
+func (p *Plugin) spool(ctx context.Context, log *slog.Logger, conf *Config, ev api.Event) {
+	w, err := spool.Write(ctx, conf.SpoolDir, conf.SpoolLimit, ev)
 	if err != nil {
 		log.Error("event lost: weftd unreachable and spooling failed", "spoolDir", conf.SpoolDir, "err", err)
 		return
 	}
-	log.Info("event spooled for weftd", "spoolDir", conf.SpoolDir, "file", name)
+	if w.Unlocked {
+		log.Warn("event spooled without the spool lock: another writer held it until the timeout came near (a stuck plugin process?)",
+			"spoolDir", conf.SpoolDir, "file", w.Name)
+		return
+	}
+	log.Info("event spooled for weftd", "spoolDir", conf.SpoolDir, "file", w.Name)
 }
 
 func logUnreachable(log *slog.Logger, err error) {

@@ -7,6 +7,7 @@ package spool
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -54,25 +55,65 @@ type Skipped struct {
 	Reason string
 }
 
+// Written describes a committed event.
+type Written struct {
+	// Name is the file name in the spool directory.
+	Name string
+	// Unlocked is true when the directory lock could not be taken within
+	// the caller's deadline (another writer holds it: stuck, or frozen) and
+	// the event was committed without it: the event is safe, but the count
+	// bound and the order against writers in flight are best-effort.
+	Unlocked bool
+}
+
 // Write commits ev to the spool directory dir, creating it (0700) when
-// missing, and returns the file name. When the directory already holds limit
-// events it returns ErrFull and increments the drop counter.
-func Write(dir string, limit int, ev api.Event) (string, error) {
+// missing. When the directory already holds limit events it returns ErrFull
+// and increments the drop counter.
+//
+// Write is on the pod start-up path, so it never outlives ctx: the
+// directory lock is polled rather than waited for, and file-system calls
+// that do not return in time (a hung disk) are abandoned with an error. A
+// lock that stays taken until shortly before the deadline is given up on,
+// and the event is committed unlocked (see Written.Unlocked): one stuck
+// writer must not turn into every pod failing to start. Without a deadline
+// Write waits for the lock as long as it takes.
+func Write(ctx context.Context, dir string, limit int, ev api.Event) (Written, error) {
 	if limit < 1 {
-		return "", fmt.Errorf("spool %s: limit %d must be at least 1", dir, limit)
+		return Written{}, fmt.Errorf("spool %s: limit %d must be at least 1", dir, limit)
 	}
 	data, err := json.Marshal(ev)
 	if err != nil {
-		return "", fmt.Errorf("encode spool event: %w", err)
+		return Written{}, fmt.Errorf("encode spool event: %w", err)
 	}
+	type result struct {
+		w   Written
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		w, err := write(ctx, dir, limit, data)
+		done <- result{w, err}
+	}()
+	select {
+	case r := <-done:
+		return r.w, r.err
+	case <-ctx.Done():
+		// The goroutine may still be blocked in the kernel; it commits
+		// nothing after this (write checks ctx before the rename), and the
+		// plugin process exits soon anyway.
+		return Written{}, fmt.Errorf("spool %s: file system did not answer in time: %w", dir, ctx.Err())
+	}
+}
+
+func write(ctx context.Context, dir string, limit int, data []byte) (Written, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("create spool dir %s: %w", dir, err)
+		return Written{}, fmt.Errorf("create spool dir %s: %w", dir, err)
 	}
 	// The slow part (write + fsync) happens before taking the lock so that
 	// concurrent plugins only serialise on the cheap count-and-rename.
-	tmp, err := writeTemp(dir, data)
+	tmp, err := writeTemp(dir, data, true)
 	if err != nil {
-		return "", err
+		return Written{}, err
 	}
 	committed := false
 	defer func() {
@@ -81,25 +122,48 @@ func Write(dir string, limit int, ev api.Event) (string, error) {
 		}
 	}()
 
-	unlock, err := lockDir(dir)
-	if err != nil {
-		return "", err
+	unlock, err := lockDir(ctx, dir)
+	switch {
+	case errors.Is(err, errLockBusy):
+		unlock = func() {}
+	case err != nil:
+		return Written{}, err
 	}
-	defer unlock()
+	w := Written{Unlocked: errors.Is(err, errLockBusy)}
+	name, err := commit(ctx, dir, limit, tmp, !w.Unlocked)
+	unlock()
+	if err != nil {
+		return Written{}, err
+	}
+	committed = true
+	w.Name = name
+	// The directory entry's fsync happens after the lock is released: no
+	// writer ever waits for another one's disk.
+	if err := syncDir(dir); err != nil {
+		return w, err
+	}
+	return w, nil
+}
 
+// commit counts the spool, picks the next name and renames tmp to it. With
+// locked false the count and the order are best-effort, and a drop is not
+// counted (the counter is a read-modify-write that needs the lock).
+func commit(ctx context.Context, dir string, limit int, tmp string, locked bool) (string, error) {
 	names, err := eventNames(dir)
 	if err != nil {
 		return "", err
 	}
 	if len(names) >= limit {
-		if err := addDropped(dir, 1); err != nil {
-			return "", fmt.Errorf("%w (and counting the drop failed: %w)", ErrFull, err)
+		if locked {
+			if err := addDropped(dir, 1); err != nil {
+				return "", fmt.Errorf("%w (and counting the drop failed: %w)", ErrFull, err)
+			}
 		}
 		return "", fmt.Errorf("%w: %s holds %d events (limit %d)", ErrFull, dir, len(names), limit)
 	}
-	// The stamp is taken under the lock and kept strictly above the newest
-	// existing one, so name order is commit order even if the wall clock
-	// steps back.
+	// The stamp is taken under the lock (when there is one) and kept
+	// strictly above the newest existing one, so name order is commit order
+	// even if the wall clock steps back.
 	stamp := time.Now().UnixNano()
 	if n := len(names); n > 0 {
 		if last, ok := stampOf(names[n-1]); ok && last >= stamp {
@@ -109,12 +173,12 @@ func Write(dir string, limit int, ev api.Event) (string, error) {
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	name := fmt.Sprintf("%0*d-%d-%s%s", stampDigits, stamp, os.Getpid(), hex.EncodeToString(rnd[:]), suffix)
+	if err := ctx.Err(); err != nil {
+		// Write has already reported the deadline to its caller.
+		return "", err
+	}
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return "", fmt.Errorf("commit spool event %s: %w", name, err)
-	}
-	committed = true
-	if err := syncDir(dir); err != nil {
-		return name, err
 	}
 	return name, nil
 }
@@ -250,7 +314,7 @@ func stampOf(name string) (int64, bool) {
 	return v, err == nil
 }
 
-func writeTemp(dir string, data []byte) (string, error) {
+func writeTemp(dir string, data []byte, sync bool) (string, error) {
 	f, err := os.CreateTemp(dir, tempPrefix+"*")
 	if err != nil {
 		return "", fmt.Errorf("create spool temp file in %s: %w", dir, err)
@@ -269,8 +333,10 @@ func writeTemp(dir string, data []byte) (string, error) {
 	if _, err := f.Write(data); err != nil {
 		return fail("write", err)
 	}
-	if err := f.Sync(); err != nil {
-		return fail("sync", err)
+	if sync {
+		if err := f.Sync(); err != nil {
+			return fail("sync", err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(name)
@@ -279,23 +345,53 @@ func writeTemp(dir string, data []byte) (string, error) {
 	return name, nil
 }
 
+// errLockBusy: the lock was still held when the caller's deadline came near.
+var errLockBusy = errors.New("spool lock busy")
+
+// lockSlack is what lockDir leaves of the caller's time for committing
+// without the lock once it gives up waiting: a fraction of what is left,
+// at most lockSlackMax.
+const (
+	lockSlackFraction = 4
+	lockSlackMax      = 200 * time.Millisecond
+)
+
 // lockDir takes an exclusive flock on dir/.lock. flock locks belong to the
 // open file description, so goroutines of one process exclude each other as
-// well as separate plugin processes do.
-func lockDir(dir string) (func(), error) {
+// well as separate plugin processes do. flock(2) cannot time out, so the
+// lock is polled (LOCK_NB, backing off to 10 ms); with a deadline in ctx it
+// returns errLockBusy once the deadline is closer than the slack that
+// committing without the lock needs.
+func lockDir(ctx context.Context, dir string) (func(), error) {
 	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open spool lock in %s: %w", dir, err)
 	}
+	giveUp := time.Time{}
+	if dl, ok := ctx.Deadline(); ok {
+		giveUp = dl.Add(-min(time.Until(dl)/lockSlackFraction, lockSlackMax))
+	}
+	wait := 100 * time.Microsecond
 	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if !errors.Is(err, syscall.EINTR) {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
 			break
 		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock spool %s: %w", dir, err)
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock spool %s: %w", dir, err)
+		}
+		if !giveUp.IsZero() && time.Now().Add(wait).After(giveUp) {
+			f.Close()
+			return nil, errLockBusy
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Millisecond)
 	}
 	return func() {
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
@@ -330,7 +426,8 @@ func addDropped(dir string, delta uint64) error {
 		// from being counted at all.
 		n = 0
 	}
-	tmp, err := writeTemp(dir, []byte(strconv.FormatUint(n+delta, 10)+"\n"))
+	// No fsync under the lock: the counter is informational.
+	tmp, err := writeTemp(dir, []byte(strconv.FormatUint(n+delta, 10)+"\n"), false)
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,14 @@
 package spool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +35,7 @@ func TestWriteListOrderAndPermissions(t *testing.T) {
 			verb = api.VerbDel
 		}
 		ev := event(verb, i)
-		name, err := Write(dir, 100, ev)
+		name, err := writeName(dir, 100, ev)
 		if err != nil {
 			t.Fatalf("Write %d: %v", i, err)
 		}
@@ -87,7 +89,7 @@ func TestNamesStayOrderedWhenClockIsBehind(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, future), []byte(`{"verb":"ADD","containerID":"x","ifName":"eth0","time":"2024-01-01T00:00:00Z"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	name, err := Write(dir, 10, event(api.VerbAdd, 1))
+	name, err := writeName(dir, 10, event(api.VerbAdd, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +100,7 @@ func TestNamesStayOrderedWhenClockIsBehind(t *testing.T) {
 
 func TestListSkipsBrokenFilesAndIgnoresTemp(t *testing.T) {
 	dir := t.TempDir()
-	good, err := Write(dir, 10, event(api.VerbAdd, 1))
+	good, err := writeName(dir, 10, event(api.VerbAdd, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func TestListMissingDir(t *testing.T) {
 
 func TestRemove(t *testing.T) {
 	dir := t.TempDir()
-	name, err := Write(dir, 10, event(api.VerbDel, 1))
+	name, err := writeName(dir, 10, event(api.VerbDel, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +194,7 @@ func TestLimitAndDropCounter(t *testing.T) {
 			dir := t.TempDir()
 			full := 0
 			for i := range tc.writes {
-				_, err := Write(dir, tc.limit, event(api.VerbAdd, i))
+				_, err := writeName(dir, tc.limit, event(api.VerbAdd, i))
 				switch {
 				case errors.Is(err, ErrFull):
 					full++
@@ -225,7 +227,7 @@ func TestConcurrentWritersRespectLimit(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				if _, err := Write(dir, limit, event(api.VerbAdd, w*each+i)); err != nil && !errors.Is(err, ErrFull) {
+				if _, err := writeName(dir, limit, event(api.VerbAdd, w*each+i)); err != nil && !errors.Is(err, ErrFull) {
 					errs <- err
 				}
 			}
@@ -257,14 +259,14 @@ func TestConcurrentWritersRespectLimit(t *testing.T) {
 }
 
 func TestWriteRejectsBadLimit(t *testing.T) {
-	if _, err := Write(t.TempDir(), 0, event(api.VerbAdd, 1)); err == nil {
+	if _, err := writeName(t.TempDir(), 0, event(api.VerbAdd, 1)); err == nil {
 		t.Error("Write with limit 0 succeeded")
 	}
 }
 
 func TestRemoveStaleTemp(t *testing.T) {
 	dir := t.TempDir()
-	name, err := Write(dir, 10, event(api.VerbAdd, 1))
+	name, err := writeName(dir, 10, event(api.VerbAdd, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,5 +291,55 @@ func TestRemoveStaleTemp(t *testing.T) {
 	}
 	if n, err := RemoveStaleTemp(filepath.Join(dir, "missing"), time.Minute); n != 0 || err != nil {
 		t.Errorf("missing dir: %d, %v", n, err)
+	}
+}
+
+// writeName is Write without a deadline, returning the file name.
+func writeName(dir string, limit int, ev api.Event) (string, error) {
+	w, err := Write(context.Background(), dir, limit, ev)
+	return w.Name, err
+}
+
+// A writer that holds the lock and never lets go cannot keep another
+// writer past its deadline: the event is committed without the lock, in
+// time, and says so.
+func TestWriteDoesNotOutliveItsDeadlineWhenLockIsHeld(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	const budget = 300 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	start := time.Now()
+	w, err := Write(ctx, dir, 10, event(api.VerbAdd, 1))
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if took > budget {
+		t.Errorf("Write took %v with a %v deadline", took, budget)
+	}
+	if !w.Unlocked {
+		t.Error("Written.Unlocked = false while another holder had the lock")
+	}
+	entries, _, err := List(dir)
+	if err != nil || len(entries) != 1 || entries[0].Name != w.Name {
+		t.Errorf("List = %+v, %v; want the one event %s", entries, err, w.Name)
+	}
+
+	// Once the holder lets go, writers take the lock again.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), budget)
+	defer cancel2()
+	if w, err := Write(ctx2, dir, 10, event(api.VerbAdd, 2)); err != nil || w.Unlocked {
+		t.Errorf("Write after unlock = %+v, %v; want a locked commit", w, err)
 	}
 }
