@@ -10,12 +10,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/weft-net/weft/pkg/cniplugin"
 )
 
 const (
@@ -36,6 +39,21 @@ var confExts = []string{".conf", ".conflist", ".json"}
 
 // ErrNoPrimary means the conf dir has no primary CNI config yet.
 var ErrNoPrimary = errors.New("no primary CNI configuration yet")
+
+// ErrUnsupportedVersion means the primary CNI's config has a cniVersion the
+// plugin does not speak. weft is not inserted (and is taken out, if an older
+// install-cni put it there): the CNI library would fail every pod ADD with
+// "incompatible CNI versions" before weft's failPolicy could apply.
+var ErrUnsupportedVersion = errors.New("cniVersion not supported by the weft plugin")
+
+// Supported reports whether the plugin speaks cniVersion v. An empty
+// version is what the CNI library reads as 0.1.0.
+func Supported(v string) bool {
+	if v == "" {
+		v = "0.1.0"
+	}
+	return slices.Contains(cniplugin.VersionInfo().SupportedVersions(), v)
+}
 
 // Options configure an Installer.
 type Options struct {
@@ -209,6 +227,9 @@ func (in *Installer) Ensure() (Result, error) {
 	if primary == nil {
 		return res, ErrNoPrimary
 	}
+	if v := primary.parsed.CNIVersion; !Supported(v) {
+		return in.unsupported(primary, res)
+	}
 	mode, owner := fileMode(primary.path)
 	if primary.parsed.Kind == KindSingle {
 		return in.convert(primary, mode, owner, res)
@@ -232,6 +253,24 @@ func (in *Installer) Ensure() (Result, error) {
 	in.o.Log.Info("weft inserted as the last plugin", "path", primary.path, "network", primary.parsed.Name,
 		"cniVersion", primary.parsed.CNIVersion)
 	return res, nil
+}
+
+// unsupported leaves the primary's file as it is, except for taking weft out
+// of it if it is there (put there by an install-cni from before this check):
+// a chain with weft at an unsupported version fails every pod ADD.
+func (in *Installer) unsupported(primary *candidate, res Result) (Result, error) {
+	v := primary.parsed.CNIVersion
+	res.Primary = primary.path
+	err := fmt.Errorf("%w: %s says cniVersion %q; weft speaks %s; pods keep starting through the primary CNI without weft, which waits for a file it can join",
+		ErrUnsupportedVersion, primary.path, v, strings.Join(cniplugin.VersionInfo().SupportedVersions(), ", "))
+	if primary.parsed.HasWeft() && !primary.parsed.OnlyWeft() {
+		if _, rerr := in.removeFrom(*primary); rerr != nil {
+			return res, fmt.Errorf("%w (and taking weft out of it failed: %w)", err, rerr)
+		}
+		res.Changed = true
+		in.o.Log.Warn("weft taken out of a conflist whose cniVersion it does not support", "path", primary.path, "cniVersion", v)
+	}
+	return res, err
 }
 
 // convert turns the single .conf primary into NAME.conflist with weft.
@@ -288,6 +327,9 @@ func (in *Installer) Install(ctx context.Context) (Result, error) {
 		case errors.Is(err, ErrNoPrimary):
 			in.o.Log.Info("waiting for the primary CNI's configuration", "dir", in.o.ConfDir)
 			return false
+		case errors.Is(err, ErrUnsupportedVersion):
+			in.o.Log.Error("not inserting weft", "err", err)
+			return false
 		case err != nil:
 			in.o.Log.Warn("install into the CNI configuration failed, retrying", "err", err)
 			return false
@@ -309,6 +351,8 @@ func (in *Installer) Watch(ctx context.Context) error {
 		switch {
 		case errors.Is(err, ErrNoPrimary):
 			in.o.Log.Warn("no primary CNI configuration in the conf dir", "dir", in.o.ConfDir)
+		case errors.Is(err, ErrUnsupportedVersion):
+			in.o.Log.Error("not inserting weft", "err", err)
 		case err != nil:
 			in.o.Log.Warn("keeping weft in the CNI configuration failed, retrying", "err", err)
 		case res.Changed:

@@ -447,3 +447,62 @@ func TestInstallBinary(t *testing.T) {
 		t.Errorf("bin dir: %v", left)
 	}
 }
+
+// A primary conflist or .conf at a cniVersion the plugin does not speak is
+// left alone (weft would make libcni fail every pod ADD), and the error says
+// which file, which version and what weft speaks; weft put there by an
+// older install-cni is taken out again. Versions weft speaks, old ones
+// included, get weft.
+func TestUnsupportedCNIVersionIsLeftAlone(t *testing.T) {
+	bridge := func(ver string, extra string) string {
+		return `{"cniVersion": "` + ver + `", "name": "cbr0", "plugins": [{"type": "bridge", "bridge": "cni0"}` + extra + `]}`
+	}
+	weft := `, {"type": "weft"}`
+	tests := []struct {
+		name, file, data string
+		wantErr          bool
+		want             string // the file afterwards; "" = unchanged
+	}{
+		{"future conflist", "10-net.conflist", bridge("2.0.0", ""), true, ""},
+		{"future conflist with weft in it", "10-net.conflist", bridge("1.9.0", weft), true, bridge("1.9.0", "")},
+		{"future single conf", "10-net.conf", `{"cniVersion": "3.1.4", "name": "cbr0", "type": "bridge"}`, true, ""},
+		{"0.2.0 conflist", "10-net.conflist", bridge("0.2.0", ""), false, "weft"},
+		{"0.1.0 conflist", "10-net.conflist", bridge("0.1.0", ""), false, "weft"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newTestDir(t)
+			path := filepath.Join(d.conf, tc.file)
+			writeFile(t, path, []byte(tc.data), 0o644)
+			res, err := d.installer(t, Entry{}).Ensure()
+			after, _ := os.ReadFile(path)
+			if !tc.wantErr {
+				if err != nil {
+					t.Fatalf("Ensure: %v", err)
+				}
+				if p, perr := Parse(after); perr != nil || !p.HasWeft() {
+					t.Errorf("weft not inserted at a supported version: %v\n%s", perr, after)
+				}
+				return
+			}
+			if !errors.Is(err, ErrUnsupportedVersion) {
+				t.Fatalf("Ensure = %+v, %v; want ErrUnsupportedVersion", res, err)
+			}
+			for _, s := range []string{path, "1.1.0", "0.2.0"} {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not name %q", err, s)
+				}
+			}
+			want := tc.want
+			if want == "" {
+				want = tc.data
+			}
+			if string(after) != want {
+				t.Errorf("file afterwards:\n%s\nwant:\n%s", after, want)
+			}
+			if snap := snapshot(t, d.conf); len(snap) != 1 {
+				t.Errorf("conf dir holds %v, want only %s", snap, tc.file)
+			}
+		})
+	}
+}

@@ -252,6 +252,9 @@ type Pod struct {
 	IP      netip.Addr
 	Gateway netip.Addr
 	Result  *types100.Result
+	// RawResult is the last cnitool add's stdout, in the conflist's
+	// cniVersion (Result is its conversion to the current version).
+	RawResult []byte
 }
 
 // NewPod creates the pod namespace on n (not yet attached).
@@ -380,6 +383,7 @@ func (n *Node) AttachCNITool(ctx context.Context, p *Pod) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("cnitool add on %s: decode result %q: %w", n.Name, out, err)
 	}
+	p.RawResult = out
 	return p.setResult(res)
 }
 

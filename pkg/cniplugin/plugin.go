@@ -28,9 +28,14 @@ const About = "weft chained plugin"
 const ErrPluginNotAvailable uint = 50
 
 // VersionInfo lists the CNI spec versions weft speaks: flannel's conflists
-// say 0.3.1, Calico's 1.0.0; STATUS and GC need 1.1.0.
+// say 0.3.1, Calico's 1.0.0; STATUS and GC need 1.1.0. 0.1.0 and 0.2.0
+// (older conflists, and libcni's reading of a missing cniVersion) work too:
+// weft reads their ip4/ip6 result through the CNI library's conversion and
+// prints it back unchanged. A version not listed here makes every ADD fail
+// in the CNI library before weft's failPolicy can apply, so install-cni
+// refuses to insert weft into such a conflist (conflist.Supported).
 func VersionInfo() version.PluginInfo {
-	return version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+	return version.PluginSupports("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 }
 
 // Plugin implements the CNI verbs. Its fields are the process environment it
