@@ -43,6 +43,7 @@ func unixHTTP(sock string) *http.Client {
 // connections do not stop real requests from being served within budget;
 // memory stays bounded.
 func TestDaemonAPIAbuse(t *testing.T) {
+	defer run.sum.TrackSkip(t, PAPI)() // its cases are subtests; a skip before them counts too
 	env := harness.NewTestEnv(t)
 	ctx := ctxFor(t, 120*time.Second)
 	n, cfg := oneNode(t, env, nodeSpec{})

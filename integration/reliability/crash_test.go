@@ -23,6 +23,7 @@ import (
 // exactly the state a clean start produces: no duplicate rule, no leftover
 // route or set element.
 func TestCrashDuringApply(t *testing.T) {
+	defer run.sum.TrackSkip(t, PCrash)() // its cases are subtests; a skip before them counts too
 	for _, backend := range []string{"nftables", "iptables"} {
 		t.Run(backend, func(t *testing.T) { crashDuringApply(t, backend) })
 	}

@@ -15,6 +15,7 @@ import (
 // restart, and the time to repair is measured. The repaired state must be
 // the very state of a clean start (snapshot), not just "something there".
 func TestFaultsFromOutside(t *testing.T) {
+	defer run.sum.TrackSkip(t, PFaults)() // its cases are subtests; a skip before them counts too
 	for _, backend := range []string{"nftables", "iptables"} {
 		t.Run(backend, func(t *testing.T) { faultsFor(t, backend) })
 	}

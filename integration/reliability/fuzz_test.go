@@ -12,6 +12,7 @@ import (
 // seed corpus in testdata/fuzz. This test replays each corpus (the fuzzing
 // itself is `make fuzz`, 10 s per target; `make test` runs it for 5 s).
 func TestFuzzCorpora(t *testing.T) {
+	defer run.sum.TrackSkip(t, PFuzz)() // its cases are subtests; a skip before them counts too
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go tool not in PATH")
 	}

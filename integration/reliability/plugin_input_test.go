@@ -97,6 +97,7 @@ func execPlugin(t *testing.T, n *harness.Node, bin string, env map[string]string
 // or succeeds by policy, never panics, prints at most one JSON object on
 // stdout, and ends within its timeout.
 func TestPluginBadInput(t *testing.T) {
+	defer run.sum.TrackSkip(t, PPlugin)() // its cases are subtests; a skip before them counts too
 	env := harness.NewTestEnv(t)
 	ctx := ctxFor(t, 120*time.Second)
 	n, cfg := oneNode(t, env, nodeSpec{})

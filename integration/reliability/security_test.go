@@ -19,6 +19,7 @@ import (
 
 // Promise 9: file modes, socket ownership and capabilities.
 func TestSecurity(t *testing.T) {
+	defer run.sum.TrackSkip(t, PSecurity)() // its cases are subtests; a skip before them counts too
 	env := harness.NewTestEnv(t)
 	ctx := ctxFor(t, 90*time.Second)
 	n, cfg := oneNode(t, env, nodeSpec{})

@@ -67,9 +67,14 @@ type Summary struct {
 }
 
 type row struct {
-	tried, passed int
-	figures       []string
+	tried, passed, skipped int
+	figures                []string
 }
+
+// met: a promise is met only when it was tried and every case passed. A
+// promise whose cases all skipped (no root, a tool missing) is not met: a
+// table of zeros must not read as a pass.
+func (r *row) met() bool { return r.tried > 0 && r.passed == r.tried }
 
 // NewSummary returns an empty summary.
 func NewSummary() *Summary { return &Summary{rows: map[string]*row{}} }
@@ -84,14 +89,57 @@ func (s *Summary) row(p string) *row {
 }
 
 // Track counts t as one case of promise p when the returned func runs
-// (defer it): passed unless t failed; a skipped test is not counted.
+// (defer it): passed unless t failed, skipped if t skipped.
 func (s *Summary) Track(t testing.TB, p string) func() {
 	return func() {
 		if t.Skipped() {
+			s.Skip(p)
 			return
 		}
 		s.Case(p, !t.Failed())
 	}
+}
+
+// TrackSkip counts t as a skipped case of p if it skipped, and nothing
+// otherwise: for a test whose cases are subtests that Track themselves but
+// which may skip before reaching them (no root, a tool missing).
+func (s *Summary) TrackSkip(t testing.TB, p string) func() {
+	return func() {
+		if t.Skipped() {
+			s.Skip(p)
+		}
+	}
+}
+
+// Skip counts one skipped case of promise p.
+func (s *Summary) Skip(p string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.row(p).skipped++
+}
+
+// Unmet lists the promises, in table order, that were not tried or had a
+// failing case.
+func (s *Summary) Unmet() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, p := range s.names() {
+		if !s.row(p).met() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (s *Summary) names() []string {
+	names := append([]string(nil), promises...)
+	for p := range s.rows {
+		if !slices.Contains(names, p) {
+			names = append(names, p)
+		}
+	}
+	return names
 }
 
 // Case counts one case of promise p.
@@ -121,37 +169,45 @@ func (s *Summary) Counts(p string) (tried, passed int) {
 	return r.tried, r.passed
 }
 
-// Fprint writes the table: promise, cases tried, passed, figures. Every
-// promise has a row, so one that was not run shows 0 tried.
+// Fprint writes the table: promise, cases tried, passed and skipped,
+// whether the promise is met, figures. Every promise has a row: one that
+// was not tried says so and is not met.
 func (s *Summary) Fprint(w io.Writer, size Size) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	names := append([]string(nil), promises...)
-	for p := range s.rows {
-		if !slices.Contains(names, p) {
-			names = append(names, p)
-		}
-	}
+	names := s.names()
 	width := len("promise")
 	for _, p := range names {
 		width = max(width, len(p))
 	}
-	line := strings.Repeat("-", width+2+6+2+6+2+40)
+	line := strings.Repeat("-", width+2+6+2+6+2+7+2+24+2+30)
 	fmt.Fprintf(w, "\nweft reliability summary (%s form)\n%s\n", size, line)
-	fmt.Fprintf(w, "%-*s  %6s  %6s  %s\n%s\n", width, "promise", "tried", "passed", "figures", line)
+	fmt.Fprintf(w, "%-*s  %6s  %6s  %7s  %-24s  %s\n%s\n", width, "promise", "tried", "passed", "skipped", "verdict", "figures", line)
+	unmet := 0
 	for _, p := range names {
 		r := s.row(p)
 		fig := strings.Join(r.figures, "; ")
 		if fig == "" {
 			fig = "-"
 		}
-		mark := ""
-		if r.tried != r.passed {
-			mark = "  <-- FAILED"
+		verdict := "met"
+		switch {
+		case r.tried == 0:
+			verdict = "NOT MET (not tried)"
+		case r.passed != r.tried:
+			verdict = fmt.Sprintf("NOT MET (%d failed)", r.tried-r.passed)
 		}
-		fmt.Fprintf(w, "%-*s  %6d  %6d  %s%s\n", width, p, r.tried, r.passed, fig, mark)
+		if !r.met() {
+			unmet++
+		}
+		fmt.Fprintf(w, "%-*s  %6d  %6d  %7d  %-24s  %s\n", width, p, r.tried, r.passed, r.skipped, verdict, fig)
 	}
 	fmt.Fprintln(w, line)
+	if unmet > 0 {
+		fmt.Fprintf(w, "%d of %d promises NOT MET\n", unmet, len(names))
+	} else {
+		fmt.Fprintf(w, "all %d promises met\n", len(names))
+	}
 }
 
 // Percentile returns the p-th percentile (0 < p <= 100) of ds by the
