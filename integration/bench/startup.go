@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -283,6 +284,14 @@ func StartupCost(ctx context.Context, env *harness.Env, o Options) ([]Row, error
 	}
 	countsOK := len(countErrs) == 0
 
+	// 1d: the same three chains on the tmpfs node through the real
+	// cnitool, one process per verb as a runtime execs plugins, as an
+	// independent check of 1a's in-process libcni loop.
+	viaCNITool, err := tmpfs.cnitoolRounds(ctx, env, o.pick(100, 15))
+	if err != nil {
+		return nil, err
+	}
+
 	bare, tuning, weft := tmpfs.bare, tmpfs.tuning, tmpfs.weft
 	addedWeft, addedTuning := paired(weft.add, bare.add), paired(tuning.add, bare.add)
 	sw, st := Summarize(addedWeft), Summarize(addedTuning)
@@ -298,6 +307,7 @@ func StartupCost(ctx context.Context, env *harness.Env, o Options) ([]Row, error
 		"addedMsDiskNode":     map[string]Summary{"weft": diskWeft, "tuning": diskTuning},
 		"addedMsTmpfsNode":    map[string]Summary{"weft": sw, "tuning": st},
 		"daemonCountProblems": countErrs,
+		"cnitoolAddMs":        viaCNITool.raw,
 	}
 	if perr != nil {
 		extra["pluginPhasesError"] = perr.Error()
@@ -315,11 +325,98 @@ func StartupCost(ctx context.Context, env *harness.Env, o Options) ([]Row, error
 		ID: "1c", Figure: "ADD latency added by the plugin, median (state on disk)", Unit: "ms",
 		Weft: diskWeft, RefName: "tuning (same rounds, same node)", Ref: &diskTuning, Goal: goal(), Cond: &countsOK,
 		Note: "a second node and weftd in the same rounds, stateDir on this machine's disk: the state write is not fsynced on the request path (the page cache survives kill -9 of weftd)",
+	}, {
+		ID: "1d", Figure: "ADD latency added by the plugin, median, through cnitool (state on tmpfs)", Unit: "ms",
+		Weft: viaCNITool.weft, RefName: "tuning", Ref: &viaCNITool.tuning, Goal: goal(),
+		Note: "the real cnitool per ADD (ip netns exec + cnitool + plugins), 3 chains interleaved and rotated; paired per round against the bare chain",
 	}}
 	if !countsOK {
 		return rows, fmt.Errorf("daemon counts: %s", strings.Join(countErrs, "; "))
 	}
 	return rows, nil
+}
+
+// cnitoolFigures are the added latencies measured through cnitool.
+type cnitoolFigures struct {
+	weft, tuning Summary
+	raw          map[string]Summary
+}
+
+// cnitoolRounds runs rounds of cnitool add+del of the node's three chains,
+// interleaved and rotated, each chain written as its own network in one
+// NETCONFPATH. Like the harness's cnitool runs, each one bind-mounts the
+// node's cache dir over /var/lib/cni inside the mount namespace that
+// `ip netns exec` makes, so nothing lands in the host's cache.
+func (sn *startupNode) cnitoolRounds(ctx context.Context, env *harness.Env, rounds int) (cnitoolFigures, error) {
+	dir := filepath.Join(sn.n.Dir, "bench-netconf")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return cnitoolFigures{}, err
+	}
+	nets := map[*chain]string{}
+	for i, c := range sn.chains() {
+		name := "bench-" + strings.TrimPrefix(c.tag, sn.n.Cluster+"-")
+		b, err := json.Marshal(withName(c.list, name))
+		if err != nil {
+			return cnitoolFigures{}, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%02d-%s.conflist", i, name)), b, 0o644); err != nil {
+			return cnitoolFigures{}, err
+		}
+		nets[c] = name
+	}
+	run := func(verb string, c *chain) (time.Duration, error) {
+		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", sn.n.NS.Name,
+			"sh", "-c", `mount --bind "$0" /var/lib/cni && exec "$@"`,
+			sn.n.CacheDir, env.Tool("cnitool"), verb, nets[c], c.pod.NS.Path)
+		cmd.Env = append(os.Environ(), "CNI_PATH="+strings.Join(env.CNIPath(), string(os.PathListSeparator)),
+			"NETCONFPATH="+dir, "CNI_IFNAME=eth0", "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=cnitool")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		t0 := time.Now()
+		err := cmd.Run()
+		d := time.Since(t0)
+		if err != nil {
+			return 0, fmt.Errorf("cnitool %s %s on %s: %w: %s", verb, nets[c], sn.n.Name, err, out.String())
+		}
+		return d, nil
+	}
+	if err := os.MkdirAll("/var/lib/cni", 0o755); err != nil { // the bind mount's mount point
+		return cnitoolFigures{}, err
+	}
+	chains := sn.chains()
+	adds := map[*chain][]time.Duration{}
+	for i := -2; i < rounds; i++ { // two rounds of warm-up
+		for k := range chains {
+			c := chains[(i+2+k)%len(chains)]
+			d, err := run("add", c)
+			if err != nil {
+				return cnitoolFigures{}, err
+			}
+			if _, err := run("del", c); err != nil {
+				return cnitoolFigures{}, err
+			}
+			if i >= 0 {
+				adds[c] = append(adds[c], d)
+			}
+		}
+	}
+	raw := map[string]Summary{}
+	for _, c := range chains {
+		raw[c.name] = Summarize(Ms(adds[c]))
+	}
+	return cnitoolFigures{
+		weft:   Summarize(paired(adds[sn.weft], adds[sn.bare])),
+		tuning: Summarize(paired(adds[sn.tuning], adds[sn.bare])),
+		raw:    raw,
+	}, nil
+}
+
+// withName is list as a conflist document named name.
+func withName(list *libcni.NetworkConfigList, name string) map[string]any {
+	var doc map[string]any
+	_ = json.Unmarshal(list.Bytes, &doc)
+	doc["name"] = name
+	return doc
 }
 
 // p99Of turns the summary of paired differences into a row value whose
