@@ -360,8 +360,27 @@ func TestVersionCommand(t *testing.T) {
 	if err := json.Unmarshal(o.stdout, &v); err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(v.SupportedVersions, allVersions) {
-		t.Errorf("supportedVersions = %v, want %v", v.SupportedVersions, allVersions)
+	if want := append([]string{"0.1.0", "0.2.0"}, allVersions...); !reflect.DeepEqual(v.SupportedVersions, want) {
+		t.Errorf("supportedVersions = %v, want %v", v.SupportedVersions, want)
+	}
+}
+
+// A 0.2.0 chain (ip4/ip6 results, no interfaces): ADD prints the
+// primary's result back unchanged in 0.2.0 and reports its address and
+// gateway to weftd.
+func TestAddAtCNIVersion020(t *testing.T) {
+	e := newEnv(t, "closed", false)
+	prev := map[string]any{
+		"cniVersion": "0.2.0",
+		"ip4": map[string]any{"ip": "10.1.2.5/24", "gateway": "10.1.2.1",
+			"routes": []any{map[string]any{"dst": "0.0.0.0/0", "gw": "10.1.2.1"}}},
+		"dns": map[string]any{},
+	}
+	o := run(t, cniEnv("ADD", nil), netconf(t, "0.2.0", e.keys, prev))
+	o.mustPrint(t, prev)
+	evs := e.daemon.Events(t, api.PathAdd)
+	if len(evs) != 1 || !reflect.DeepEqual(evs[0].IPs, []api.PodIP{{Address: "10.1.2.5/24", Gateway: "10.1.2.1"}}) {
+		t.Errorf("daemon ADD events %+v", evs)
 	}
 }
 
@@ -440,7 +459,7 @@ func TestBadInvocations(t *testing.T) {
 		{"missing CNI_IFNAME on DEL", "DEL", map[string]string{"CNI_IFNAME": ""}, good(nil), 4, "CNI_IFNAME"},
 		{"unknown command", "FROB", nil, good(nil), 4, "unknown CNI_COMMAND"},
 		{"unknown cniVersion", "ADD", nil, []byte(`{"cniVersion":"9.9.9","name":"n","type":"weft"}`), 1, "incompatible"},
-		{"old cniVersion", "ADD", nil, []byte(`{"cniVersion":"0.2.0","name":"n","type":"weft"}`), 1, "incompatible"},
+		{"cniVersion older than any spec", "ADD", nil, []byte(`{"cniVersion":"0.0.9","name":"n","type":"weft"}`), 1, "incompatible"},
 		{"missing name", "ADD", nil, []byte(`{"cniVersion":"1.0.0","type":"weft"}`), 7, "name"},
 		{"bad failPolicy", "ADD", nil, good(map[string]any{"failPolicy": "sometimes"}), 7, "failPolicy"},
 		{"failPolicy not a string", "DEL", nil, good(map[string]any{"failPolicy": true}), 7, "failPolicy"},
