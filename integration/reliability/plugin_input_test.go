@@ -176,7 +176,10 @@ func TestPluginBadInput(t *testing.T) {
 		{"missing CNI_PATH", "ADD", map[string]string{"CNI_PATH": ""}, conf(nil), 4},
 		{"malformed CNI_ARGS", "ADD", map[string]string{"CNI_ARGS": "K8S_POD_NAME=a=b;;garbage"}, conf(nil), 0},
 		{"unknown cniVersion", "ADD", nil, conf(map[string]any{"cniVersion": "9.9.9", "prevResult": prev("1.0.0")}), 1},
-		{"cniVersion 0.2.0", "ADD", nil, conf(map[string]any{"cniVersion": "0.2.0"}), 1},
+		// weft speaks 0.2.0, but a prevResult in another version than the
+		// config's is a decode failure.
+		{"cniVersion 0.2.0, prevResult 1.0.0", "ADD", nil, conf(map[string]any{"cniVersion": "0.2.0"}), 6},
+		{"cniVersion older than any spec", "ADD", nil, conf(map[string]any{"cniVersion": "0.0.9"}), 1},
 		{"cniVersion wrong type", "ADD", nil, conf(map[string]any{"cniVersion": 1}), 6},
 		{"missing name", "ADD", nil, conf(map[string]any{"name": nil}), 7},
 		{"name wrong type", "ADD", nil, conf(map[string]any{"name": []int{1}}), 6}, // skel's own decode
