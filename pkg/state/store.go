@@ -34,7 +34,13 @@ import (
 	"github.com/weft-net/weft/pkg/api"
 )
 
-const fileName = "state.json"
+const (
+	fileName = "state.json"
+	// tombFileName holds the remembered DELs (tombstones.go). They live
+	// apart from the attachments because only a DEL changes them: an ADD
+	// writes state.json alone, whatever the number of DELs remembered.
+	tombFileName = "tombstones.json"
+)
 
 // Attachment is one pod interface the plugin reported on ADD.
 type Attachment struct {
@@ -61,6 +67,18 @@ type document struct {
 	Tombstones  []Tombstone       `json:"tombstones,omitempty"`
 }
 
+// tombDocument is the tombstones file's document (same envelope).
+type tombDocument struct {
+	Tombstones []Tombstone `json:"tombstones"`
+}
+
+func joinProblems(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
 type envelope struct {
 	Version  int             `json:"version"`
 	Checksum string          `json:"checksum"` // sha256 of Data
@@ -77,6 +95,8 @@ type Store struct {
 	tombstones  map[api.AttachmentKey]time.Time // see tombstones.go
 	cni         *api.CNIInterface
 	gen         uint64 // bumped by every mutation
+	tombGen     uint64 // bumped by every change of tombstones
+	tombWritten uint64 // tombGen of the tombstones file on disk
 	flushedGen  uint64
 	flushing    bool
 	flushErr    error
@@ -98,6 +118,9 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	}
 	s := &Store{dir: dir, log: log, attachments: map[api.AttachmentKey]Attachment{}, tombstones: map[api.AttachmentKey]time.Time{}, volatile: inMemory(dir)}
 	s.flushed = sync.NewCond(&s.mu)
+	if err := s.loadTombstones(); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, fileName)
 	data, err := os.ReadFile(path)
 	switch {
@@ -112,13 +135,14 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 		if rerr := os.Rename(path, aside); rerr != nil {
 			return nil, fmt.Errorf("set aside corrupt state %s: %w", path, rerr)
 		}
-		s.loadProblem = fmt.Sprintf("state file %s was corrupt (%v); moved to %s and rebuilt from events", path, err, aside)
+		s.loadProblem = joinProblems(s.loadProblem, fmt.Sprintf("state file %s was corrupt (%v); moved to %s and rebuilt from events", path, err, aside))
 		log.Warn("state file corrupt, starting empty", "path", path, "err", err, "movedTo", aside)
 		return s, nil
 	}
 	for _, a := range doc.Attachments {
 		s.attachments[a.Key()] = a
 	}
+	// Tombstones in state.json come from a weftd that kept them there.
 	for _, t := range doc.Tombstones {
 		s.tombstones[t.Key()] = t.Deleted
 	}
@@ -126,23 +150,59 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	return s, nil
 }
 
+// loadTombstones reads the tombstones file; a corrupt one is set aside and
+// reported like a corrupt state file (spooled ADDs are then ordered by the
+// attachments' own times only).
+func (s *Store) loadTombstones() error {
+	path := filepath.Join(s.dir, tombFileName)
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read tombstones %s: %w", path, err)
+	}
+	var doc tombDocument
+	if err := decodeInto(data, &doc); err != nil {
+		aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().UnixNano())
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return fmt.Errorf("set aside corrupt tombstones %s: %w", path, rerr)
+		}
+		s.loadProblem = fmt.Sprintf("tombstones file %s was corrupt (%v); moved to %s", path, err, aside)
+		s.log.Warn("tombstones file corrupt, starting without remembered DELs", "path", path, "err", err, "movedTo", aside)
+		return nil
+	}
+	for _, t := range doc.Tombstones {
+		s.tombstones[t.Key()] = t.Deleted
+	}
+	return nil
+}
+
 func decode(data []byte) (*document, error) {
+	var doc document
+	if err := decodeInto(data, &doc); err != nil {
+		return nil, err
+	}
+	return &doc, nil
+}
+
+// decodeInto checks data's envelope and decodes its document into v.
+func decodeInto(data []byte, v any) error {
 	var env envelope
 	if err := json.Unmarshal(data, &env); err != nil {
-		return nil, fmt.Errorf("decode envelope: %w", err)
+		return fmt.Errorf("decode envelope: %w", err)
 	}
 	if env.Version != 1 {
-		return nil, fmt.Errorf("unknown state version %d", env.Version)
+		return fmt.Errorf("unknown state version %d", env.Version)
 	}
 	sum := sha256.Sum256(env.Data)
 	if hex.EncodeToString(sum[:]) != env.Checksum {
-		return nil, errors.New("checksum mismatch (torn or edited file)")
+		return errors.New("checksum mismatch (torn or edited file)")
 	}
-	var doc document
-	if err := json.Unmarshal(env.Data, &doc); err != nil {
-		return nil, fmt.Errorf("decode document: %w", err)
+	if err := json.Unmarshal(env.Data, v); err != nil {
+		return fmt.Errorf("decode document: %w", err)
 	}
-	return &doc, nil
+	return nil
 }
 
 // LoadProblem describes a corrupt file found at Open, or "".
@@ -288,14 +348,31 @@ func (s *Store) commit(ctx context.Context, g uint64) error {
 			continue
 		}
 		s.flushing = true
-		target := s.gen
-		data, err := s.encodeLocked()
-		s.mu.Unlock()
+		target, tombTarget := s.gen, s.tombGen
+		var tombData []byte
+		var err error
+		if tombTarget != s.tombWritten {
+			tombData, err = s.encodeTombstonesLocked()
+		}
+		var data []byte
 		if err == nil {
-			err = s.writeFile(data)
+			data, err = s.encodeLocked()
+		}
+		s.mu.Unlock()
+		// The tombstones first: a DEL is acknowledged only once both are
+		// written, and a crash between them leaves a tombstone for an
+		// attachment still recorded, which the plugin's retried DEL clears.
+		if err == nil && tombData != nil {
+			err = s.writeFile(tombFileName, tombData)
+		}
+		if err == nil {
+			err = s.writeFile(fileName, data)
 		}
 		s.mu.Lock()
 		s.flushing = false
+		if err == nil && tombData != nil && tombTarget > s.tombWritten {
+			s.tombWritten = tombTarget
+		}
 		if err != nil {
 			s.flushErr = err
 			s.flushed.Broadcast()
@@ -312,25 +389,37 @@ func (s *Store) commit(ctx context.Context, g uint64) error {
 }
 
 func (s *Store) encodeLocked() ([]byte, error) {
-	data, err := json.Marshal(document{Attachments: s.sortedLocked(), CNI: s.cni, Tombstones: s.tombstonesLocked()})
+	data, err := json.Marshal(document{Attachments: s.sortedLocked(), CNI: s.cni})
 	if err != nil {
 		return nil, fmt.Errorf("encode state: %w", err)
 	}
+	return seal(data), nil
+}
+
+func (s *Store) encodeTombstonesLocked() ([]byte, error) {
+	data, err := json.Marshal(tombDocument{Tombstones: s.tombstonesLocked()})
+	if err != nil {
+		return nil, fmt.Errorf("encode tombstones: %w", err)
+	}
+	return seal(data), nil
+}
+
+// seal wraps a document in the checksummed envelope, by hand: json.Marshal
+// would re-validate and compact data, a second pass over a document that
+// json.Marshal just wrote compact. The bytes are the same as envelope's
+// encoding.
+func seal(data []byte) []byte {
 	sum := sha256.Sum256(data)
-	// The envelope by hand: json.Marshal would re-validate and compact
-	// Data, a second pass over a document that json.Marshal just wrote
-	// compact (with thousands of tombstones, the larger part of an ADD's
-	// cost). The bytes are the same as envelope's encoding.
 	out := make([]byte, 0, len(data)+128)
 	out = append(out, `{"version":1,"checksum":"`...)
 	out = hex.AppendEncode(out, sum[:])
 	out = append(out, `","data":`...)
 	out = append(out, data...)
-	return append(out, '}'), nil
+	return append(out, '}')
 }
 
-func (s *Store) writeFile(data []byte) error {
-	path := filepath.Join(s.dir, fileName)
+func (s *Store) writeFile(name string, data []byte) error {
+	path := filepath.Join(s.dir, name)
 	tmp, err := os.CreateTemp(s.dir, ".state-*.tmp")
 	if err != nil {
 		return fmt.Errorf("create temp in %s: %w", s.dir, err)
@@ -372,9 +461,15 @@ func (s *Store) syncSoon() {
 		s.mu.Lock()
 		s.syncPending = false
 		s.mu.Unlock()
-		if err := syncPath(filepath.Join(s.dir, fileName)); err != nil {
-			s.log.Warn("background fsync of the state file failed; it matters only if the machine loses power", "err", err)
-			return
+		for _, name := range []string{tombFileName, fileName} {
+			err := syncPath(filepath.Join(s.dir, name))
+			if name == tombFileName && errors.Is(err, os.ErrNotExist) {
+				continue // no DEL remembered yet
+			}
+			if err != nil {
+				s.log.Warn("background fsync of the state failed; it matters only if the machine loses power", "file", name, "err", err)
+				return
+			}
 		}
 		if err := syncPath(s.dir); err != nil {
 			s.log.Warn("background fsync of the state directory failed; it matters only if the machine loses power", "err", err)

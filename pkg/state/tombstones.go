@@ -14,7 +14,8 @@ import (
 const MaxTombstones = 4096
 
 // Tombstone records that the plugin saw a DEL of an attachment at Deleted
-// (its clock, as in api.Event.Time). It is part of the durable document:
+// (its clock, as in api.Event.Time). It is durable (tombstones.json, written
+// by DELs only, so an ADD's write does not grow with the DELs remembered):
 // a spooled ADD replayed by the next weftd, after a restart, is ordered
 // against it as exactly as by this one.
 type Tombstone struct {
@@ -57,6 +58,7 @@ func (s *Store) deleteAt(ctx context.Context, k api.AttachmentKey, at time.Time,
 	if newer {
 		s.tombstones[k] = at
 		s.pruneTombstonesLocked()
+		s.tombGen++
 	}
 	if !known && !newer {
 		s.mu.Unlock()
