@@ -28,6 +28,12 @@ type Config struct {
 	MetricsAddress *string  `json:"metricsAddress"` // nil = default; "" disables
 	ResyncInterval Duration `json:"resyncInterval"`
 
+	// Topology is where cluster.nodes, cluster.gateway and remotes come
+	// from: file (this file) or kubernetes (the API, see Kubernetes).
+	Topology   string     `json:"topology"`
+	Kubernetes Kubernetes `json:"kubernetes"`
+	Broker     Broker     `json:"broker"`
+
 	// Parsed forms, filled by Validate. Not part of the file.
 	Parsed Parsed `json:"-"`
 }

@@ -98,7 +98,13 @@ func TestDefaults(t *testing.T) {
 		StateDir:       "/run/weft",
 		MetricsAddress: &metrics,
 		ResyncInterval: Duration{30 * time.Second},
-		Parsed:         cfg.Parsed,
+		Topology:       "file",
+		Kubernetes: Kubernetes{
+			Endpoints: "submariner", Namespace: "submariner-operator", GatewayLabel: "weft.dev/gateway",
+			Lease: Lease{Duration{6 * time.Second}, Duration{4 * time.Second}, Duration{time.Second}},
+		},
+		Broker: Broker{Namespace: "weft-broker"},
+		Parsed: cfg.Parsed,
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("defaults =\n%+v\nwant\n%+v", *cfg, want)

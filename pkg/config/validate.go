@@ -65,7 +65,9 @@ func (c *Config) Validate() error {
 
 	nodeNames := map[string]string{}
 	nodeIPs := map[netip.Addr]string{}
-	if len(c.Cluster.Nodes) == 0 {
+	// Only the file source needs the nodes and the gateway from the file.
+	fileTopology := c.Topology == TopologyFile || c.Topology == ""
+	if len(c.Cluster.Nodes) == 0 && fileTopology {
 		errs.add("cluster.nodes", "at least one node is required")
 	}
 	for i, n := range c.Cluster.Nodes {
@@ -96,6 +98,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch {
+	case !fileTopology:
 	case c.Cluster.Gateway == "":
 		errs.add("cluster.gateway", "required")
 	case len(c.Cluster.Nodes) > 0:
@@ -162,6 +165,7 @@ func (c *Config) Validate() error {
 	}
 
 	p.Warnings = cidrs.sweep(&errs)
+	c.validateTopology(&errs)
 
 	switch c.PacketFilter {
 	case PacketFilterAuto, PacketFilterNftables, PacketFilterIptables:
