@@ -27,6 +27,7 @@ import (
 	"github.com/weft-net/weft/pkg/packetfilter"
 	"github.com/weft-net/weft/pkg/state"
 	"github.com/weft-net/weft/pkg/topology"
+	"github.com/weft-net/weft/pkg/toposource"
 )
 
 // Condition types reported in status.
@@ -99,6 +100,11 @@ type Deps struct {
 	// MinSyncPeriod is the least time between two reconcile passes (see
 	// DefaultMinSyncPeriod, used when zero; negative disables it).
 	MinSyncPeriod time.Duration
+	// Topology hands out the topology source for a configuration with
+	// topology: kubernetes (started on first use); nil = the file only.
+	// TopologyChanged is signalled when that source's topology changed.
+	Topology        func(*config.Config) (toposource.Source, error)
+	TopologyChanged <-chan struct{}
 }
 
 // Agent is the daemon core.
@@ -129,6 +135,8 @@ type Agent struct {
 	role      string
 	remotes   []api.Remote
 	spool     api.Spool
+	// topoProblems are the source's and Apply's problems of the last pass.
+	topoProblems []string
 
 	// appliedFilter is the rule model of the last successful packet-filter
 	// apply; only the reconcile pass touches it.
@@ -497,6 +505,7 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 	// Taken before reading the kernel: an event during the pass makes the
 	// next one re-read again.
 	rereadRoutes := a.kernelChanged.Swap(false)
+	cfg, topoErr := a.withTopology(cfg)
 	var errs []error
 	ph := phases{log: a.d.Log, now: a.d.Now, last: start}
 
@@ -517,10 +526,14 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 	ph.mark("underlay")
 	a.noteWatched(cfg, a.ifaces, in.CNIIf, in.CNIIP, ul)
 	var remotes []api.Remote
-	if err != nil {
+	switch {
+	case err != nil:
 		errs = append(errs, fmt.Errorf("find underlay: %w", err))
 		a.setCond(CondDataplaneReady, false, "NoUnderlay", err.Error(), "set nodeIP in the config to an address of this node, or give the node a default route")
-	} else {
+	case topoErr != nil:
+		errs = append(errs, topoErr)
+		a.noTopology(topoErr)
+	default:
 		in.UnderlayIf, in.UnderlayMTU = ul, mtu
 		if !in.NodeIP.IsValid() {
 			in.NodeIP = addr
@@ -531,8 +544,8 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 			errs = append(errs, fmt.Errorf("compute desired state: %w", err))
 			a.setCond(CondTopologyValid, false, "Invalid", err.Error(), "fix cluster.nodes / remotes in the config")
 		} else {
-			if len(res.Problems) > 0 {
-				a.setCond(CondTopologyValid, false, "Problems", errsum.Strings(res.Problems, "problems"), "fix cluster.nodes / vtepCIDR so every node maps to its own VTEP address")
+			if probs := a.withTopologyProblems(res.Problems); len(probs) > 0 {
+				a.setCond(CondTopologyValid, false, "Problems", errsum.Strings(probs, "problems"), "fix cluster.nodes / vtepCIDR so every node maps to its own VTEP address")
 			} else {
 				a.setCond(CondTopologyValid, true, "Valid", "", "")
 			}
@@ -740,7 +753,7 @@ func (a *Agent) applyFindings(fs []packetfilter.Finding) {
 func isFindingType(t string) bool {
 	switch t {
 	case CondCNIInterfaceReady, CondDataplaneReady, CondPacketFilterReady, CondConfigValid, CondStateHealthy, CondTopologyValid, CondSpoolHealthy,
-		CondSubmarinerRouteAgent, CondRestartRequired:
+		CondSubmarinerRouteAgent, CondRestartRequired, CondTopologySynced:
 		return false
 	}
 	return true
@@ -789,6 +802,7 @@ func (a *Agent) Status() api.Status {
 		Spool:        a.spool,
 		Config:       &cs,
 		Version:      a.d.Version,
+		Topology:     a.topologyStatus(a.cfg),
 	}
 	if a.pf != nil {
 		st.PacketFilter = a.pf.Name()

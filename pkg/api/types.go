@@ -146,6 +146,34 @@ type Status struct {
 	Spool         Spool         `json:"spool"`
 	Config        *ConfigStatus `json:"config,omitempty"`
 	Version       string        `json:"version,omitempty"`
+	Topology      *Topology     `json:"topology,omitempty"`
+}
+
+// Topology is where the node's topology comes from (status "topology").
+type Topology struct {
+	Source   string           `json:"source"` // file | kubernetes
+	Synced   bool             `json:"synced"`
+	Reason   string           `json:"reason"`
+	Message  string           `json:"message,omitempty"`
+	Since    *time.Time       `json:"since,omitempty"`
+	Nodes    int              `json:"nodes"`
+	Gateway  *TopologyGateway `json:"gateway,omitempty"`
+	Remotes  []TopologyRemote `json:"remotes,omitempty"`
+	Problems []string         `json:"problems,omitempty"`
+}
+
+// TopologyGateway is the local gateway and the object that named it.
+type TopologyGateway struct {
+	Name string `json:"name"`
+	IP   string `json:"ip,omitempty"`
+	From string `json:"from"`
+}
+
+// TopologyRemote is one remote cluster and the object it came from.
+type TopologyRemote struct {
+	ID        string `json:"id"`
+	GatewayIP string `json:"gatewayIP,omitempty"`
+	From      string `json:"from"`
 }
 
 // ConfigStatus is the configuration file as weftd last read it.

@@ -100,6 +100,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("open state: %w", err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	goRun := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+	topo := newTopologySources(ctx, log, boot.StateDir, goRun)
 	// The metrics read the agent's status at scrape time; scrapes start
 	// only after the agent exists.
 	var a *agent.Agent
@@ -110,6 +115,7 @@ func Run(ctx context.Context, o Options) error {
 		NewPacketFilter: func(ctx context.Context, cfg *config.Config) (packetfilter.Backend, error) {
 			return SelectBackend(ctx, cfg, log)
 		},
+		Topology: topo.For, TopologyChanged: topo.Changed(),
 	})
 	if loadErr != nil {
 		a.ConfigRejected(loadErr)
@@ -118,12 +124,10 @@ func Run(ctx context.Context, o Options) error {
 	// Replay what the plugin spooled while we were away before serving, so
 	// that events are recorded in the order they happened.
 	if err := os.MkdirAll(boot.SpoolDir, 0o700); err != nil {
+		cancel()
+		wg.Wait()
 		return fmt.Errorf("create spool dir %s: %w", boot.SpoolDir, err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	goRun := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
 	// The spool watch starts before the first drain: a file the plugin
 	// spools while that drain runs leaves a notification that the
 	// WatchSpool loop (started after it) acts on at once.
@@ -145,6 +149,7 @@ func Run(ctx context.Context, o Options) error {
 			log.Error("API server stopped", "err", err)
 		}
 	})
+	goRun(func() { a.WatchTopology(ctx) })
 	goRun(func() { a.Run(ctx) })
 	goRun(func() {
 		discovery.WatchEvents(ctx, log, func() int {

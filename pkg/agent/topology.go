@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/weft-net/weft/pkg/api"
+	"github.com/weft-net/weft/pkg/config"
+	"github.com/weft-net/weft/pkg/toposource"
+)
+
+// CondTopologySynced says whether the topology is the source's live view
+// (topology: kubernetes only; the file is always in sync).
+const CondTopologySynced = "TopologySynced"
+
+// errNoTopology: the source has nothing yet (first start, API away, no
+// persisted topology). The pass waits; nothing is torn down.
+var errNoTopology = errors.New("no topology yet: waiting for the Kubernetes API (nothing persisted in stateDir)")
+
+// withTopology returns the configuration the pass computes the desired
+// state from: cfg itself for the file source, else cfg with the source's
+// nodes, gateway and remotes. It records the TopologySynced condition.
+func (a *Agent) withTopology(cfg *config.Config) (*config.Config, error) {
+	if !cfg.FromAPI() {
+		a.mu.Lock()
+		a.topoProblems = nil
+		a.mu.Unlock()
+		return cfg, nil
+	}
+	if a.d.Topology == nil {
+		return cfg, errors.New("topology: kubernetes: this weftd has no Kubernetes topology source")
+	}
+	src, err := a.d.Topology(cfg)
+	if err != nil {
+		return cfg, err
+	}
+	t, ok := src.Current()
+	a.setTopologyCond(t.Sync)
+	if !ok {
+		return cfg, errNoTopology
+	}
+	eff, problems := toposource.Apply(cfg, t)
+	if all := append(append([]string(nil), t.Problems...), problems...); len(all) > 0 {
+		a.d.Log.Debug("topology problems", "problems", strings.Join(all, "; "))
+	}
+	a.mu.Lock()
+	a.topoProblems = append(append([]string(nil), t.Problems...), problems...)
+	if r := roleOf(eff); r != a.role {
+		a.d.Log.Info("role changed", "role", r, "gateway", eff.Cluster.Gateway, "from", t.Gateway.From)
+		a.role = r
+	}
+	a.mu.Unlock()
+	return eff, nil
+}
+
+func (a *Agent) setTopologyCond(s toposource.Sync) {
+	fix := ""
+	if !s.Synced {
+		fix = "check that the API server is reachable from this node and that weft's ServiceAccount may list and watch nodes and Submariner endpoints (daemon/deploy/); weft keeps the data plane as last seen meanwhile"
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.conds[CondTopologySynced] = api.Condition{
+		Type: CondTopologySynced, Status: s.Synced, Reason: s.Reason, Message: s.Message, Fix: fix, Since: s.Since,
+	}
+}
+
+// WatchTopology triggers a pass whenever the source's topology or sync
+// state changes, until ctx ends.
+func (a *Agent) WatchTopology(ctx context.Context) {
+	if a.d.TopologyChanged == nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.d.TopologyChanged:
+			a.Trigger()
+		}
+	}
+}
+
+// topologyStatus is the status document's view of the topology source:
+// which source, in sync since when, how many nodes, and where the gateway
+// and each remote came from.
+func (a *Agent) topologyStatus(cfg *config.Config) *api.Topology {
+	if cfg == nil {
+		return nil // no valid configuration yet: no source either
+	}
+	var t toposource.Topology
+	if a.d.Topology != nil && cfg.FromAPI() {
+		if src, err := a.d.Topology(cfg); err == nil {
+			t, _ = src.Current()
+		} else {
+			t.Sync.Reason, t.Sync.Message = "Unavailable", err.Error()
+		}
+	} else {
+		t = toposource.FromConfig(cfg)
+	}
+	st := &api.Topology{
+		Source: cfg.Topology, Synced: t.Sync.Synced, Reason: t.Sync.Reason, Message: t.Sync.Message,
+		Nodes: len(t.Nodes), Problems: t.Problems,
+	}
+	if st.Source == "" {
+		st.Source = toposource.File
+	}
+	if !t.Sync.Since.IsZero() {
+		since := t.Sync.Since
+		st.Since = &since
+	}
+	if t.Gateway.Name != "" {
+		st.Gateway = &api.TopologyGateway{Name: t.Gateway.Name, From: t.Gateway.From}
+		if t.Gateway.IP.IsValid() {
+			st.Gateway.IP = t.Gateway.IP.String()
+		}
+	}
+	for _, r := range t.Remotes {
+		tr := api.TopologyRemote{ID: r.ID, From: r.From}
+		if r.GatewayIP.IsValid() {
+			tr.GatewayIP = r.GatewayIP.String()
+		}
+		st.Remotes = append(st.Remotes, tr)
+	}
+	return st
+}
+
+func (a *Agent) noTopology(err error) {
+	a.setCond(CondTopologyValid, false, "NoTopology", err.Error(), "weft waits for the API server; see the TopologySynced condition")
+}
+
+// withTopologyProblems adds the topology source's problems of this pass to
+// the desired-state computation's.
+func (a *Agent) withTopologyProblems(ps []string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append(append([]string(nil), a.topoProblems...), ps...)
+}

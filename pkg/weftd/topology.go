@@ -1,0 +1,75 @@
+package weftd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/weft-net/weft/pkg/config"
+	"github.com/weft-net/weft/pkg/kubesource"
+	"github.com/weft-net/weft/pkg/toposource"
+)
+
+// topologySources hands the agent its Kubernetes topology source. The
+// source starts with the first valid configuration that says topology:
+// kubernetes (a file invalid at start, fixed later, needs no restart); it
+// serves the topology persisted in stateDir until the API server answers,
+// so an unreachable API never stops weftd. What it was started with (the
+// cluster, the kubeconfig, the selector, the namespace) needs a restart
+// to change.
+type topologySources struct {
+	ctx      context.Context
+	log      *slog.Logger
+	stateDir string // weftd's, fixed for the process
+	goRun    func(func())
+	changed  chan struct{}
+
+	mu   sync.Mutex
+	src  *kubesource.Source
+	with kubesource.Options
+}
+
+func newTopologySources(ctx context.Context, log *slog.Logger, stateDir string, goRun func(func())) *topologySources {
+	return &topologySources{ctx: ctx, log: log, stateDir: stateDir, goRun: goRun, changed: make(chan struct{}, 1)}
+}
+
+// For returns the Kubernetes source for cfg (topology: kubernetes).
+func (t *topologySources) For(cfg *config.Config) (toposource.Source, error) {
+	k := cfg.Kubernetes
+	want := kubesource.Options{Kubeconfig: k.Kubeconfig, ClusterID: cfg.Cluster.ID, NodeSelector: k.NodeSelector, Namespace: k.Namespace, StateDir: t.stateDir}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.src != nil {
+		w := t.with
+		if w.Kubeconfig != want.Kubeconfig || w.ClusterID != want.ClusterID || w.NodeSelector != want.NodeSelector || w.Namespace != want.Namespace {
+			return t.src, fmt.Errorf("cluster.id or kubernetes.{kubeconfig,nodeSelector,namespace} changed since the Kubernetes source started: restart weftd to apply (the topology in force stays)")
+		}
+		return t.src, nil
+	}
+	o := want
+	o.Log = t.log.With("component", "topology")
+	s, err := kubesource.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes topology source: %w", err)
+	}
+	t.src, t.with = s, want
+	t.goRun(func() { s.Run(t.ctx) })
+	t.goRun(func() {
+		for {
+			select {
+			case <-t.ctx.Done():
+				return
+			case <-s.Changed():
+				select {
+				case t.changed <- struct{}{}:
+				default:
+				}
+			}
+		}
+	})
+	return s, nil
+}
+
+// Changed is signalled when the source's topology changed.
+func (t *topologySources) Changed() <-chan struct{} { return t.changed }
