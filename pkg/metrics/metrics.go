@@ -48,7 +48,7 @@ func New(status func() api.Status) *Metrics {
 		}, []string{"verb", "result", "source"}),
 	}
 	m.reg.MustRegister(m.reconcileDuration, m.reconcileErrors, m.pluginEvents,
-		&statusCollector{status: status},
+		&statusCollector{status: status}, &topologyCollector{status: status},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -26,6 +26,7 @@ func PrintStatus(w io.Writer, st api.Status, now time.Time) {
 	} else {
 		fmt.Fprintf(w, "CNI interface  not found yet\n")
 	}
+	printTopology(w, st.Topology, now)
 	if st.PacketFilter != "" {
 		fmt.Fprintf(w, "packet filter  %s\n", st.PacketFilter)
 	} else {

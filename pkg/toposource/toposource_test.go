@@ -1,0 +1,140 @@
+package toposource
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/pkg/config"
+)
+
+const fileCfg = `
+nodeName: c1-n2
+cluster:
+  id: c1
+  podCIDRs: [10.1.0.0/16]
+  serviceCIDRs: [10.101.0.0/16]
+  gateway: c1-n1
+  nodes:
+    - {name: c1-n1, ip: 192.168.10.11}
+    - {name: c1-n2, ip: 192.168.10.12}
+remotes:
+  - {id: c2, podCIDRs: [10.2.0.0/16], serviceCIDRs: [10.102.0.0/16], gatewayIP: 192.168.20.11}
+`
+
+const kubeCfg = `
+nodeName: c1-n2
+cluster:
+  id: c1
+  podCIDRs: [10.1.0.0/16]
+  serviceCIDRs: [10.101.0.0/16]
+topology: kubernetes
+`
+
+func parse(t *testing.T, doc string) *config.Config {
+	t.Helper()
+	cfg, err := config.ParseWith([]byte(doc), config.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// The file's topology, applied to a kubernetes-mode config, gives the
+// desired-state computation exactly what the file gave it.
+func TestApplyOfFileTopologyMatchesTheFile(t *testing.T) {
+	file := parse(t, fileCfg)
+	eff, problems := Apply(parse(t, kubeCfg), FromConfig(file))
+	if len(problems) > 0 {
+		t.Fatalf("problems: %q", problems)
+	}
+	if eff.Cluster.Gateway != "c1-n1" || !reflect.DeepEqual(eff.Parsed.Nodes, file.Parsed.Nodes) {
+		t.Errorf("gateway %q nodes %+v", eff.Cluster.Gateway, eff.Parsed.Nodes)
+	}
+	if eff.Parsed.NodeIP != netip.MustParseAddr("192.168.10.12") {
+		t.Errorf("node IP %v, want this node's from its Node", eff.Parsed.NodeIP)
+	}
+	r := eff.Parsed.Remotes
+	if len(r) != 1 || r[0].ID != "c2" || r[0].GatewayIP != netip.MustParseAddr("192.168.20.11") ||
+		!reflect.DeepEqual(r[0].PodCIDRs, []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16"), netip.MustParsePrefix("10.102.0.0/16")}) {
+		t.Errorf("remotes %+v", r)
+	}
+}
+
+func TestApplyProblems(t *testing.T) {
+	cfg := parse(t, kubeCfg)
+	top := Topology{
+		Nodes: []Node{
+			{Name: "c1-n2", IP: netip.MustParseAddr("192.168.10.12")},
+			{Name: "c1-n3", IP: netip.MustParseAddr("192.168.10.12")},
+		},
+		// Not a Node (a nodeSelector that leaves it out): still a peer.
+		Gateway: Gateway{Name: "c1-gw", IP: netip.MustParseAddr("192.168.10.1"), From: "Endpoint x/c1"},
+		Remotes: []Remote{
+			{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, From: "Endpoint x/c2"},
+			{ID: "c3", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.5.0/24")}, From: "Endpoint x/c3"},
+			{ID: "c4", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.128.0/17")}, From: "Endpoint x/c4"},
+		},
+	}
+	eff, problems := Apply(cfg, top)
+	want := []string{
+		`nodes "c1-n2" and "c1-n3" both have address 192.168.10.12: "c1-n3" ignored`,
+		`remote "c3" (Endpoint x/c3): 10.1.5.0/24 overlaps 10.1.0.0/16 of the local cluster: remote ignored`,
+		`remote "c4" (Endpoint x/c4): 10.2.128.0/17 overlaps 10.2.0.0/16 of remote "c2": remote ignored`,
+	}
+	if !reflect.DeepEqual(problems, want) {
+		t.Errorf("problems =\n%q\nwant\n%q", problems, want)
+	}
+	names := []string{}
+	for _, n := range eff.Parsed.Nodes {
+		names = append(names, n.Name)
+	}
+	if strings.Join(names, ",") != "c1-n2,c1-gw" {
+		t.Errorf("nodes = %v", names)
+	}
+	if len(eff.Parsed.Remotes) != 1 || eff.Parsed.Remotes[0].ID != "c2" {
+		t.Errorf("remotes = %+v", eff.Parsed.Remotes)
+	}
+	if len(cfg.Parsed.Nodes) != 0 || cfg.Cluster.Gateway != "" {
+		t.Error("Apply modified its input")
+	}
+}
+
+func TestPersistRoundTripAndCorruption(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadPersisted(dir); !errors.Is(err, ErrNotPersisted) {
+		t.Fatalf("empty dir: %v, want ErrNotPersisted", err)
+	}
+	top := FromConfig(parse(t, fileCfg))
+	top.Source = Kubernetes
+	top.Sync = Sync{Synced: true, Reason: "Watching", Since: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	if err := Persist(dir, top); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadPersisted(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, top) {
+		t.Errorf("round trip:\n%+v\nwant\n%+v", got, top)
+	}
+	path := filepath.Join(dir, PersistFile)
+	b, _ := os.ReadFile(path)
+	for name, bad := range map[string][]byte{
+		"torn":     b[:len(b)/2],
+		"bit flip": []byte(strings.Replace(string(b), "c1-n1", "c1-n7", 1)),
+		"not json": []byte("\x00\x00"),
+	} {
+		if err := os.WriteFile(path, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadPersisted(dir); err == nil || errors.Is(err, ErrNotPersisted) || !strings.Contains(err.Error(), "corrupt") {
+			t.Errorf("%s: err = %v, want a corrupt-file error", name, err)
+		}
+	}
+}
