@@ -43,6 +43,9 @@ type Options struct {
 	// ProbeTimeout bounds one matrix probe; 0 = 2s. A broken path costs
 	// this much, so keep it short.
 	ProbeTimeout time.Duration
+	// Topology is "" (the file lists nodes, gateway, remotes) or
+	// TopologyKubernetes (an API server per cluster; see Kube).
+	Topology string
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -95,6 +98,9 @@ type Scenario struct {
 	// WeftdStarted is when the first weftd was started.
 	WeftdStarted time.Time
 
+	// Kube is the API servers' side with Topology kubernetes, else nil.
+	Kube *Kube
+
 	mu       sync.Mutex
 	gateways map[string]*harness.Node // cluster ID -> gateway in force
 	configs  map[*harness.Node]harness.WeftdConfig
@@ -130,6 +136,12 @@ func Build(ctx context.Context, env *harness.Env, opts Options) (*Scenario, erro
 		s.gateways[c.ID] = c.Nodes[1]
 		for _, n := range c.Nodes {
 			s.Members = append(s.Members, &Member{Node: n, Cluster: c})
+		}
+	}
+
+	if opts.Topology == TopologyKubernetes {
+		if err := s.startKube(ctx); err != nil {
+			return nil, fmt.Errorf("start API servers: %w", err)
 		}
 	}
 
@@ -183,6 +195,9 @@ func (s *Scenario) config(m *Member) harness.WeftdConfig {
 	}
 	if s.Opts.ResyncInterval > 0 {
 		cfg["resyncInterval"] = s.Opts.ResyncInterval.String()
+	}
+	if s.Kube != nil {
+		cfg = s.kubeConfig(m, cfg)
 	}
 	return cfg
 }
@@ -242,6 +257,13 @@ func (s *Scenario) MoveGateway(ctx context.Context, newGW *harness.Node) error {
 		return fmt.Errorf("move gateway: node %s is in no cluster of the scenario", newGW.Name)
 	}
 	s.gateways[newGW.Cluster] = newGW
+	if s.Kube != nil {
+		c := s.Clusters.C1
+		if newGW.Cluster == s.Clusters.C2.ID {
+			c = s.Clusters.C2
+		}
+		return s.moveGatewayKube(ctx, c, newGW)
+	}
 	for _, m := range s.Members {
 		if err := ctx.Err(); err != nil {
 			return err

@@ -13,7 +13,7 @@ import (
 	"github.com/weft-net/weft/pkg/toposource"
 )
 
-// stripNode is the Node informer's transform: it keeps the name, the
+// stripNode is the Node store's transform: it keeps the name, the
 // resource version (the reflector resumes watches from it) and the first
 // IPv4 InternalIP, and drops everything else (labels, images, conditions,
 // managed fields: several KiB per Node) before the object is cached, so
@@ -44,7 +44,7 @@ func nodeIPv4(n *corev1.Node) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// stripEndpoint is the Endpoint informer's transform: it drops annotations,
+// stripEndpoint is the Endpoint store's transform: it drops annotations,
 // labels and managed fields, keeping what identifies and orders Endpoints.
 func stripEndpoint(obj any) (any, error) {
 	e, ok := obj.(*Endpoint)

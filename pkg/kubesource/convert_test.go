@@ -132,9 +132,9 @@ func TestBuildEndpoints(t *testing.T) {
 			remotes: []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, GatewayIP: netip.MustParseAddr("192.168.20.11"), From: "Endpoint submariner-operator/c2"}},
 		},
 		{
-			name: "bad subnets are skipped and named; IPv6 waits for dual stack",
-			eps:  []*Endpoint{ep("c2", "c2", "c2-n1", "192.168.20.11", 0, "10.2.0.0/16", "fd02::/64", "ten-two")},
-			remotes: []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, GatewayIP: netip.MustParseAddr("192.168.20.11"), From: "Endpoint submariner-operator/c2"}},
+			name:     "bad subnets are skipped and named; IPv6 waits for dual stack",
+			eps:      []*Endpoint{ep("c2", "c2", "c2-n1", "192.168.20.11", 0, "10.2.0.0/16", "fd02::/64", "ten-two")},
+			remotes:  []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, GatewayIP: netip.MustParseAddr("192.168.20.11"), From: "Endpoint submariner-operator/c2"}},
 			problems: []string{`Endpoint submariner-operator/c2: spec.subnets[2] "ten-two" is not a CIDR: skipped`},
 		},
 		{
@@ -143,9 +143,9 @@ func TestBuildEndpoints(t *testing.T) {
 			problems: []string{`Endpoint submariner-operator/c3: no IPv4 subnets: remote "c3" ignored`},
 		},
 		{
-			name: "a remote with a bad private_ip keeps its routes, without a cable peer",
-			eps:  []*Endpoint{ep("c2", "c2", "c2-n1", "gw", 0, "10.2.0.0/16")},
-			remotes: []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, From: "Endpoint submariner-operator/c2"}},
+			name:     "a remote with a bad private_ip keeps its routes, without a cable peer",
+			eps:      []*Endpoint{ep("c2", "c2", "c2-n1", "gw", 0, "10.2.0.0/16")},
+			remotes:  []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, From: "Endpoint submariner-operator/c2"}},
 			problems: []string{`Endpoint submariner-operator/c2: spec.private_ip "gw" is not an IPv4 address: the cable cannot reach remote "c2"`},
 		},
 		{

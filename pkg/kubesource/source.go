@@ -1,7 +1,7 @@
 // Package kubesource is the Kubernetes topology source (topology:
 // kubernetes): the cluster's nodes from Node objects, its gateway and the
 // remote clusters from Submariner's Endpoint objects, each through a
-// client-go informer (a watch, never a poll). The last topology seen is
+// client-go reflector (a list, then a watch; never a poll). The last topology seen is
 // persisted in stateDir; while the API server is unreachable the source
 // keeps serving it, marked stale, so the data plane is never torn down
 // because the API is gone. It is the only package of weftd that imports
@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -75,7 +77,7 @@ type Source struct {
 	changed chan struct{}
 	poke    chan struct{}
 
-	nodes, endpoints cache.SharedIndexInformer
+	nodes, endpoints *watched
 
 	mu      sync.Mutex
 	cur     toposource.Topology
@@ -126,7 +128,7 @@ func New(o Options) (*Source, error) {
 	return s, nil
 }
 
-// setup builds the two informers.
+// setup builds the two reflectors.
 func (s *Source) setup(rc *rest.Config) error {
 	nodeClient, err := restClient(rc, corev1.SchemeGroupVersion, "/api", corev1.AddToScheme, true)
 	if err != nil {
@@ -196,7 +198,14 @@ func restClient(base *rest.Config, gv schema.GroupVersion, apiPath string, add f
 	return rc, nil
 }
 
-func (s *Source) informer(name string, rc *rest.RESTClient, resource, namespace, selector string, example runtime.Object, strip cache.TransformFunc) cache.SharedIndexInformer {
+// reconnectBackoff is how the watches retry an unreachable API server:
+// client-go's default (0.8 s doubling to 30 s, with as much jitter) would
+// keep a node stale for up to a minute after a 30 s outage. Capped at 5 s
+// (plus jitter) it is back within seconds and still spreads a cluster's
+// nodes over a recovering API server.
+var reconnectBackoff = wait.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Jitter: 1, Steps: 5, Cap: 5 * time.Second}
+
+func (s *Source) informer(name string, rc *rest.RESTClient, resource, namespace, selector string, example runtime.Object, strip cache.TransformFunc) *watched {
 	req := func(o *metav1.ListOptions) *rest.Request {
 		if selector != "" {
 			o.LabelSelector = selector
@@ -205,7 +214,7 @@ func (s *Source) informer(name string, rc *rest.RESTClient, resource, namespace,
 	}
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			obj, err := req(&o).Do(ctx).Get()
+			obj, err := req(&o).Timeout(listTimeout).Do(ctx).Get()
 			if err != nil {
 				s.watchState(name, fmt.Errorf("list %s: %w", resource, err))
 			}
@@ -221,34 +230,80 @@ func (s *Source) informer(name string, rc *rest.RESTClient, resource, namespace,
 			return w, err
 		},
 	}
-	inf := cache.NewSharedIndexInformerWithOptions(lw, example, cache.SharedIndexInformerOptions{})
-	_ = inf.SetTransform(strip) // only fails after Run
-	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		s.watchState(name, fmt.Errorf("watch %s: %w", resource, err))
-	})
-	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { s.kick() },
-		UpdateFunc: func(old, cur any) {
-			// Node heartbeats change nothing weft keeps: skip them.
-			if !reflect.DeepEqual(specOf(old), specOf(cur)) {
-				s.kick()
-			}
-		},
-		DeleteFunc: func(any) { s.kick() },
-	})
-	return inf
+	st := &trackingStore{Store: cache.NewStore(cache.DeletionHandlingMetaNamespaceKeyFunc), strip: strip, changed: s.kick}
+	r := cache.NewReflectorWithOptions(lw, example, st, cache.ReflectorOptions{Name: "weft " + resource, Backoff: &reconnectBackoff})
+	return &watched{store: st, reflector: r}
 }
 
-// specOf is what of a cached object matters to the topology.
-func specOf(obj any) any {
-	switch o := obj.(type) {
-	case *corev1.Node:
-		return o.Status.Addresses
-	case *Endpoint:
-		return []any{o.Spec, o.CreationTimestamp}
-	}
-	return obj
+// listTimeout bounds one list call (a watch has the server's own timeout
+// and HTTP/2 pings).
+const listTimeout = 30 * time.Second
+
+// watched is one resource's reflector and the store it fills.
+type watched struct {
+	store     *trackingStore
+	reflector *cache.Reflector
 }
+
+func (w *watched) HasSynced() bool { return w.store.synced.Load() }
+func (w *watched) List() []any     { return w.store.List() }
+
+// trackingStore is the reflector's store: it strips each object before
+// keeping it (also in the reflector's own temporary store of a streamed
+// initial list, through Transformer) and calls changed when what weft
+// keeps of the cache changed; Node heartbeats change nothing weft keeps.
+type trackingStore struct {
+	cache.Store
+	strip   cache.TransformFunc
+	changed func()
+	synced  atomic.Bool
+}
+
+// Transformer implements cache.TransformingStore.
+func (t *trackingStore) Transformer() cache.TransformFunc { return t.strip }
+
+func (t *trackingStore) put(obj any) error {
+	obj, err := t.strip(obj)
+	if err != nil {
+		return err
+	}
+	old, exists, _ := t.Store.Get(obj)
+	if err := t.Store.Update(obj); err != nil {
+		return err
+	}
+	if !exists || !reflect.DeepEqual(specOf(old), specOf(obj)) {
+		t.changed()
+	}
+	return nil
+}
+
+func (t *trackingStore) Add(obj any) error    { return t.put(obj) }
+func (t *trackingStore) Update(obj any) error { return t.put(obj) }
+
+func (t *trackingStore) Delete(obj any) error {
+	if err := t.Store.Delete(obj); err != nil {
+		return err
+	}
+	t.changed()
+	return nil
+}
+
+func (t *trackingStore) Replace(list []any, rv string) error {
+	for i, o := range list {
+		var err error
+		if list[i], err = t.strip(o); err != nil {
+			return err
+		}
+	}
+	if err := t.Store.Replace(list, rv); err != nil {
+		return err
+	}
+	t.synced.Store(true)
+	t.changed()
+	return nil
+}
+
+func (t *trackingStore) Resync() error { return nil }
 
 func (s *Source) kick() {
 	select {
@@ -288,8 +343,8 @@ func (s *Source) Run(ctx context.Context) {
 	if !s.connect(ctx) {
 		return
 	}
-	go s.nodes.RunWithContext(ctx)
-	go s.endpoints.RunWithContext(ctx)
+	go s.nodes.reflector.RunWithContext(ctx)
+	go s.endpoints.reflector.RunWithContext(ctx)
 	<-ctx.Done()
 }
 
@@ -302,7 +357,7 @@ func (s *Source) rebuild() {
 	synced := nodes != nil && nodes.HasSynced() && eps.HasSynced()
 	var next toposource.Topology
 	if synced {
-		next = build(s.o.ClusterID, nodesOf(nodes.GetStore().List()), endpointsOf(eps.GetStore().List()))
+		next = build(s.o.ClusterID, nodesOf(nodes.List()), endpointsOf(eps.List()))
 	}
 
 	s.mu.Lock()
@@ -391,3 +446,14 @@ func (s *Source) Current() (toposource.Topology, bool) {
 
 // Changed implements toposource.Source.
 func (s *Source) Changed() <-chan struct{} { return s.changed }
+
+// specOf is what of a cached object matters to the topology.
+func specOf(obj any) any {
+	switch o := obj.(type) {
+	case *corev1.Node:
+		return o.Status.Addresses
+	case *Endpoint:
+		return []any{o.Spec, o.CreationTimestamp}
+	}
+	return obj
+}

@@ -1,0 +1,243 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/weft-net/weft/integration/harness"
+	"github.com/weft-net/weft/integration/kubeapi"
+)
+
+// TopologyKubernetes makes Build run one real API server per cluster and
+// give weftd its nodes from Node objects and its gateway and remotes from
+// Submariner Endpoint objects (topology: kubernetes).
+const TopologyKubernetes = "kubernetes"
+
+// SubmarinerNamespace is where the Endpoints live (weft's default).
+const SubmarinerNamespace = "submariner-operator"
+
+// Kube is the API side of a topology: kubernetes scenario.
+type Kube struct {
+	ControlPlane *kubeapi.ControlPlane
+	// Servers and Kubeconfigs by cluster ID; a kubeconfig authenticates as
+	// the manifests' ServiceAccount weft-system/weft, with the manifests'
+	// RBAC and nothing else.
+	Servers     map[string]*kubeapi.Server
+	Kubeconfigs map[string]string
+	// endpoint is the name of each cluster's current gateway Endpoint.
+	endpoint map[string]string
+}
+
+// Server returns the API server of a cluster.
+func (k *Kube) Server(clusterID string) *kubeapi.Server { return k.Servers[clusterID] }
+
+// startKube starts the API servers, installs Submariner's Endpoint CRD
+// (test-only) and weft's manifests (kubectl apply -f daemon/deploy/), and
+// writes the cluster's Node objects and both gateways' Endpoints in both
+// API servers, as the kubelets and Submariner's gateway engine (through
+// its broker) would.
+func (s *Scenario) startKube(ctx context.Context) error {
+	cp, err := kubeapi.NewControlPlane(ctx, s.Env, s.Clusters.Underlay, kubeapi.Options{})
+	if err != nil {
+		return err
+	}
+	k := &Kube{ControlPlane: cp, Servers: map[string]*kubeapi.Server{}, Kubeconfigs: map[string]string{}, endpoint: map[string]string{}}
+	manifests := filepath.Join(filepath.Dir(s.Env.BinDir), "daemon", "deploy")
+	for _, c := range s.Clusters.Clusters() {
+		srv, err := cp.StartServer(ctx, kubeapi.ServerOptions{Name: c.ID})
+		if err != nil {
+			return err
+		}
+		k.Servers[c.ID] = srv
+		if err := srv.InstallSubmarinerCRD(ctx); err != nil {
+			return err
+		}
+		if _, err := srv.Kubectl(ctx, "apply", "-f", manifests); err != nil {
+			return fmt.Errorf("kubectl apply -f %s: %w", manifests, err)
+		}
+		if _, err := srv.Kubectl(ctx, "create", "namespace", SubmarinerNamespace); err != nil {
+			return err
+		}
+		tok, err := srv.Token(ctx, "weft-system", "weft")
+		if err != nil {
+			return err
+		}
+		if k.Kubeconfigs[c.ID], err = srv.Kubeconfig(tok); err != nil {
+			return err
+		}
+		for _, n := range c.Nodes {
+			if err := k.CreateNode(ctx, n); err != nil {
+				return err
+			}
+		}
+	}
+	s.Kube = k
+	for _, c := range s.Clusters.Clusters() {
+		if err := s.publishGateway(ctx, c, s.gateways[c.ID]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CreateNode writes n's Node object, as its kubelet registers it: name,
+// labels, and the InternalIP and Hostname addresses in status.
+func (k *Kube) CreateNode(ctx context.Context, n *harness.Node) error {
+	doc := fmt.Sprintf(`{"apiVersion":"v1","kind":"Node","metadata":{"name":%q,"labels":{"kubernetes.io/hostname":%q,"kubernetes.io/os":"linux"}},
+"spec":{"podCIDR":%q,"podCIDRs":[%q]},
+"status":{"addresses":[{"type":"InternalIP","address":%q},{"type":"Hostname","address":%q}],
+"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"kubelet is posting ready status"}],
+"nodeInfo":{"kubeletVersion":"v1.37.2","containerRuntimeVersion":"containerd://2.1.0","osImage":"weft test node","kernelVersion":"6.12","operatingSystem":"linux","architecture":"amd64","machineID":"","systemUUID":"","bootID":"","kubeProxyVersion":""}}}`,
+		n.Name, n.Name, n.PodCIDR, n.PodCIDR, n.IP, n.Name)
+	if _, err := k.Servers[n.Cluster].KubectlWith(ctx, k.Servers[n.Cluster].AdminKubeconfig, []byte(doc), "create", "-f", "-"); err != nil {
+		return fmt.Errorf("create Node %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// DeleteNode deletes n's Node object.
+func (k *Kube) DeleteNode(ctx context.Context, n *harness.Node) error {
+	if _, err := k.Servers[n.Cluster].Kubectl(ctx, "delete", "node", n.Name, "--wait=false"); err != nil {
+		return fmt.Errorf("delete Node %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// endpointName is how Submariner's gateway engine names an Endpoint:
+// <cluster>-submariner-cable-<cluster>-<private IP, dashed>.
+func endpointName(c *harness.Cluster, gw *harness.Node) string {
+	return fmt.Sprintf("%s-submariner-cable-%s-%s", c.ID, c.ID, strings.ReplaceAll(gw.IP.String(), ".", "-"))
+}
+
+// endpointYAML is gw's Endpoint as Submariner's gateway engine writes it.
+func endpointYAML(c *harness.Cluster, gw *harness.Node) []byte {
+	return fmt.Appendf(nil, `apiVersion: submariner.io/v1
+kind: Endpoint
+metadata:
+  name: %[1]s
+  namespace: %[2]s
+  labels: {submariner-io/clusterID: %[3]s}
+spec:
+  cluster_id: %[3]s
+  cable_name: submariner-cable-%[3]s-%[4]s
+  hostname: %[5]s
+  subnets: [%[6]s, %[7]s]
+  private_ip: %[8]s
+  public_ip: ""
+  nat_enabled: false
+  backend: vxlan
+  backend_config: {natt-discovery-port: "4490", udp-port: "4500", preferred-server: "false"}
+  healthCheckIP: %[9]s
+`, endpointName(c, gw), SubmarinerNamespace, c.ID, strings.ReplaceAll(gw.IP.String(), ".", "-"), gw.Name,
+		c.PodCIDR, c.ServiceCIDR, gw.IP, gw.PodCIDR.Addr().Next())
+}
+
+// publishGateway creates gw's Endpoint in every cluster's API server (its
+// own, and the others' as the broker sync copies it).
+func (s *Scenario) publishGateway(ctx context.Context, c *harness.Cluster, gw *harness.Node) error {
+	for _, srv := range s.Kube.Servers {
+		if _, err := srv.KubectlWith(ctx, srv.AdminKubeconfig, endpointYAML(c, gw), "create", "-f", "-"); err != nil {
+			return fmt.Errorf("create Endpoint of %s in %s: %w", gw.Name, srv.Name, err)
+		}
+	}
+	s.Kube.endpoint[c.ID] = endpointName(c, gw)
+	return nil
+}
+
+// moveGatewayKube does what Submariner does when its gateway fails over:
+// the old gateway's Endpoint is deleted and the new one's created, in
+// both clusters' API servers. No file is edited.
+func (s *Scenario) moveGatewayKube(ctx context.Context, c *harness.Cluster, newGW *harness.Node) error {
+	old := s.Kube.endpoint[c.ID]
+	for _, srv := range s.Kube.Servers {
+		if _, err := srv.Kubectl(ctx, "delete", "endpoints.submariner.io", old, "-n", SubmarinerNamespace, "--wait=false"); err != nil {
+			return fmt.Errorf("delete Endpoint %s in %s: %w", old, srv.Name, err)
+		}
+	}
+	return s.publishGateway(ctx, c, newGW)
+}
+
+// kubeConfig turns a file-topology weftd configuration into the
+// topology: kubernetes one: the cluster's constants stay, the nodes, the
+// gateway and the remotes come from the API.
+func (s *Scenario) kubeConfig(m *Member, cfg harness.WeftdConfig) harness.WeftdConfig {
+	cl := cfg["cluster"].(map[string]any)
+	delete(cl, "nodes")
+	delete(cl, "gateway")
+	delete(cfg, "remotes")
+	cfg["topology"] = TopologyKubernetes
+	cfg["kubernetes"] = map[string]any{"kubeconfig": s.Kube.Kubeconfigs[m.Cluster.ID]}
+	return cfg
+}
+
+// JoinNode adds a node to cluster c the way an autoscaler does: a new node
+// (namespace, CNI, weftd with the same ConfigMap as every node); no other
+// node's file is touched. The caller then creates its Node object
+// (Kube.CreateNode) and starts its pod (StartPod).
+func (s *Scenario) JoinNode(ctx context.Context, c *harness.Cluster) (*Member, error) {
+	i := len(c.Nodes) + 1
+	ip := c.Nodes[0].IP.As4()
+	ip[3] = byte(10 + i)
+	pod := c.PodCIDR.Addr().As4()
+	pod[2] = byte(i)
+	n, err := c.Underlay.AddNode(harness.NodeOptions{
+		Name: fmt.Sprintf("%s-n%d", c.ID, i), Cluster: c.ID, IP: netipFrom4(ip), PodCIDR: prefixFrom4(pod, 24),
+		CNI: harness.CNIOptions{Layout: harness.LayoutFlannel, Weft: true},
+	})
+	if err != nil {
+		return nil, err
+	}
+	// flannel host-gw: the other nodes learn the new node's subnet from
+	// flannel's own watch, not from weft.
+	c.Nodes = append(c.Nodes, n)
+	if err := c.ConnectHostGW(); err != nil {
+		return nil, err
+	}
+	if err := n.EnableMasquerade(c.PodCIDR); err != nil {
+		return nil, err
+	}
+	m := &Member{Node: n, Cluster: c}
+	s.mu.Lock()
+	cfg := s.config(m)
+	s.configs[n] = cfg
+	s.Members = append(s.Members, m)
+	s.mu.Unlock()
+	if m.Weftd, err = n.StartWeftd(ctx, cfg.MustYAML()); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// StartPod attaches m's pod through the CNI chain and serves the echo.
+func (s *Scenario) StartPod(ctx context.Context, m *Member) error {
+	var err error
+	m.FirstADD = time.Now()
+	if m.Pod, err = m.Node.RunPod(ctx, "default", "pod-"+m.Node.Name); err != nil {
+		return err
+	}
+	if m.Echo, err = harness.ServeTCPEcho(s.Env, m.Pod.NS, fmt.Sprintf(":%d", s.Opts.EchoPort)); err != nil {
+		return err
+	}
+	return nil
+}
+
+func netipFrom4(b [4]byte) netip.Addr              { return netip.AddrFrom4(b) }
+func prefixFrom4(b [4]byte, bits int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4(b), bits) }
+
+// RemoveMember stops m's weftd and drops it from the scenario (its
+// namespace stays until env.Close): the matrix no longer probes it.
+func (s *Scenario) RemoveMember(m *Member) error {
+	if err := m.Weftd.Stop(); err != nil {
+		return fmt.Errorf("stop weftd on %s: %w", m.Node.Name, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Members = slices.DeleteFunc(s.Members, func(x *Member) bool { return x == m })
+	m.Cluster.Nodes = slices.DeleteFunc(m.Cluster.Nodes, func(x *harness.Node) bool { return x == m.Node })
+	return nil
+}
