@@ -184,6 +184,31 @@ func checkNodeJoinAndLeave(ctx context.Context, t *testing.T, s *scenario.Scenar
 	}
 	_ = srv.Close()
 
+	// Re-addressed: the gateway's entry follows the Node's InternalIP
+	// (and back, so that the node is reachable again).
+	other := netip.MustParseAddr("192.168.10.99")
+	for _, to := range []netip.Addr{other, n.IP} {
+		from := other
+		if to == other {
+			from = n.IP
+		}
+		start = time.Now()
+		if err := s.Kube.SetNodeIP(ctx, n, to); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := waitFDB(ctx, gw, to.String(), true, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := waitFDB(ctx, gw, from.String(), false, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		took = time.Since(start)
+		t.Logf("node re-address %s -> %s: gateway FDB followed in %s (kubectl included)", from, to, took.Round(time.Millisecond))
+		if took > fdbBudget {
+			t.Errorf("gateway FDB followed the re-addressed Node after %s, want within %s", took, fdbBudget)
+		}
+	}
+
 	// Leave: the node goes away (weftd stopped, as the DaemonSet pod is
 	// with its node) and its Node object is deleted.
 	if err := s.RemoveMember(m); err != nil {

@@ -44,6 +44,7 @@ func Figures() []Figure {
 		{"6", "daemon footprint", Footprint},
 		{"7", "two-cluster convergence", Convergence},
 		{"8", "the operator's path at 20,000 remote CIDRs", OperatorPath},
+		{"9", "weftd memory with 5,000 Node objects (topology: kubernetes)", KubeNodes},
 	}
 }
 

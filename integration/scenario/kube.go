@@ -47,7 +47,7 @@ func (s *Scenario) startKube(ctx context.Context) error {
 		return err
 	}
 	k := &Kube{ControlPlane: cp, Servers: map[string]*kubeapi.Server{}, Kubeconfigs: map[string]string{}, endpoint: map[string]string{}}
-	manifests := filepath.Join(filepath.Dir(s.Env.BinDir), "daemon", "deploy")
+	manifests := ManifestsDir(s.Env)
 	for _, c := range s.Clusters.Clusters() {
 		srv, err := cp.StartServer(ctx, kubeapi.ServerOptions{Name: c.ID})
 		if err != nil {
@@ -85,6 +85,12 @@ func (s *Scenario) startKube(ctx context.Context) error {
 	return nil
 }
 
+// ManifestsDir is daemon/deploy/ of the repository env runs from: what
+// `kubectl apply -f daemon/deploy/` installs.
+func ManifestsDir(env *harness.Env) string {
+	return filepath.Join(filepath.Dir(env.BinDir), "daemon", "deploy")
+}
+
 // CreateNode writes n's Node object, as its kubelet registers it: name,
 // labels, and the InternalIP and Hostname addresses in status.
 func (k *Kube) CreateNode(ctx context.Context, n *harness.Node) error {
@@ -96,6 +102,16 @@ func (k *Kube) CreateNode(ctx context.Context, n *harness.Node) error {
 		n.Name, n.Name, n.PodCIDR, n.PodCIDR, n.IP, n.Name)
 	if _, err := k.Servers[n.Cluster].KubectlWith(ctx, k.Servers[n.Cluster].AdminKubeconfig, []byte(doc), "create", "-f", "-"); err != nil {
 		return fmt.Errorf("create Node %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// SetNodeIP re-addresses n's Node object (its status InternalIP), as the
+// kubelet does when the node's address changes.
+func (k *Kube) SetNodeIP(ctx context.Context, n *harness.Node, ip netip.Addr) error {
+	patch := fmt.Sprintf(`{"status":{"addresses":[{"type":"InternalIP","address":%q},{"type":"Hostname","address":%q}]}}`, ip, n.Name)
+	if _, err := k.Servers[n.Cluster].Kubectl(ctx, "patch", "node", n.Name, "--subresource=status", "--type=merge", "-p", patch); err != nil {
+		return fmt.Errorf("re-address Node %s: %w", n.Name, err)
 	}
 	return nil
 }
