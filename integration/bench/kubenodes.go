@@ -28,6 +28,9 @@ func KubeNodes(ctx context.Context, env *harness.Env, o Options) ([]Row, error) 
 	if err != nil {
 		return nil, err
 	}
+	if err := addCNIBridge(n); err != nil {
+		return nil, err
+	}
 	srv, err := kubeapi.Start(ctx, env, n.Underlay, kubeapi.Options{}, kubeapi.ServerOptions{Name: "c1"})
 	if err != nil {
 		return nil, err
