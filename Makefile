@@ -1,4 +1,5 @@
 # weft — build, test, demo. `make test` and `make demo` need root (network namespaces).
+# `make demo TOPOLOGY=kubernetes` runs the demo with a real API server per cluster (needs make kubetools).
 GO        ?= go
 BIN       := bin
 TOOLS     := $(CURDIR)/.tools/bin
@@ -91,7 +92,7 @@ e2e: image
 # CLUSTER=real: two real Kubernetes clusters, weft from daemon/deploy/ (needs
 # what make e2e needs).
 demo: build tools $(if $(filter real,$(CLUSTER)),image)
-	$(GO) run ./integration/cmd/demo $(if $(BACKEND),-backend $(BACKEND)) $(if $(CLUSTER),-cluster $(CLUSTER))
+	$(GO) run ./integration/cmd/demo $(if $(BACKEND),-backend $(BACKEND)) $(if $(CLUSTER),-cluster $(CLUSTER)) $(if $(TOPOLOGY),-topology $(TOPOLOGY))
 
 clean:
 	rm -rf $(BIN) .tools

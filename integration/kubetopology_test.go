@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -105,34 +104,6 @@ func checkTopologyStatus(ctx context.Context, t *testing.T, s *scenario.Scenario
 	}
 }
 
-// fdbHas reports whether n's vx-weft FDB has an entry towards underlay ip.
-func fdbHas(n *harness.Node, ip string) (bool, string) {
-	out, err := n.Exec("bridge", "fdb", "show", "dev", "vx-weft")
-	if err != nil {
-		return false, err.Error()
-	}
-	return strings.Contains(out, "dst "+ip+" "), out
-}
-
-// waitFDB polls the gateway's FDB every 10 ms until the entry for ip is
-// present (want) or absent, and returns how long that took.
-func waitFDB(ctx context.Context, gw *harness.Node, ip string, want bool, limit time.Duration) (time.Duration, error) {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	for {
-		has, out := fdbHas(gw, ip)
-		if has == want {
-			return time.Since(start), nil
-		}
-		select {
-		case <-ctx.Done():
-			return time.Since(start), fmt.Errorf("gateway %s: FDB entry for %s present=%v after %s, want %v:\n%s", gw.Name, ip, has, limit, want, out)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
 // A node joins with a namespace and a Node object only: the gateway's FDB
 // has it within 1 s, its pod reaches the other cluster and its VTEP the
 // gateway's. Its Node deleted, the entry goes within 1 s.
@@ -144,14 +115,14 @@ func checkNodeJoinAndLeave(ctx context.Context, t *testing.T, s *scenario.Scenar
 		t.Fatal(err)
 	}
 	n := m.Node
-	if has, out := fdbHas(gw, n.IP.String()); has {
+	if has, out := scenario.FDBHas(gw, n.IP.String()); has {
 		t.Fatalf("gateway has an FDB entry for %s before its Node object exists:\n%s", n.Name, out)
 	}
 	start := time.Now()
 	if err := s.Kube.CreateNode(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := waitFDB(ctx, gw, n.IP.String(), true, 5*time.Second); err != nil {
+	if _, err := scenario.WaitFDB(ctx, gw, n.IP.String(), true, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(start)
@@ -196,10 +167,10 @@ func checkNodeJoinAndLeave(ctx context.Context, t *testing.T, s *scenario.Scenar
 		if err := s.Kube.SetNodeIP(ctx, n, to); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := waitFDB(ctx, gw, to.String(), true, 5*time.Second); err != nil {
+		if _, err := scenario.WaitFDB(ctx, gw, to.String(), true, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := waitFDB(ctx, gw, from.String(), false, 5*time.Second); err != nil {
+		if _, err := scenario.WaitFDB(ctx, gw, from.String(), false, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		took = time.Since(start)
@@ -218,7 +189,7 @@ func checkNodeJoinAndLeave(ctx context.Context, t *testing.T, s *scenario.Scenar
 	if err := s.Kube.DeleteNode(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := waitFDB(ctx, gw, n.IP.String(), false, 5*time.Second); err != nil {
+	if _, err := scenario.WaitFDB(ctx, gw, n.IP.String(), false, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	took = time.Since(start)

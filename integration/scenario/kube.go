@@ -257,3 +257,31 @@ func (s *Scenario) RemoveMember(m *Member) error {
 	m.Cluster.Nodes = slices.DeleteFunc(m.Cluster.Nodes, func(x *harness.Node) bool { return x == m.Node })
 	return nil
 }
+
+// FDBHas reports whether n's vx-weft FDB has an entry towards underlay ip.
+func FDBHas(n *harness.Node, ip string) (bool, string) {
+	out, err := n.Exec("bridge", "fdb", "show", "dev", "vx-weft")
+	if err != nil {
+		return false, err.Error()
+	}
+	return strings.Contains(out, "dst "+ip+" "), out
+}
+
+// WaitFDB polls the gateway's FDB every 10 ms until the entry for ip is
+// present (want) or absent, and returns how long that took.
+func WaitFDB(ctx context.Context, gw *harness.Node, ip string, want bool, limit time.Duration) (time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		has, out := FDBHas(gw, ip)
+		if has == want {
+			return time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), fmt.Errorf("gateway %s: FDB entry for %s present=%v after %s, want %v:\n%s", gw.Name, ip, has, limit, want, out)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

@@ -33,20 +33,36 @@ func main() {
 	backend := flag.String("backend", "nftables", "packet-filter backend of every weftd: nftables, iptables or auto")
 	nodes := flag.Int("nodes", 3, "nodes per cluster (the gateway is n2)")
 	verbose := flag.Bool("v", false, "log the harness's progress to stderr")
-	timeout := flag.Duration("timeout", 45*time.Second, "give up after this long (at least 5 min with -cluster real)")
+	timeout := flag.Duration("timeout", 0, "give up after this long (default 45s; 3 min with -topology kubernetes; at least 5 min with -cluster real)")
 	cluster := flag.String("cluster", "netns", "netns: nodes are network namespaces with weftd started directly; real: Kubernetes clusters with containerd and kubelet, weft from daemon/deploy/")
+	topo := flag.String("topology", "file", "with -cluster netns: file (every weftd's file lists the nodes, gateway and remotes) or kubernetes (a real API server per cluster, Node and Submariner Endpoint objects)")
 	flag.Parse()
 	if *cluster != "netns" && *cluster != "real" {
 		fmt.Fprintf(os.Stderr, "demo: -cluster %q: want netns or real\n", *cluster)
 		os.Exit(2)
 	}
+	if *timeout == 0 {
+		*timeout = 45 * time.Second
+		if *topo == scenario.TopologyKubernetes {
+			*timeout = 3 * time.Minute
+		}
+	}
 	if *cluster == "real" && *timeout < 5*time.Minute {
 		*timeout = 5 * time.Minute
 	}
-	os.Exit(run(*backend, *nodes, *verbose, *timeout, *cluster == "real"))
+	os.Exit(run(*backend, *topo, *nodes, *verbose, *timeout, *cluster == "real"))
 }
 
-func run(backend string, nodes int, verbose bool, timeout time.Duration, real bool) (code int) {
+func run(backend, topo string, nodes int, verbose bool, timeout time.Duration, real bool) (code int) {
+	opts := scenario.Options{NodesPerCluster: nodes, Backend: backend}
+	switch topo {
+	case "file", "":
+	case scenario.TopologyKubernetes:
+		opts.Topology = topo
+	default:
+		fmt.Fprintf(os.Stderr, "demo: -topology %q: want file or kubernetes\n", topo)
+		return 2
+	}
 	// Without a handler a write to a closed stdout (`make demo | head`)
 	// kills the process by SIGPIPE before it has removed the namespaces.
 	// A caught signal, unlike an ignored one, is not inherited by weftd.
@@ -82,7 +98,7 @@ func run(backend string, nodes int, verbose bool, timeout time.Duration, real bo
 		}
 	}
 	show := func() error {
-		return demo(ctx, env, os.Stdout, scenario.Options{NodesPerCluster: nodes, Backend: backend})
+		return demo(ctx, env, os.Stdout, opts)
 	}
 	if real {
 		show = func() error { return demoReal(ctx, env, os.Stdout, nodes) }
@@ -101,6 +117,9 @@ func run(backend string, nodes int, verbose bool, timeout time.Duration, real bo
 func demo(ctx context.Context, env *harness.Env, out io.Writer, opts scenario.Options) error {
 	start := time.Now()
 	fmt.Fprintf(out, "building two clusters (flannel-like bridge + host-local + host-gw + ipMasq, weft chained last), packet filter %s …\n", backendName(opts.Backend))
+	if opts.Topology != "" {
+		fmt.Fprintln(out, "topology: kubernetes — one kube-apiserver per cluster; weftd reads Node objects and Submariner Endpoints (written here as Submariner's gateway engine would), no node, gateway or remote in any file")
+	}
 	s, err := scenario.Build(ctx, env, opts)
 	if err != nil {
 		return err
@@ -134,6 +153,14 @@ func demo(ctx context.Context, env *harness.Env, out io.Writer, opts scenario.Op
 		if err != nil {
 			return fmt.Errorf("weftd status on %s: %w: %s", m.Node.Name, err, strings.TrimSpace(stderr))
 		}
+	}
+
+	if s.Kube != nil {
+		more, err := demoJoin(ctx, out, s)
+		if err != nil {
+			return err
+		}
+		probes = append(probes, more...)
 	}
 
 	failed := scenario.Failed(probes)
@@ -230,4 +257,39 @@ func cell(p *scenario.Probe) string {
 		return "✗ no answer"
 	}
 	return fmt.Sprintf("✗ %s (want %s)", p.Seen, p.Expected)
+}
+
+// demoJoin adds a node to c1 without editing any file: a new node with the
+// same weftd configuration, and its Node object. It prints how long the
+// gateway took to put it in its FDB, and its pod's probes.
+func demoJoin(ctx context.Context, out io.Writer, s *scenario.Scenario) ([]scenario.Probe, error) {
+	c := s.Clusters.C1
+	gw := s.Gateway(c.ID)
+	m, err := s.JoinNode(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "\na node joins c1: %s (%s), same weftd configuration as every node; `kubectl create` of its Node object …\n", m.Node.Name, m.Node.IP)
+	start := time.Now()
+	if err := s.Kube.CreateNode(ctx, m.Node); err != nil {
+		return nil, err
+	}
+	if _, err := scenario.WaitFDB(ctx, gw, m.Node.IP.String(), true, 10*time.Second); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "gateway %s has %s in its vx-weft FDB %s after the Node object was created (kubectl included)\n", gw.Name, m.Node.Name, time.Since(start).Round(time.Millisecond))
+	if err := s.StartPod(ctx, m); err != nil {
+		return nil, err
+	}
+	if _, err := m.Weftd.WaitReady(ctx); err != nil {
+		return nil, err
+	}
+	ps, took, err := s.WaitGreen(ctx, m.Node)
+	for _, p := range ps {
+		fmt.Fprintf(out, "  %s\n", p)
+	}
+	if err == nil {
+		fmt.Fprintf(out, "its pod and host network reach every pod of c2 (%s after its pod started)\n", took.Round(time.Millisecond))
+	}
+	return ps, nil
 }
