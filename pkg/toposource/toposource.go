@@ -109,8 +109,9 @@ func Apply(cfg *config.Config, t Topology) (*config.Config, []string) {
 	out := *cfg
 	out.Cluster.Nodes, out.Remotes = nil, nil
 	out.Parsed.Nodes, out.Parsed.Remotes = nil, nil
-	out.Cluster.Gateway = t.Gateway.Name
 	var problems []string
+	t.Gateway = gatewayNode(t)
+	out.Cluster.Gateway = t.Gateway.Name
 
 	seenIP := map[netip.Addr]string{}
 	gwListed := false
@@ -187,4 +188,27 @@ func Apply(cfg *config.Config, t Topology) (*config.Config, []string) {
 		out.Parsed.Remotes = append(out.Parsed.Remotes, config.ParsedRemote{ID: r.ID, PodCIDRs: slices.Clone(r.CIDRs), GatewayIP: r.GatewayIP})
 	}
 	return &out, problems
+}
+
+// gatewayNode names the gateway after its Node. Submariner's Endpoint
+// carries the gateway pod's hostname, which is usually the Node's name but
+// not always (an FQDN, a renamed host): when no Node has that name, the
+// Node whose InternalIP is the Endpoint's private IP is the gateway.
+func gatewayNode(t Topology) Gateway {
+	g := t.Gateway
+	if g.Name == "" || !g.IP.IsValid() {
+		return g
+	}
+	for _, n := range t.Nodes {
+		if n.Name == g.Name {
+			return g
+		}
+	}
+	for _, n := range t.Nodes {
+		if n.IP == g.IP {
+			g.Name = n.Name
+			return g
+		}
+	}
+	return g
 }

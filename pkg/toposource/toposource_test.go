@@ -105,6 +105,22 @@ func TestApplyProblems(t *testing.T) {
 	}
 }
 
+// An Endpoint whose hostname is not a Node's name (an FQDN) still makes
+// the Node with its private IP the gateway, so that node knows its role.
+func TestApplyGatewayByAddress(t *testing.T) {
+	top := Topology{
+		Nodes: []Node{
+			{Name: "c1-n1", IP: netip.MustParseAddr("192.168.10.11")},
+			{Name: "c1-n2", IP: netip.MustParseAddr("192.168.10.12")},
+		},
+		Gateway: Gateway{Name: "c1-n2.example.internal", IP: netip.MustParseAddr("192.168.10.12"), From: "Endpoint x/c1"},
+	}
+	eff, problems := Apply(parse(t, kubeCfg), top)
+	if eff.Cluster.Gateway != "c1-n2" || !eff.IsGateway() || len(eff.Parsed.Nodes) != 2 || len(problems) != 0 {
+		t.Errorf("gateway %q (this node's role gateway: %v), nodes %+v, problems %q", eff.Cluster.Gateway, eff.IsGateway(), eff.Parsed.Nodes, problems)
+	}
+}
+
 func TestPersistRoundTripAndCorruption(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := LoadPersisted(dir); !errors.Is(err, ErrNotPersisted) {
