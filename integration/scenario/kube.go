@@ -2,11 +2,16 @@ package scenario
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/weft-net/weft/integration/harness"
@@ -21,6 +26,8 @@ const TopologyKubernetes = "kubernetes"
 // SubmarinerNamespace is where the Endpoints live (weft's default).
 const SubmarinerNamespace = "submariner-operator"
 
+const endpointsPath = "/apis/submariner.io/v1/namespaces/" + SubmarinerNamespace + "/endpoints"
+
 // Kube is the API side of a topology: kubernetes scenario.
 type Kube struct {
 	ControlPlane *kubeapi.ControlPlane
@@ -31,6 +38,8 @@ type Kube struct {
 	Kubeconfigs map[string]string
 	// endpoint is the name of each cluster's current gateway Endpoint.
 	endpoint map[string]string
+	once     sync.Once
+	client   *http.Client // admin requests, see call
 }
 
 // Server returns the API server of a cluster.
@@ -92,7 +101,9 @@ func ManifestsDir(env *harness.Env) string {
 }
 
 // CreateNode writes n's Node object, as its kubelet registers it: name,
-// labels, and the InternalIP and Hostname addresses in status.
+// labels, and the InternalIP and Hostname addresses in status. It talks
+// HTTP to the API server directly (no kubectl process to start), so that
+// a test timing the data plane's reaction counts little besides the API.
 func (k *Kube) CreateNode(ctx context.Context, n *harness.Node) error {
 	doc := fmt.Sprintf(`{"apiVersion":"v1","kind":"Node","metadata":{"name":%q,"labels":{"kubernetes.io/hostname":%q,"kubernetes.io/os":"linux"}},
 "spec":{"podCIDR":%q,"podCIDRs":[%q]},
@@ -100,7 +111,7 @@ func (k *Kube) CreateNode(ctx context.Context, n *harness.Node) error {
 "conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"kubelet is posting ready status"}],
 "nodeInfo":{"kubeletVersion":"v1.37.2","containerRuntimeVersion":"containerd://2.1.0","osImage":"weft test node","kernelVersion":"6.12","operatingSystem":"linux","architecture":"amd64","machineID":"","systemUUID":"","bootID":"","kubeProxyVersion":""}}}`,
 		n.Name, n.Name, n.PodCIDR, n.PodCIDR, n.IP, n.Name)
-	if _, err := k.Servers[n.Cluster].KubectlWith(ctx, k.Servers[n.Cluster].AdminKubeconfig, []byte(doc), "create", "-f", "-"); err != nil {
+	if err := k.call(ctx, n.Cluster, http.MethodPost, "/api/v1/nodes", "application/json", doc); err != nil {
 		return fmt.Errorf("create Node %s: %w", n.Name, err)
 	}
 	return nil
@@ -110,7 +121,7 @@ func (k *Kube) CreateNode(ctx context.Context, n *harness.Node) error {
 // kubelet does when the node's address changes.
 func (k *Kube) SetNodeIP(ctx context.Context, n *harness.Node, ip netip.Addr) error {
 	patch := fmt.Sprintf(`{"status":{"addresses":[{"type":"InternalIP","address":%q},{"type":"Hostname","address":%q}]}}`, ip, n.Name)
-	if _, err := k.Servers[n.Cluster].Kubectl(ctx, "patch", "node", n.Name, "--subresource=status", "--type=merge", "-p", patch); err != nil {
+	if err := k.call(ctx, n.Cluster, http.MethodPatch, "/api/v1/nodes/"+n.Name+"/status", "application/merge-patch+json", patch); err != nil {
 		return fmt.Errorf("re-address Node %s: %w", n.Name, err)
 	}
 	return nil
@@ -118,8 +129,40 @@ func (k *Kube) SetNodeIP(ctx context.Context, n *harness.Node, ip netip.Addr) er
 
 // DeleteNode deletes n's Node object.
 func (k *Kube) DeleteNode(ctx context.Context, n *harness.Node) error {
-	if _, err := k.Servers[n.Cluster].Kubectl(ctx, "delete", "node", n.Name, "--wait=false"); err != nil {
+	if err := k.call(ctx, n.Cluster, http.MethodDelete, "/api/v1/nodes/"+n.Name, "", ""); err != nil {
 		return fmt.Errorf("delete Node %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// call sends one request as admin to cluster's API server from inside the
+// control-plane namespace and fails unless it answers 2xx.
+func (k *Kube) call(ctx context.Context, cluster, method, path, contentType, body string) error {
+	srv := k.Servers[cluster]
+	k.once.Do(func() {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(srv.CA) // one control plane, one CA
+		k.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			DialContext:     k.ControlPlane.DialContext,
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		}}
+	})
+	req, err := http.NewRequestWithContext(ctx, method, srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+srv.AdminToken)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
 	}
 	return nil
 }
@@ -156,9 +199,9 @@ spec:
 // publishGateway creates gw's Endpoint in every cluster's API server (its
 // own, and the others' as the broker sync copies it).
 func (s *Scenario) publishGateway(ctx context.Context, c *harness.Cluster, gw *harness.Node) error {
-	for _, srv := range s.Kube.Servers {
-		if _, err := srv.KubectlWith(ctx, srv.AdminKubeconfig, endpointYAML(c, gw), "create", "-f", "-"); err != nil {
-			return fmt.Errorf("create Endpoint of %s in %s: %w", gw.Name, srv.Name, err)
+	for id := range s.Kube.Servers {
+		if err := s.Kube.call(ctx, id, http.MethodPost, endpointsPath, "application/yaml", string(endpointYAML(c, gw))); err != nil {
+			return fmt.Errorf("create Endpoint of %s in %s: %w", gw.Name, id, err)
 		}
 	}
 	s.Kube.endpoint[c.ID] = endpointName(c, gw)
@@ -170,9 +213,9 @@ func (s *Scenario) publishGateway(ctx context.Context, c *harness.Cluster, gw *h
 // both clusters' API servers. No file is edited.
 func (s *Scenario) moveGatewayKube(ctx context.Context, c *harness.Cluster, newGW *harness.Node) error {
 	old := s.Kube.endpoint[c.ID]
-	for _, srv := range s.Kube.Servers {
-		if _, err := srv.Kubectl(ctx, "delete", "endpoints.submariner.io", old, "-n", SubmarinerNamespace, "--wait=false"); err != nil {
-			return fmt.Errorf("delete Endpoint %s in %s: %w", old, srv.Name, err)
+	for id := range s.Kube.Servers {
+		if err := s.Kube.call(ctx, id, http.MethodDelete, endpointsPath+"/"+old, "", ""); err != nil {
+			return fmt.Errorf("delete Endpoint %s in %s: %w", old, id, err)
 		}
 	}
 	return s.publishGateway(ctx, c, newGW)

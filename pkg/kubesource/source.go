@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/weft-net/weft/pkg/toposource"
 )
@@ -457,3 +458,9 @@ func specOf(obj any) any {
 	}
 	return obj
 }
+
+// RouteClientLogs sends client-go's own log lines (klog: a watch that
+// failed, a relist) to log as structured records, instead of klog's text
+// format on stderr. klog's logger is process-wide: the daemon's
+// composition root calls this once.
+func RouteClientLogs(log *slog.Logger) { klog.SetSlogLogger(log) }

@@ -47,6 +47,7 @@ func (t *topologySources) For(cfg *config.Config) (toposource.Source, error) {
 		}
 		return t.src, nil
 	}
+	kubesource.RouteClientLogs(t.log.With("component", "client-go"))
 	o := want
 	o.Log = t.log.With("component", "topology")
 	s, err := kubesource.New(o)

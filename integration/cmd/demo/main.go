@@ -269,7 +269,7 @@ func demoJoin(ctx context.Context, out io.Writer, s *scenario.Scenario) ([]scena
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "\na node joins c1: %s (%s), same weftd configuration as every node; `kubectl create` of its Node object …\n", m.Node.Name, m.Node.IP)
+	fmt.Fprintf(out, "\na node joins c1: %s (%s), same weftd configuration as every node; its Node object created …\n", m.Node.Name, m.Node.IP)
 	start := time.Now()
 	if err := s.Kube.CreateNode(ctx, m.Node); err != nil {
 		return nil, err
@@ -277,7 +277,7 @@ func demoJoin(ctx context.Context, out io.Writer, s *scenario.Scenario) ([]scena
 	if _, err := scenario.WaitFDB(ctx, gw, m.Node.IP.String(), true, 10*time.Second); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "gateway %s has %s in its vx-weft FDB %s after the Node object was created (kubectl included)\n", gw.Name, m.Node.Name, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(out, "gateway %s has %s in its vx-weft FDB %s after the Node object was created\n", gw.Name, m.Node.Name, time.Since(start).Round(time.Millisecond))
 	if err := s.StartPod(ctx, m); err != nil {
 		return nil, err
 	}
