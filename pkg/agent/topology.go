@@ -32,8 +32,14 @@ func (a *Agent) withTopology(cfg *config.Config) (*config.Config, error) {
 		return cfg, errors.New("topology: kubernetes: this weftd has no Kubernetes topology source")
 	}
 	src, err := a.d.Topology(cfg)
-	if err != nil {
+	if src == nil {
 		return cfg, err
+	}
+	// A source that runs with settings of an earlier configuration keeps
+	// serving its topology; the error (a restart needed) is a problem.
+	var restart []string
+	if err != nil {
+		restart = []string{err.Error()}
 	}
 	t, ok := src.Current()
 	a.setTopologyCond(t.Sync)
@@ -45,7 +51,7 @@ func (a *Agent) withTopology(cfg *config.Config) (*config.Config, error) {
 		a.d.Log.Debug("topology problems", "problems", strings.Join(all, "; "))
 	}
 	a.mu.Lock()
-	a.topoProblems = append(append([]string(nil), t.Problems...), problems...)
+	a.topoProblems = append(append(restart, t.Problems...), problems...)
 	if r := roleOf(eff); r != a.role {
 		a.d.Log.Info("role changed", "role", r, "gateway", eff.Cluster.Gateway, "from", t.Gateway.From)
 		a.role = r
@@ -66,7 +72,7 @@ func (a *Agent) setTopologyCond(s toposource.Sync) {
 	}
 }
 
-// WatchTopology triggers a pass whenever the source's topology or sync
+// WatchTopology triggers a pass at once whenever the source's topology or sync
 // state changes, until ctx ends.
 func (a *Agent) WatchTopology(ctx context.Context) {
 	if a.d.TopologyChanged == nil {
@@ -77,7 +83,9 @@ func (a *Agent) WatchTopology(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.d.TopologyChanged:
-			a.Trigger()
+			// A joined node must be in the gateway's FDB within a second:
+			// no MinSyncPeriod wait (the source coalesces its own bursts).
+			a.TriggerNow()
 		}
 	}
 }
@@ -91,9 +99,9 @@ func (a *Agent) topologyStatus(cfg *config.Config) *api.Topology {
 	}
 	var t toposource.Topology
 	if a.d.Topology != nil && cfg.FromAPI() {
-		if src, err := a.d.Topology(cfg); err == nil {
+		if src, err := a.d.Topology(cfg); src != nil {
 			t, _ = src.Current()
-		} else {
+		} else if err != nil {
 			t.Sync.Reason, t.Sync.Message = "Unavailable", err.Error()
 		}
 	} else {

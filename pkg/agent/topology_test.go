@@ -37,7 +37,8 @@ func (f *fakeSource) Current() (toposource.Topology, bool) {
 	defer f.mu.Unlock()
 	return f.t, f.have
 }
-func (f *fakeSource) Changed() <-chan struct{} { return f.changed }
+func (f *fakeSource) Changed() <-chan struct{}                      { return f.changed }
+func (f *fakeSource) For(*config.Config) (toposource.Source, error) { return f, nil }
 func (f *fakeSource) set(t toposource.Topology) {
 	f.mu.Lock()
 	f.t, f.have = t, true
@@ -76,7 +77,7 @@ func TestAgentTakesTopologyFromSource(t *testing.T) {
 		discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
 	rec := &recorder{}
 	src := &fakeSource{changed: make(chan struct{}, 1)}
-	a := New(cfg, Deps{Log: log, Store: st, Kernel: k, Dataplane: rec, PacketFilter: pfRecorder{rec}, Topology: src})
+	a := New(cfg, Deps{Log: log, Store: st, Kernel: k, Dataplane: rec, PacketFilter: pfRecorder{rec}, Topology: src.For, TopologyChanged: src.changed})
 	ctx := context.Background()
 
 	// Nothing from the API and nothing persisted: not ready, nothing applied.
@@ -147,13 +148,13 @@ func TestAgentTakesTopologyFromSource(t *testing.T) {
 
 func TestWatchTopologyTriggers(t *testing.T) {
 	src := &fakeSource{changed: make(chan struct{}, 1)}
-	a := &Agent{trigger: make(chan struct{}, 1), d: Deps{Topology: src}}
+	a := &Agent{urgent: make(chan struct{}, 1), d: Deps{Topology: src.For, TopologyChanged: src.changed}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go a.WatchTopology(ctx)
 	src.set(kubeTopology("c1-n1", "c1-n1"))
 	select {
-	case <-a.trigger:
+	case <-a.urgent:
 	case <-time.After(5 * time.Second):
 		t.Fatal("a topology change did not trigger a pass")
 	}
