@@ -109,7 +109,14 @@ func (p pfRecorder) Findings(context.Context) []packetfilter.Finding {
 
 func newTestAgent(t testing.TB) (*Agent, *fakeKernel, *recorder, *state.Store) {
 	t.Helper()
-	cfg, err := config.Parse([]byte(testConfig))
+	return newTestAgentWith(t, testConfig, nil)
+}
+
+// newTestAgentWith is newTestAgent with another configuration and deps
+// adjusted by with (nil: none).
+func newTestAgentWith(t testing.TB, cfgYAML string, with func(*Deps)) (*Agent, *fakeKernel, *recorder, *state.Store) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(cfgYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,8 +128,11 @@ func newTestAgent(t testing.TB) (*Agent, *fakeKernel, *recorder, *state.Store) {
 	k := &fakeKernel{}
 	k.set(discovery.Iface{Name: "eth0", Index: 2, Kind: "veth", Addrs: []netip.Addr{netip.MustParseAddr("192.168.10.12")}})
 	rec := &recorder{}
-	a := New(cfg, Deps{Log: log, Store: st, Kernel: k, Dataplane: rec, PacketFilter: pfRecorder{rec}})
-	return a, k, rec, st
+	d := Deps{Log: log, Store: st, Kernel: k, Dataplane: rec, PacketFilter: pfRecorder{rec}}
+	if with != nil {
+		with(&d)
+	}
+	return New(cfg, d), k, rec, st
 }
 
 func cond(st api.Status, typ string) api.Condition {

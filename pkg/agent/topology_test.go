@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/netip"
 	"sync"
 	"testing"
@@ -11,7 +9,6 @@ import (
 
 	"github.com/weft-net/weft/pkg/config"
 	"github.com/weft-net/weft/pkg/discovery"
-	"github.com/weft-net/weft/pkg/state"
 	"github.com/weft-net/weft/pkg/toposource"
 )
 
@@ -63,21 +60,9 @@ func kubeTopology(gateway string, nodes ...string) toposource.Topology {
 }
 
 func TestAgentTakesTopologyFromSource(t *testing.T) {
-	cfg, err := config.Parse([]byte(kubeTestConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := state.Open(t.TempDir(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &fakeKernel{}
-	k.set(discovery.Iface{Name: "eth0", Index: 2, Kind: "veth", Addrs: []netip.Addr{netip.MustParseAddr("192.168.10.12")}},
-		discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})
-	rec := &recorder{}
 	src := &fakeSource{changed: make(chan struct{}, 1)}
-	a := New(cfg, Deps{Log: log, Store: st, Kernel: k, Dataplane: rec, PacketFilter: pfRecorder{rec}, Topology: src.For, TopologyChanged: src.changed})
+	a, k, rec, _ := newTestAgentWith(t, kubeTestConfig, func(d *Deps) { d.Topology, d.TopologyChanged = src.For, src.changed })
+	k.set(append(k.ifaces, discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.2.1")}})...)
 	ctx := context.Background()
 
 	// Nothing from the API and nothing persisted: not ready, nothing applied.
