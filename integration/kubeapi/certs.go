@@ -70,8 +70,10 @@ func newPKI() (*pki, error) {
 }
 
 // serving returns a certificate and key (PEM) for an API server reached at
-// ip, and under the in-cluster names a client may verify.
-func (p *pki) serving(serial int64, ip netip.Addr) (certPEM, keyPEM []byte, err error) {
+// ip and at the ClusterIP of the `kubernetes` Service (in-cluster clients
+// dial KUBERNETES_SERVICE_HOST and verify that address), and under the
+// in-cluster names a client may verify.
+func (p *pki) serving(serial int64, ip, serviceIP netip.Addr) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("serving key: %w", err)
@@ -83,7 +85,7 @@ func (p *pki) serving(serial int64, ip netip.Addr) (certPEM, keyPEM []byte, err 
 		NotAfter:     p.caCert.NotAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{ip.AsSlice(), net.IPv4(127, 0, 0, 1)},
+		IPAddresses:  []net.IP{ip.AsSlice(), serviceIP.AsSlice(), net.IPv4(127, 0, 0, 1)},
 		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.caCert, &key.PublicKey, p.caKey)

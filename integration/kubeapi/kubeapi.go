@@ -214,6 +214,11 @@ type Server struct {
 	// https:// form, reachable from every node namespace on the underlay.
 	Addr netip.AddrPort
 	URL  string
+	// ServiceIP is the ClusterIP of the `kubernetes` Service (10.96.0.1):
+	// KUBERNETES_SERVICE_HOST of every pod, port 443. Its serving
+	// certificate names it; something on the node must forward it to Addr
+	// (kube-proxy in a real cluster).
+	ServiceIP netip.Addr
 	// CA is the PEM CA bundle that verifies its serving certificate.
 	CA []byte
 	// AdminToken authenticates as user "admin" in group system:masters.
@@ -272,7 +277,13 @@ func (cp *ControlPlane) StartServer(ctx context.Context, opts ServerOptions) (*S
 	if err := os.MkdirAll(filepath.Join(dir, "certs"), 0o700); err != nil {
 		return nil, fmt.Errorf("kubeapi %s: %w", opts.Name, err)
 	}
-	certPEM, keyPEM, err := cp.pki.serving(int64(idx+2), cp.IP)
+	svc, err := netip.ParsePrefix(opts.ServiceCIDR)
+	if err != nil || !svc.Addr().Is4() {
+		return nil, fmt.Errorf("kubeapi %s: service CIDR %q: want an IPv4 prefix", opts.Name, opts.ServiceCIDR)
+	}
+	// The apiserver gives the `kubernetes` Service the first address.
+	serviceIP := svc.Masked().Addr().Next()
+	certPEM, keyPEM, err := cp.pki.serving(int64(idx+2), cp.IP, serviceIP)
 	if err != nil {
 		return nil, fmt.Errorf("kubeapi %s: %w", opts.Name, err)
 	}
@@ -296,6 +307,7 @@ func (cp *ControlPlane) StartServer(ctx context.Context, opts ServerOptions) (*S
 		Name:       opts.Name,
 		Addr:       addr,
 		URL:        "https://" + addr.String(),
+		ServiceIP:  serviceIP,
 		CA:         cp.pki.caPEM,
 		AdminToken: tok,
 		Dir:        dir,

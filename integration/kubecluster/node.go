@@ -115,7 +115,47 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := n.simulateKubeProxy(); err != nil {
+		return err
+	}
 	return n.StartKubelet(ctx)
+}
+
+// KubeProxySimTable is the nftables table (family ip) in which the harness
+// plays kube-proxy for the one Service the node's own processes use.
+const KubeProxySimTable = "kube-proxy-sim"
+
+// simulateKubeProxy makes the `kubernetes` Service's ClusterIP (the API
+// server's ServiceIP:443, KUBERNETES_SERVICE_HOST/PORT of every pod) reach
+// the API server, as kube-proxy would: a DNAT in the node's network
+// namespace only, for locally generated traffic (weftd is a hostNetwork
+// pod, so its in-cluster client is such traffic).
+//
+// Why this and not pointing the ClusterIP at the server by routing: a
+// ClusterIP is virtual, no server listens on it and the port differs
+// (443 vs 6443/6444: both clusters' API servers share one control-plane
+// IP), so only a translation makes it work — which is what kube-proxy
+// does on a real node. The table is the harness's own (weft never touches
+// tables it did not create, and its own `ip weft` table filters and
+// masquerades pod traffic in forward/postrouting, not this output DNAT of
+// the node's traffic to the control plane).
+func (n *Node) simulateKubeProxy() error {
+	api := n.Cluster.API
+	rules := fmt.Sprintf(`table ip %[1]s {
+	chain output {
+		type nat hook output priority -100; policy accept;
+		ip daddr %[2]s tcp dport 443 dnat to %[3]s
+	}
+}
+`, KubeProxySimTable, api.ServiceIP, api.Addr)
+	path := filepath.Join(n.Dir, "kube-proxy-sim.nft")
+	if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	if out, err := n.NS.Exec("nft", "-f", path); err != nil {
+		return fmt.Errorf("node %s: kube-proxy's part for %s:443 -> %s: %w: %s", n.Name, api.ServiceIP, api.Addr, err, out)
+	}
+	return nil
 }
 
 // enter is the command prefix that runs a binary in the node's network and

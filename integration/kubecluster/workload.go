@@ -86,6 +86,55 @@ func (c *Cluster) WeftTopology(remotes ...*Cluster) string {
 // directory with weft.yaml's cluster and remotes replaced by topology, and
 // returns it: the manifests after the operator edited the ConfigMap.
 func (c *Cluster) DeployDir(src, topology string) (string, error) {
+	return c.deployDir(src, func(s string) (string, error) {
+		i, j := strings.Index(s, "    cluster:\n"), strings.Index(s, "    cable:")
+		if i < 0 || j < i {
+			return "", fmt.Errorf("no cluster … cable block in weft.yaml")
+		}
+		return s[:i] + topology + s[j:], nil
+	})
+}
+
+// KubernetesDeployDir is DeployDir for topology: kubernetes: the operator
+// replaces weft.yaml with the commented variant at the end of
+// 02-configmap.yaml (uncommented), with this cluster's ID and CIDRs, and
+// cable: vxlan instead of none — on this machine no Submariner gateway
+// engine connects the gateways (the tests write its Endpoint objects
+// only), so weft's own cable does.
+func (c *Cluster) KubernetesDeployDir(src string) (string, error) {
+	return c.deployDir(src, func(s string) (string, error) {
+		const marker = "#  weft.yaml: |\n"
+		i, k := strings.Index(s, "  weft.yaml: |\n"), strings.Index(s, marker)
+		if i < 0 || k < i {
+			return "", fmt.Errorf("no commented topology: kubernetes variant of weft.yaml")
+		}
+		j := strings.LastIndex(s[:k], "#\n# topology: kubernetes")
+		if j < i {
+			return "", fmt.Errorf("no \"# topology: kubernetes\" comment before the commented variant")
+		}
+		var b strings.Builder
+		for _, l := range strings.SplitAfter(s[k:], "\n") {
+			b.WriteString(strings.TrimPrefix(l, "#"))
+		}
+		v := b.String()
+		for _, r := range [][2]string{
+			{"id: c1 ", "id: " + c.ID + " "},
+			{"podCIDRs: [10.1.0.0/16]", "podCIDRs: [" + c.spec.PodCIDR + "]"},
+			{"serviceCIDRs: [10.101.0.0/16]", "serviceCIDRs: [" + c.spec.ServiceCIDR + "]"},
+			{"cable: none ", "cable: vxlan "},
+		} {
+			if !strings.Contains(v, r[0]) {
+				return "", fmt.Errorf("commented topology: kubernetes variant: no %q", r[0])
+			}
+			v = strings.Replace(v, r[0], r[1], 1)
+		}
+		return s[:i] + v, nil
+	})
+}
+
+// deployDir copies the manifests of src into a new directory, with
+// 02-configmap.yaml passed through edit.
+func (c *Cluster) deployDir(src string, edit func(string) (string, error)) (string, error) {
 	dir, err := c.env.TempDir("weft-deploy-" + c.ID + "-")
 	if err != nil {
 		return "", err
@@ -103,12 +152,11 @@ func (c *Cluster) DeployDir(src, topology string) (string, error) {
 			return "", err
 		}
 		if e.Name() == "02-configmap.yaml" {
-			s := string(b)
-			i, j := strings.Index(s, "    cluster:\n"), strings.Index(s, "    cable:")
-			if i < 0 || j < i {
-				return "", fmt.Errorf("%s: no cluster … cable block in weft.yaml", e.Name())
+			s, err := edit(string(b))
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", e.Name(), err)
 			}
-			b = []byte(s[:i] + topology + s[j:])
+			b = []byte(s)
 		}
 		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
 			return "", err

@@ -173,8 +173,9 @@ func endpointName(c *harness.Cluster, gw *harness.Node) string {
 	return fmt.Sprintf("%s-submariner-cable-%s-%s", c.ID, c.ID, strings.ReplaceAll(gw.IP.String(), ".", "-"))
 }
 
-// endpointYAML is gw's Endpoint as Submariner's gateway engine writes it.
-func endpointYAML(c *harness.Cluster, gw *harness.Node) []byte {
+// EndpointYAML is gw's Endpoint as Submariner's gateway engine writes it
+// (in SubmarinerNamespace; kubecluster writes the same).
+func EndpointYAML(c *harness.Cluster, gw *harness.Node) []byte {
 	return fmt.Appendf(nil, `apiVersion: submariner.io/v1
 kind: Endpoint
 metadata:
@@ -200,7 +201,7 @@ spec:
 // own, and the others' as the broker sync copies it).
 func (s *Scenario) publishGateway(ctx context.Context, c *harness.Cluster, gw *harness.Node) error {
 	for id := range s.Kube.Servers {
-		if err := s.Kube.call(ctx, id, http.MethodPost, endpointsPath, "application/yaml", string(endpointYAML(c, gw))); err != nil {
+		if err := s.Kube.call(ctx, id, http.MethodPost, endpointsPath, "application/yaml", string(EndpointYAML(c, gw))); err != nil {
 			return fmt.Errorf("create Endpoint of %s in %s: %w", gw.Name, id, err)
 		}
 	}

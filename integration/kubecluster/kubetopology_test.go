@@ -1,0 +1,145 @@
+package kubecluster_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/integration/harness"
+	"github.com/weft-net/weft/integration/kubecluster"
+	"github.com/weft-net/weft/integration/scenario"
+)
+
+// TestE2EKubernetesTopology: two real clusters, weft from its manifests in
+// topology: kubernetes mode (the ConfigMap's commented variant, applied as
+// an operator would), its in-cluster client reaching the API server through
+// the `kubernetes` Service's ClusterIP; the gateways and remotes only from
+// Submariner Endpoint objects. Every weft pod Ready, the matrix between
+// real pods, then a new kubelet joins c1: without any ConfigMap edit it is
+// in the gateway's FDB and its pod reaches c2's pods and back.
+func TestE2EKubernetesTopology(t *testing.T) {
+	env, ctx := e2eEnv(t)
+	start := time.Now()
+	c1, c2, err := kubecluster.NewPair(ctx, env, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TIMING two clusters of 2 nodes up: %s", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	if err := kubecluster.PublishGateways(ctx, c1, c2); err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, c := range []*kubecluster.Cluster{c1, c2} {
+		d, err := c.KubernetesDeployDir(deployDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, d)
+	}
+	if _, err := kubecluster.InstallWithApp(ctx, []*kubecluster.Cluster{c1, c2}, dirs); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TIMING Endpoints + weft (topology: kubernetes) applied -> every weft pod and app pod Ready: %s", time.Since(start).Round(time.Millisecond))
+	// weftd status as an operator reads it: the gateway comes from its
+	// Endpoint, not from a file.
+	for _, c := range []*kubecluster.Cluster{c1, c2} {
+		ws := pods(ctx, t, c, "weft-system", "app.kubernetes.io/name=weft")
+		if len(ws) != len(c.Nodes) {
+			t.Fatalf("%s: weft pods %v, want one per node", c.ID, ws)
+		}
+		out, err := c.Kubectl(ctx, "--namespace=weft-system", "exec", ws[0].Name, "-c", "weftd", "--", "weftd", "status", "--json")
+		if err != nil {
+			t.Fatalf("weftd status in %s: %v", ws[0].Name, err)
+		}
+		if want := "Endpoint " + scenario.SubmarinerNamespace + "/" + c.ID + "-submariner-cable-"; !strings.Contains(out, want) {
+			t.Fatalf("%s: weftd status on %s does not take the gateway from %s…:\n%s", c.ID, ws[0].Node, want, out)
+		}
+	}
+	all, err := kubecluster.MatrixPods(ctx, c1, c2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, errs := kubecluster.Matrix(ctx, all)
+	t.Logf("connectivity matrix (TCP echo, real pods, topology: kubernetes):\n%s", table)
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	t.Run("node-joins-without-configmap-edit", func(t *testing.T) {
+		gw := c1.Nodes[0]
+		start := time.Now()
+		n, err := c1.AddNode(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("TIMING node %s joined (containerd, images, kubelet, Ready): %s", n.Name, time.Since(start).Round(time.Millisecond))
+		// The Node object the kubelet registered is all weft learns from.
+		took, err := scenario.WaitFDB(ctx, gw.Node, n.IP.String(), true, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("TIMING %s Ready -> in gateway %s's FDB: %s", n.Name, gw.Name, took.Round(time.Millisecond))
+		// Pods created before install-cni put weft in the new node's
+		// conflist would not have weft in their chain.
+		if err := c1.WaitWeftInChain(ctx, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c1.Kubectl(ctx, "--namespace=default", "scale", "deployment/app", fmt.Sprintf("--replicas=%d", len(c1.Nodes))); err != nil {
+			t.Fatal(err)
+		}
+		if err := c1.RolloutStatus(ctx, "weft-system", "daemonset/weft", 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := c1.RolloutStatus(ctx, "default", "deployment/app", 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("TIMING node joined -> weft and app pods Ready there: %s", time.Since(start).Round(time.Millisecond))
+		var p *kubecluster.Pod
+		for _, q := range pods(ctx, t, c1, "default", "app=app") {
+			if q.Node == n.Name {
+				p = &q
+			}
+		}
+		if p == nil {
+			t.Fatalf("no app pod on %s", n.Name)
+		}
+		waitUntil(ctx, t, 10*time.Second, "attachment of "+p.Name, func() (bool, string) {
+			got := attachedPods(t, n, "default")
+			return slices.Contains(got, p.Name), fmt.Sprint(got)
+		})
+		pns, err := n.PodNS("default", p.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := harness.ServeTCPEcho(env, pns, p.IP+":8080"); err != nil {
+			t.Fatal(err)
+		}
+		var rows []string
+		for _, d := range all {
+			if d.Cluster != c2 {
+				continue
+			}
+			for _, probe := range []struct {
+				from, to string
+				do       func() error
+			}{
+				{n.Name, d.Node, func() error { _, err := harness.ProbeTCP(ctx, pns, d.IP+":8080", []byte("join")); return err }},
+				{d.Node, n.Name, func() error { _, err := harness.ProbeTCP(ctx, d.NS, p.IP+":8080", []byte("join")); return err }},
+			} {
+				res := "ok"
+				if err := probe.do(); err != nil {
+					res = "FAIL"
+					t.Errorf("%s -> %s: %v", probe.from, probe.to, err)
+				}
+				rows = append(rows, fmt.Sprintf("%s -> %s: %s", probe.from, probe.to, res))
+			}
+		}
+		t.Logf("new node's pod %s (%s) and c2's pods:\n%s", p.Name, p.IP, strings.Join(rows, "\n"))
+	})
+}
