@@ -90,7 +90,8 @@ e2e: image
 	WEFT_E2E=1 $(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v -run '$(or $(E2E_RUN),.)' ./integration/kubecluster/
 
 # CLUSTER=real: two real Kubernetes clusters, weft from daemon/deploy/ (needs
-# what make e2e needs).
+# what make e2e needs); with TOPOLOGY=kubernetes weft runs in topology:
+# kubernetes mode there (Node objects, Submariner Endpoints).
 demo: build tools $(if $(filter real,$(CLUSTER)),image)
 	$(GO) run ./integration/cmd/demo $(if $(BACKEND),-backend $(BACKEND)) $(if $(CLUSTER),-cluster $(CLUSTER)) $(if $(TOPOLOGY),-topology $(TOPOLOGY))
 

@@ -35,7 +35,7 @@ func main() {
 	verbose := flag.Bool("v", false, "log the harness's progress to stderr")
 	timeout := flag.Duration("timeout", 0, "give up after this long (default 45s; 3 min with -topology kubernetes; at least 5 min with -cluster real)")
 	cluster := flag.String("cluster", "netns", "netns: nodes are network namespaces with weftd started directly; real: Kubernetes clusters with containerd and kubelet, weft from daemon/deploy/")
-	topo := flag.String("topology", "file", "with -cluster netns: file (every weftd's file lists the nodes, gateway and remotes) or kubernetes (a real API server per cluster, Node and Submariner Endpoint objects)")
+	topo := flag.String("topology", "file", "file (every weftd's file lists the nodes, gateway and remotes) or kubernetes (a real API server per cluster, Node and Submariner Endpoint objects)")
 	flag.Parse()
 	if *cluster != "netns" && *cluster != "real" {
 		fmt.Fprintf(os.Stderr, "demo: -cluster %q: want netns or real\n", *cluster)
@@ -101,7 +101,7 @@ func run(backend, topo string, nodes int, verbose bool, timeout time.Duration, r
 		return demo(ctx, env, os.Stdout, opts)
 	}
 	if real {
-		show = func() error { return demoReal(ctx, env, os.Stdout, nodes) }
+		show = func() error { return demoReal(ctx, env, os.Stdout, nodes, opts.Topology != "") }
 	}
 	if err := show(); err != nil {
 		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -16,8 +16,10 @@ import (
 // apply` of daemon/deploy/ with the ConfigMap filled in for that cluster,
 // an application Deployment with a pod on every node, the connectivity
 // matrix between the clusters' pods, the pods as kubectl shows them and
-// `weftd status` from inside a weft pod.
-func demoReal(ctx context.Context, env *harness.Env, out io.Writer, nodes int) error {
+// `weftd status` from inside a weft pod. kube: topology: kubernetes (the
+// ConfigMap's commented variant; the gateways from Submariner Endpoints
+// written here as Submariner's gateway engine would).
+func demoReal(ctx context.Context, env *harness.Env, out io.Writer, nodes int, kube bool) error {
 	if m := kubecluster.Missing(env); len(m) > 0 {
 		return fmt.Errorf("missing %v (make image kubetools tools; apt-get install containerd runc)", m)
 	}
@@ -33,8 +35,22 @@ func demoReal(ctx context.Context, env *harness.Env, out io.Writer, nodes int) e
 	install := time.Now()
 	clusters := []*kubecluster.Cluster{c1, c2}
 	var dirs []string
+	how := "weft.yaml's cluster and remotes filled in"
+	if kube {
+		if err := kubecluster.PublishGateways(ctx, clusters...); err != nil {
+			return err
+		}
+		how = "weft.yaml: the commented topology: kubernetes variant, this cluster's ID and CIDRs"
+		fmt.Fprintln(out, "topology: kubernetes — weftd reads Node objects and Submariner Endpoints (each gateway's written in both clusters, as Submariner's gateway engine and broker would), through the kubernetes Service's ClusterIP; no node, gateway or remote in any file")
+	}
 	for i, c := range clusters {
-		dir, err := c.DeployDir(deploy, c.WeftTopology(clusters[1-i]))
+		var dir string
+		var err error
+		if kube {
+			dir, err = c.KubernetesDeployDir(deploy)
+		} else {
+			dir, err = c.DeployDir(deploy, c.WeftTopology(clusters[1-i]))
+		}
 		if err != nil {
 			return err
 		}
@@ -45,7 +61,7 @@ func demoReal(ctx context.Context, env *harness.Env, out io.Writer, nodes int) e
 		return err
 	}
 	for i, c := range clusters {
-		fmt.Fprintf(out, "\n$ kubectl apply -f daemon/deploy/   # %s, weft.yaml's cluster and remotes filled in\n%s", c.ID, outs[i])
+		fmt.Fprintf(out, "\n$ kubectl apply -f daemon/deploy/   # %s, %s\n%s", c.ID, how, outs[i])
 	}
 	fmt.Fprintf(out, "\nkubectl apply -> every weft pod and application pod Ready: %s\n", time.Since(install).Round(time.Millisecond))
 
