@@ -76,6 +76,46 @@ func TestApply(t *testing.T) {
 	if out, err := s.Kubectl(ctx, "apply", "-f", "uninstall"); err != nil {
 		t.Fatalf("uninstall manifest: %v\n%s", err, out)
 	}
+	checkClusterEndpointSchema(ctx, t, s)
+}
+
+// The ClusterEndpoint CRD's schema refuses every malformed field, naming
+// it, and stores a well-formed object.
+func checkClusterEndpointSchema(ctx context.Context, t *testing.T, s *kubeapi.Server) {
+	const good = `{"clusterID":"c1","podCIDRs":["10.1.0.0/16"],"serviceCIDRs":["10.101.0.0/16"],"gatewayNode":"c1-n2","gatewayIP":"192.168.10.12","cable":"vxlan","port":4800,"vni":4242}`
+	doc := func(name, spec string) []byte {
+		return []byte(`{"apiVersion":"weft.dev/v1alpha1","kind":"ClusterEndpoint","metadata":{"name":"` + name + `","namespace":"weft-system"},"spec":` + spec + `}`)
+	}
+	// The CRD was just created: its resource is served within moments.
+	var err error
+	for range 50 {
+		if _, err = s.KubectlWith(ctx, s.AdminKubeconfig, doc("c1", good), "apply", "-f", "-"); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("a valid ClusterEndpoint refused: %v", err)
+	}
+	bad := []struct{ name, from, to, field string }{
+		{"c1", `"10.1.0.0/16"]`, `"10.1.0.0"]`, "spec.podCIDRs[0]"},
+		{"c1", `"10.101.0.0/16"`, `"10.101.0.0/33"`, "spec.serviceCIDRs[0]"},
+		{"c1", `"192.168.10.12"`, `"192.168.10.300"`, "spec.gatewayIP"},
+		{"c1", `"vxlan"`, `"wireguard"`, "spec.cable"},
+		{"c1", `4800`, `70000`, "spec.port"},
+		{"c1", `4800`, `0`, "spec.port"},
+		{"c1", `4242`, `16777216`, "spec.vni"},
+		{"c1", `"c1-n2"`, `""`, "spec.gatewayNode"},
+		{"c2", `"c1",`, `"c1",`, "named after its spec.clusterID"},
+		{"c_1", `"c1",`, `"c_1",`, "spec.clusterID"},
+	}
+	for _, b := range bad {
+		spec := strings.Replace(good, b.from, b.to, 1)
+		out, err := s.KubectlWith(ctx, s.AdminKubeconfig, doc(b.name, spec), "apply", "-f", "-")
+		if err == nil || !strings.Contains(err.Error()+out, b.field) {
+			t.Errorf("ClusterEndpoint %s with %s: %v %s, want refused naming %s", b.name, b.to, err, out, b.field)
+		}
+	}
 }
 
 // TestRBAC checks that the manifests grant weft's ServiceAccount what the
@@ -128,7 +168,21 @@ func TestRBAC(t *testing.T) {
 		{"list", "endpoints", "", false}, // core Endpoints are not Submariner's
 		{"list", "routeagents.submariner.io", "submariner-operator", false},
 		{"create", "serviceaccounts/token", saNamespace, false},
-		{"get", "leases.coordination.k8s.io", saNamespace, false},
+		// endpoints: weft: the Lease and the ClusterEndpoints, in weft's
+		// namespace only.
+		{"get", "leases.coordination.k8s.io", saNamespace, true},
+		{"create", "leases.coordination.k8s.io", saNamespace, true},
+		{"update", "leases.coordination.k8s.io", saNamespace, true},
+		{"delete", "leases.coordination.k8s.io", saNamespace, false},
+		{"get", "leases.coordination.k8s.io", "other", false},
+		{"update", "leases.coordination.k8s.io", "kube-system", false},
+		{"list", "clusterendpoints.weft.dev", saNamespace, true},
+		{"watch", "clusterendpoints.weft.dev", saNamespace, true},
+		{"create", "clusterendpoints.weft.dev", saNamespace, true},
+		{"update", "clusterendpoints.weft.dev", saNamespace, true},
+		{"delete", "clusterendpoints.weft.dev", saNamespace, true},
+		{"create", "clusterendpoints.weft.dev", "other", false},
+		{"list", "clusterendpoints.weft.dev", "", false},
 	}
 	canI := func(kubeconfig string, as string, c check) (bool, string) {
 		args := []string{"auth", "can-i", c.verb, c.resource}

@@ -31,6 +31,9 @@ type objects struct {
 	daemonSets      []*appsv1.DaemonSet
 	clusterRoles    []*rbacv1.ClusterRole
 	bindings        []*rbacv1.ClusterRoleBinding
+	roles           []*rbacv1.Role
+	roleBindings    []*rbacv1.RoleBinding
+	crds            []map[string]any // apiextensions' types are not a dependency: TestApply has the API server check it
 }
 
 var docSep = regexp.MustCompile(`(?m)^---\s*$`)
@@ -76,6 +79,19 @@ func load(t *testing.T, dir string) objects {
 			case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
 				x := &rbacv1.ClusterRoleBinding{}
 				o.bindings, obj = append(o.bindings, x), x
+			case "rbac.authorization.k8s.io/v1/Role":
+				x := &rbacv1.Role{}
+				o.roles, obj = append(o.roles, x), x
+			case "rbac.authorization.k8s.io/v1/RoleBinding":
+				x := &rbacv1.RoleBinding{}
+				o.roleBindings, obj = append(o.roleBindings, x), x
+			case "apiextensions.k8s.io/v1/CustomResourceDefinition":
+				x := map[string]any{}
+				if err := yaml.Unmarshal([]byte(doc), &x); err != nil {
+					t.Fatalf("%s doc %d: %v", f, i, err)
+				}
+				o.crds = append(o.crds, x)
+				continue
 			default:
 				t.Fatalf("%s doc %d: unexpected %s %s", f, i, tm.APIVersion, tm.Kind)
 			}

@@ -122,9 +122,7 @@ func (c *Config) validateTopology(errs *errorList) {
 		}
 	}
 	switch k.Endpoints {
-	case EndpointsSubmariner:
-	case EndpointsWeft:
-		errs.add("kubernetes.endpoints", `"weft" (weft's own gateway election and broker) is not implemented yet; use submariner, or topology: file`)
+	case EndpointsSubmariner, EndpointsWeft:
 	default:
 		errs.add("kubernetes.endpoints", fmt.Sprintf("%q is not one of submariner, weft", k.Endpoints))
 	}

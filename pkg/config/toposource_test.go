@@ -60,7 +60,6 @@ func TestKubernetesTopologyInvalid(t *testing.T) {
 		{"gateway in file", "  gateway: c1-n1\n", []string{"cluster.gateway"}, "comes from the API"},
 		{"remotes in file", "remotes: [{id: c2, podCIDRs: [10.2.0.0/16], gatewayIP: 192.168.20.11}]\n", []string{"remotes"}, "must not be set"},
 		{"unknown source", "topology: api\n", []string{"topology"}, `"api" is not one of file, kubernetes`},
-		{"endpoints weft", "kubernetes: {endpoints: weft}\n", []string{"kubernetes.endpoints"}, "not implemented yet"},
 		{"endpoints bad", "kubernetes: {endpoints: calico}\n", []string{"kubernetes.endpoints"}, "not one of submariner, weft"},
 		{"selector bad", "kubernetes: {nodeSelector: 'a in (b'}\n", []string{"kubernetes.nodeSelector"}, "not a label selector"},
 		{"namespace bad", "kubernetes: {namespace: Sub_Mariner}\n", []string{"kubernetes.namespace"}, "not a namespace name"},
@@ -86,6 +85,18 @@ func TestKubernetesTopologyInvalid(t *testing.T) {
 				t.Errorf("error %q lacks %q", err, tt.reason)
 			}
 		})
+	}
+}
+
+// endpoints: weft is accepted, with weft's namespace by default.
+func TestKubernetesEndpointsWeft(t *testing.T) {
+	cfg, err := ParseWith([]byte(kubeBase+"kubernetes: {endpoints: weft, lease: {duration: 3s, renewDeadline: 2s, retryPeriod: 500ms}}\nbroker: {kubeconfig: /etc/weft/broker/kubeconfig}\n"), testEnv("", ""))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	k := cfg.Kubernetes
+	if k.Endpoints != EndpointsWeft || k.Namespace != DefaultWeftNamespace || k.Lease.Duration.Duration != 3*time.Second {
+		t.Errorf("kubernetes = %+v", k)
 	}
 }
 

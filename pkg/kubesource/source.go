@@ -49,7 +49,10 @@ type Options struct {
 	Kubeconfig   string
 	ClusterID    string // the local cluster: its Endpoint names the gateway
 	NodeSelector string // label selector on member Nodes; "" = all
-	Namespace    string // of the Endpoint objects
+	Namespace    string // of the Endpoint (or ClusterEndpoint) objects
+	// Weft: the gateway and the remotes come from weft's own
+	// ClusterEndpoints (kubernetes.endpoints: weft), not Submariner's.
+	Weft bool
 	StateDir     string // where the last topology is persisted
 	Log          *slog.Logger
 	Now          func() time.Time
@@ -135,12 +138,21 @@ func (s *Source) setup(rc *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	epClient, err := restClient(rc, SubmarinerGroupVersion, "/apis", addEndpointTypes, false)
-	if err != nil {
-		return err
-	}
 	nodes := s.informer(watchNodes, nodeClient, "nodes", "", s.o.NodeSelector, &corev1.Node{}, stripNode)
-	eps := s.informer(watchEndpoints, epClient, "endpoints", s.o.Namespace, "", &Endpoint{}, stripEndpoint)
+	var eps *watched
+	if s.o.Weft {
+		ceClient, err := ClusterEndpointClient(rc)
+		if err != nil {
+			return err
+		}
+		eps = s.informer(watchEndpoints, ceClient, "clusterendpoints", s.o.Namespace, "", &ClusterEndpoint{}, stripClusterEndpoint)
+	} else {
+		epClient, err := restClient(rc, SubmarinerGroupVersion, "/apis", addEndpointTypes, false)
+		if err != nil {
+			return err
+		}
+		eps = s.informer(watchEndpoints, epClient, "endpoints", s.o.Namespace, "", &Endpoint{}, stripEndpoint)
+	}
 	s.mu.Lock()
 	s.nodes, s.endpoints = nodes, eps
 	s.mu.Unlock()
@@ -357,7 +369,10 @@ func (s *Source) rebuild() {
 	s.mu.Unlock()
 	synced := nodes != nil && nodes.HasSynced() && eps.HasSynced()
 	var next toposource.Topology
-	if synced {
+	switch {
+	case synced && s.o.Weft:
+		next = buildWeft(s.o.ClusterID, nodesOf(nodes.List()), clusterEndpointsOf(eps.List()))
+	case synced:
 		next = build(s.o.ClusterID, nodesOf(nodes.List()), endpointsOf(eps.List()))
 	}
 
@@ -428,6 +443,16 @@ func nodesOf(objs []any) []*corev1.Node {
 	return out
 }
 
+func clusterEndpointsOf(objs []any) []*ClusterEndpoint {
+	out := make([]*ClusterEndpoint, 0, len(objs))
+	for _, o := range objs {
+		if e, ok := o.(*ClusterEndpoint); ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 func endpointsOf(objs []any) []*Endpoint {
 	out := make([]*Endpoint, 0, len(objs))
 	for _, o := range objs {
@@ -455,6 +480,8 @@ func specOf(obj any) any {
 		return o.Status.Addresses
 	case *Endpoint:
 		return []any{o.Spec, o.CreationTimestamp}
+	case *ClusterEndpoint:
+		return o.Spec
 	}
 	return obj
 }

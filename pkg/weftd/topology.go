@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/weft-net/weft/pkg/config"
+	"github.com/weft-net/weft/pkg/controlplane"
 	"github.com/weft-net/weft/pkg/kubesource"
 	"github.com/weft-net/weft/pkg/toposource"
 )
@@ -25,9 +26,10 @@ type topologySources struct {
 	goRun    func(func())
 	changed  chan struct{}
 
-	mu   sync.Mutex
-	src  *kubesource.Source
-	with kubesource.Options
+	mu      sync.Mutex
+	src     *kubesource.Source
+	with    kubesource.Options
+	control *controlplane.ControlPlane // endpoints: weft
 }
 
 func newTopologySources(ctx context.Context, log *slog.Logger, stateDir string, goRun func(func())) *topologySources {
@@ -37,13 +39,13 @@ func newTopologySources(ctx context.Context, log *slog.Logger, stateDir string, 
 // For returns the Kubernetes source for cfg (topology: kubernetes).
 func (t *topologySources) For(cfg *config.Config) (toposource.Source, error) {
 	k := cfg.Kubernetes
-	want := kubesource.Options{Kubeconfig: k.Kubeconfig, ClusterID: cfg.Cluster.ID, NodeSelector: k.NodeSelector, Namespace: k.Namespace, StateDir: t.stateDir}
+	want := kubesource.Options{Kubeconfig: k.Kubeconfig, ClusterID: cfg.Cluster.ID, NodeSelector: k.NodeSelector, Namespace: k.Namespace, StateDir: t.stateDir, Weft: k.Endpoints == config.EndpointsWeft}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.src != nil {
 		w := t.with
-		if w.Kubeconfig != want.Kubeconfig || w.ClusterID != want.ClusterID || w.NodeSelector != want.NodeSelector || w.Namespace != want.Namespace {
-			return t.src, fmt.Errorf("cluster.id or kubernetes.{kubeconfig,nodeSelector,namespace} changed since the Kubernetes source started: restart weftd to apply (the topology in force stays)")
+		if w.Kubeconfig != want.Kubeconfig || w.ClusterID != want.ClusterID || w.NodeSelector != want.NodeSelector || w.Namespace != want.Namespace || w.Weft != want.Weft {
+			return t.src, fmt.Errorf("cluster.id or kubernetes.{kubeconfig,nodeSelector,namespace,endpoints} changed since the Kubernetes source started: restart weftd to apply (the topology in force stays)")
 		}
 		return t.src, nil
 	}
@@ -56,6 +58,9 @@ func (t *topologySources) For(cfg *config.Config) (toposource.Source, error) {
 	}
 	t.src, t.with = s, want
 	t.goRun(func() { s.Run(t.ctx) })
+	if want.Weft {
+		t.goRun(func() { t.runControlPlane(cfg) })
+	}
 	t.goRun(func() {
 		for {
 			select {
@@ -74,3 +79,24 @@ func (t *topologySources) For(cfg *config.Config) (toposource.Source, error) {
 
 // Changed is signalled when the source's topology changed.
 func (t *topologySources) Changed() <-chan struct{} { return t.changed }
+
+// runControlPlane runs weft's own gateway election and broker sync
+// (kubernetes.endpoints: weft) until weftd stops.
+func (t *topologySources) runControlPlane(cfg *config.Config) {
+	cp := controlplane.New(cfg, t.log)
+	t.mu.Lock()
+	t.control = cp
+	t.mu.Unlock()
+	cp.Run(t.ctx)
+}
+
+// Control returns the control plane's state; ok is false without one.
+func (t *topologySources) Control() (controlplane.Status, bool) {
+	t.mu.Lock()
+	cp := t.control
+	t.mu.Unlock()
+	if cp == nil {
+		return controlplane.Status{}, false
+	}
+	return cp.Status(), true
+}
