@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,6 +24,18 @@ import (
 // Submariner Endpoint objects (topology: kubernetes).
 const TopologyKubernetes = "kubernetes"
 
+// TopologyWeft is TopologyKubernetes with kubernetes.endpoints: weft: no
+// Endpoint is written; the candidates (every cluster's n2 and n3) carry
+// the gateway label, elect a gateway on the Lease and find each other
+// through a third API server, the broker.
+const TopologyWeft = "weft"
+
+// GatewayLabel is the candidates' label (weft's default key).
+const GatewayLabel = "weft.dev/gateway"
+
+// WeftLease is the election timing of the TopologyWeft scenario.
+var WeftLease = map[string]any{"duration": "3s", "renewDeadline": "2s", "retryPeriod": "500ms"}
+
 // SubmarinerNamespace is where the Endpoints live (weft's default).
 const SubmarinerNamespace = "submariner-operator"
 
@@ -38,8 +51,13 @@ type Kube struct {
 	Kubeconfigs map[string]string
 	// endpoint is the name of each cluster's current gateway Endpoint.
 	endpoint map[string]string
-	once     sync.Once
-	client   *http.Client // admin requests, see call
+	// Broker and BrokerKubeconfig (as weft-broker/weft-member) with
+	// TopologyWeft.
+	Broker           *kubeapi.Server
+	BrokerKubeconfig string
+	weft             bool
+	once             sync.Once
+	client           *http.Client // admin requests, see call
 }
 
 // Server returns the API server of a cluster.
@@ -55,22 +73,31 @@ func (s *Scenario) startKube(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	k := &Kube{ControlPlane: cp, Servers: map[string]*kubeapi.Server{}, Kubeconfigs: map[string]string{}, endpoint: map[string]string{}}
+	k := &Kube{ControlPlane: cp, Servers: map[string]*kubeapi.Server{}, Kubeconfigs: map[string]string{}, endpoint: map[string]string{}, weft: s.Opts.Topology == TopologyWeft}
 	manifests := ManifestsDir(s.Env)
+	if k.weft {
+		if err := k.startBroker(ctx, manifests); err != nil {
+			return err
+		}
+	}
 	for _, c := range s.Clusters.Clusters() {
 		srv, err := cp.StartServer(ctx, kubeapi.ServerOptions{Name: c.ID})
 		if err != nil {
 			return err
 		}
 		k.Servers[c.ID] = srv
-		if err := srv.InstallSubmarinerCRD(ctx); err != nil {
-			return err
+		if !k.weft {
+			if err := srv.InstallSubmarinerCRD(ctx); err != nil {
+				return err
+			}
 		}
 		if _, err := srv.Kubectl(ctx, "apply", "-f", manifests); err != nil {
 			return fmt.Errorf("kubectl apply -f %s: %w", manifests, err)
 		}
-		if _, err := srv.Kubectl(ctx, "create", "namespace", SubmarinerNamespace); err != nil {
-			return err
+		if !k.weft {
+			if _, err := srv.Kubectl(ctx, "create", "namespace", SubmarinerNamespace); err != nil {
+				return err
+			}
 		}
 		tok, err := srv.Token(ctx, "weft-system", "weft")
 		if err != nil {
@@ -79,19 +106,83 @@ func (s *Scenario) startKube(ctx context.Context) error {
 		if k.Kubeconfigs[c.ID], err = srv.Kubeconfig(tok); err != nil {
 			return err
 		}
-		for _, n := range c.Nodes {
+		for i, n := range c.Nodes {
 			if err := k.CreateNode(ctx, n); err != nil {
 				return err
+			}
+			if k.weft && i >= 1 {
+				if err := k.SetCandidate(ctx, n, true); err != nil {
+					return err
+				}
 			}
 		}
 	}
 	s.Kube = k
+	if k.weft {
+		return nil
+	}
 	for _, c := range s.Clusters.Clusters() {
 		if err := s.publishGateway(ctx, c, s.gateways[c.ID]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// startBroker starts the broker's API server with the ClusterEndpoint CRD
+// and daemon/deploy/broker/, and writes the members' kubeconfig.
+func (k *Kube) startBroker(ctx context.Context, manifests string) error {
+	srv, err := k.ControlPlane.StartServer(ctx, kubeapi.ServerOptions{Name: "broker"})
+	if err != nil {
+		return err
+	}
+	k.Broker = srv
+	if _, err := srv.Kubectl(ctx, "apply", "-f", filepath.Join(manifests, "05-clusterendpoint-crd.yaml"), "-f", filepath.Join(manifests, "broker")); err != nil {
+		return fmt.Errorf("broker: kubectl apply: %w", err)
+	}
+	tok, err := srv.Token(ctx, "weft-broker", "weft-member")
+	if err != nil {
+		return err
+	}
+	k.BrokerKubeconfig, err = srv.Kubeconfig(tok)
+	return err
+}
+
+// SetCandidate sets or removes n's gateway label.
+func (k *Kube) SetCandidate(ctx context.Context, n *harness.Node, on bool) error {
+	v := "null"
+	if on {
+		v = `"true"`
+	}
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%s}}}`, GatewayLabel, v)
+	if err := k.call(ctx, n.Cluster, http.MethodPatch, "/api/v1/nodes/"+n.Name, "application/merge-patch+json", patch); err != nil {
+		return fmt.Errorf("label Node %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// LeaseHolder reads cluster's Lease weft-gateway: holder and transitions.
+func (k *Kube) LeaseHolder(ctx context.Context, cluster string) (holder string, transitions int, err error) {
+	var l struct {
+		Spec struct {
+			HolderIdentity   string `json:"holderIdentity"`
+			LeaseTransitions int    `json:"leaseTransitions"`
+		} `json:"spec"`
+	}
+	b, err := k.get(ctx, cluster, "/apis/coordination.k8s.io/v1/namespaces/weft-system/leases/weft-gateway")
+	if err != nil {
+		return "", 0, err
+	}
+	if err := json.Unmarshal(b, &l); err != nil {
+		return "", 0, err
+	}
+	return l.Spec.HolderIdentity, l.Spec.LeaseTransitions, nil
+}
+
+// ClusterEndpoint reads the ClusterEndpoint id in cluster's weft-system
+// as raw JSON.
+func (k *Kube) ClusterEndpoint(ctx context.Context, cluster, id string) ([]byte, error) {
+	return k.get(ctx, cluster, "/apis/weft.dev/v1alpha1/namespaces/weft-system/clusterendpoints/"+id)
 }
 
 // ManifestsDir is daemon/deploy/ of the repository env runs from: what
@@ -138,7 +229,19 @@ func (k *Kube) DeleteNode(ctx context.Context, n *harness.Node) error {
 // call sends one request as admin to cluster's API server from inside the
 // control-plane namespace and fails unless it answers 2xx.
 func (k *Kube) call(ctx context.Context, cluster, method, path, contentType, body string) error {
+	_, err := k.do(ctx, cluster, method, path, contentType, body)
+	return err
+}
+
+func (k *Kube) get(ctx context.Context, cluster, path string) ([]byte, error) {
+	return k.do(ctx, cluster, http.MethodGet, path, "", "")
+}
+
+func (k *Kube) do(ctx context.Context, cluster, method, path, contentType, body string) ([]byte, error) {
 	srv := k.Servers[cluster]
+	if cluster == "broker" {
+		srv = k.Broker
+	}
 	k.once.Do(func() {
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(srv.CA) // one control plane, one CA
@@ -149,7 +252,7 @@ func (k *Kube) call(ctx context.Context, cluster, method, path, contentType, bod
 	})
 	req, err := http.NewRequestWithContext(ctx, method, srv.URL+path, strings.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+srv.AdminToken)
 	if contentType != "" {
@@ -157,14 +260,14 @@ func (k *Kube) call(ctx context.Context, cluster, method, path, contentType, bod
 	}
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
 	}
-	return nil
+	return b, nil
 }
 
 // endpointName is how Submariner's gateway engine names an Endpoint:
@@ -232,6 +335,10 @@ func (s *Scenario) kubeConfig(m *Member, cfg harness.WeftdConfig) harness.WeftdC
 	delete(cfg, "remotes")
 	cfg["topology"] = TopologyKubernetes
 	cfg["kubernetes"] = map[string]any{"kubeconfig": s.Kube.Kubeconfigs[m.Cluster.ID]}
+	if s.Kube.weft {
+		cfg["kubernetes"] = map[string]any{"kubeconfig": s.Kube.Kubeconfigs[m.Cluster.ID], "endpoints": "weft", "lease": WeftLease}
+		cfg["broker"] = map[string]any{"kubeconfig": s.Kube.BrokerKubeconfig}
+	}
 	return cfg
 }
 
@@ -289,11 +396,13 @@ func (s *Scenario) StartPod(ctx context.Context, m *Member) error {
 func netipFrom4(b [4]byte) netip.Addr              { return netip.AddrFrom4(b) }
 func prefixFrom4(b [4]byte, bits int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4(b), bits) }
 
-// RemoveMember stops m's weftd and drops it from the scenario (its
+// RemoveMember stops m's weftd (unless it has exited) and drops it from the scenario (its
 // namespace stays until env.Close): the matrix no longer probes it.
 func (s *Scenario) RemoveMember(m *Member) error {
-	if err := m.Weftd.Stop(); err != nil {
-		return fmt.Errorf("stop weftd on %s: %w", m.Node.Name, err)
+	if m.Weftd.Running() { // a weftd killed by the test has exited already
+		if err := m.Weftd.Stop(); err != nil {
+			return fmt.Errorf("stop weftd on %s: %w", m.Node.Name, err)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

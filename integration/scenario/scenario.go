@@ -139,7 +139,7 @@ func Build(ctx context.Context, env *harness.Env, opts Options) (*Scenario, erro
 		}
 	}
 
-	if opts.Topology == TopologyKubernetes {
+	if opts.Topology == TopologyKubernetes || opts.Topology == TopologyWeft {
 		if err := s.startKube(ctx); err != nil {
 			return nil, fmt.Errorf("start API servers: %w", err)
 		}
@@ -200,6 +200,14 @@ func (s *Scenario) config(m *Member) harness.WeftdConfig {
 		cfg = s.kubeConfig(m, cfg)
 	}
 	return cfg
+}
+
+// Elected records n as its cluster's gateway (TopologyWeft: the Lease
+// holder the test read), for Role and WaitConverged; nothing is written.
+func (s *Scenario) Elected(n *harness.Node) {
+	s.mu.Lock()
+	s.gateways[n.Cluster] = n
+	s.mu.Unlock()
 }
 
 // Gateway returns the gateway in force of a cluster ("c1", "c2").

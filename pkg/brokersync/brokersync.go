@@ -92,6 +92,10 @@ func (s *Syncer) Run(ctx context.Context, own kubesource.ClusterEndpoint) {
 	published := false
 	t := time.NewTicker(s.o.Interval)
 	defer t.Stop()
+	kick := make(chan struct{}, 1)
+	if s.broker != nil {
+		go s.watchBroker(ctx, kick)
+	}
 	for {
 		// Re-asserted on every pass (one GET when nothing changed): an
 		// object edited or deleted by hand comes back.
@@ -118,6 +122,33 @@ func (s *Syncer) Run(ctx context.Context, own kubesource.ClusterEndpoint) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-kick:
+		}
+	}
+}
+
+// watchBroker signals kick whenever the broker's ClusterEndpoints change,
+// so that a remote gateway's failover is copied at once; the periodic pass
+// covers a watch that is down.
+func (s *Syncer) watchBroker(ctx context.Context, kick chan<- struct{}) {
+	signal := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	for ctx.Err() == nil {
+		w, err := s.broker.Get().Namespace(s.o.BrokerNamespace).Resource("clusterendpoints").
+			VersionedParams(&metav1.ListOptions{Watch: true}, metav1.ParameterCodec).Watch(ctx)
+		if err == nil {
+			for range w.ResultChan() {
+				signal()
+			}
+			w.Stop()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }

@@ -40,9 +40,9 @@ type Options struct {
 	Node      string // this node's name: the identity
 	// Label is the candidate label's key; a Node is a candidate when its
 	// value is "true".
-	Label                                 string
+	Label                                string
 	Duration, RenewDeadline, RetryPeriod time.Duration
-	Log                                   *slog.Logger
+	Log                                  *slog.Logger
 	// Lead runs while this node holds the Lease, with the node's
 	// InternalIP; its ctx ends when leadership ends (lost, released, or
 	// weftd stopping).

@@ -52,10 +52,10 @@ type Options struct {
 	Namespace    string // of the Endpoint (or ClusterEndpoint) objects
 	// Weft: the gateway and the remotes come from weft's own
 	// ClusterEndpoints (kubernetes.endpoints: weft), not Submariner's.
-	Weft bool
-	StateDir     string // where the last topology is persisted
-	Log          *slog.Logger
-	Now          func() time.Time
+	Weft     bool
+	StateDir string // where the last topology is persisted
+	Log      *slog.Logger
+	Now      func() time.Time
 }
 
 // RestConfig builds the client configuration: in-cluster (the pod's
