@@ -70,6 +70,7 @@ func TestWeftControlPlane(t *testing.T) {
 	t.Logf("elected %s and %s; both clusters found each other through the broker; matrix green (%d probes) %s after the Leases were first read",
 		s.Gateway("c1").Name, s.Gateway("c2").Name, len(ps), time.Since(start).Round(time.Millisecond))
 	checkOneGateway(t, s)
+	checkControlStatus(ctx, t, s, 0, nil)
 
 	t.Run("rolling-upgrade", func(t *testing.T) { checkRollingUpgrade(ctx, t, s) })
 	t.Run("label-removed", func(t *testing.T) { checkLabelRemoved(ctx, t, s) })
@@ -141,11 +142,49 @@ func checkOneGateway(t *testing.T, s *scenario.Scenario) {
 	}
 }
 
+// checkControlStatus checks weftd status: every candidate names the Lease
+// holder (renewed within the Lease duration), only the holder leads, and
+// the leader's broker sync is in order; the c1 candidates saw changes
+// leadership changes.
+func checkControlStatus(ctx context.Context, t *testing.T, s *scenario.Scenario, changes int, notCandidate *harness.Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, m := range s.Members {
+		gw := s.Gateway(m.Cluster.ID)
+		candidate := m.Node != m.Cluster.Nodes[0] && m.Node != notCandidate
+		st, err := m.Weftd.WaitFor(ctx, func(st api.Status) bool {
+			if st.Topology == nil {
+				return false
+			}
+			c := st.Topology.Control
+			if c == nil || c.Candidate != candidate || c.Leading != (m.Node == gw) {
+				return false
+			}
+			if !candidate {
+				return true
+			}
+			ok := c.LeaseHolder == gw.Name && c.LeaseRenewTime != nil && time.Since(*c.LeaseRenewTime) < leaseDuration
+			if c.Leading {
+				ok = ok && c.Broker != nil && c.Broker.Synced && c.Broker.Remotes == 1
+			}
+			return ok
+		})
+		if err != nil || st.Topology == nil {
+			t.Errorf("%s: control status (gateway %s): %v", m.Node.Name, gw.Name, err)
+			continue
+		}
+		if c := st.Topology.Control; candidate && m.Cluster.ID == "c1" && c.LeadershipChanges != changes {
+			t.Errorf("%s: %d leadership changes in status, want %d", m.Node.Name, c.LeadershipChanges, changes)
+		}
+	}
+}
+
 // prober sends pod->remote-pod TCP probes every 100 ms and records the
 // longest run without an answer.
 type prober struct {
-	stop chan struct{}
-	done chan struct{}
+	stop       chan struct{}
+	done       chan struct{}
 	sent, lost int
 	gap        time.Duration
 }
@@ -292,6 +331,7 @@ func checkLabelRemoved(ctx context.Context, t *testing.T, s *scenario.Scenario) 
 		t.Errorf("handover took %s: the Lease was not released", took)
 	}
 	checkOneGateway(t, s)
+	checkControlStatus(ctx, t, s, 1, old)
 	if _, err := old.Exec("ip", "link", "show", "vx-weft-cable"); err == nil {
 		t.Errorf("%s, no longer a candidate, still has the cable device", old.Name)
 	}

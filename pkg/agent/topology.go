@@ -124,6 +124,21 @@ func (a *Agent) topologyStatus(cfg *config.Config) *api.Topology {
 			st.Gateway.IP = t.Gateway.IP.String()
 		}
 	}
+	if c := t.Control; c != nil {
+		st.Control = &api.TopologyControl{Candidate: c.Candidate, Leading: c.Leading, LeaseHolder: c.LeaseHolder, LeadershipChanges: c.LeadershipChanges, Message: c.Message}
+		if !c.LeaseRenewTime.IsZero() {
+			rt := c.LeaseRenewTime
+			st.Control.LeaseRenewTime = &rt
+		}
+		if c.Broker {
+			b := &api.BrokerSync{Synced: c.BrokerSynced, Message: c.BrokerMessage, Remotes: c.BrokerRemotes, Errors: c.BrokerSyncErrors}
+			if !c.BrokerLastSync.IsZero() {
+				ls := c.BrokerLastSync
+				b.LastSync = &ls
+			}
+			st.Control.Broker = b
+		}
+	}
 	for _, r := range t.Remotes {
 		tr := api.TopologyRemote{ID: r.ID, From: r.From}
 		if r.GatewayIP.IsValid() {

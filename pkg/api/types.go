@@ -160,6 +160,28 @@ type Topology struct {
 	Gateway  *TopologyGateway `json:"gateway,omitempty"`
 	Remotes  []TopologyRemote `json:"remotes,omitempty"`
 	Problems []string         `json:"problems,omitempty"`
+	Control  *TopologyControl `json:"control,omitempty"`
+}
+
+// TopologyControl is weft's own control plane (kubernetes.endpoints:
+// weft): the gateway election and, on the leader, the broker sync.
+type TopologyControl struct {
+	Candidate         bool        `json:"candidate"`
+	Leading           bool        `json:"leading"`
+	LeaseHolder       string      `json:"leaseHolder,omitempty"`
+	LeaseRenewTime    *time.Time  `json:"leaseRenewTime,omitempty"`
+	LeadershipChanges int         `json:"leadershipChanges"`
+	Broker            *BrokerSync `json:"broker,omitempty"`
+	Message           string      `json:"message,omitempty"`
+}
+
+// BrokerSync is the leader's sync with the broker.
+type BrokerSync struct {
+	Synced   bool       `json:"synced"`
+	Message  string     `json:"message,omitempty"`
+	LastSync *time.Time `json:"lastSync,omitempty"`
+	Remotes  int        `json:"remotes"`
+	Errors   uint64     `json:"errors"`
 }
 
 // TopologyGateway is the local gateway and the object that named it.

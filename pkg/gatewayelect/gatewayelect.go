@@ -57,6 +57,7 @@ type Status struct {
 	RenewTime   time.Time `json:"renewTime,omitzero"`
 	Transitions int       `json:"leadershipChanges"` // holder changes this weftd saw
 	Message     string    `json:"message,omitempty"`
+	lastLeader  string
 }
 
 // Elector runs the election for one node.
@@ -104,26 +105,47 @@ func New(o Options) (*Elector, error) {
 	}, nil
 }
 
-// Status returns the election's state.
+// Status returns the election's state as last observed (no API call).
 func (e *Elector) Status() Status {
 	e.mu.Lock()
-	st := e.st
-	e.mu.Unlock()
-	if rec, _, err := e.lockRecord(); err == nil {
-		st.Holder, st.RenewTime = rec.HolderIdentity, rec.RenewTime.Time
-	}
-	return st
+	defer e.mu.Unlock()
+	return e.st
 }
 
-// lockRecord reads the Lease with a short deadline (for status).
-func (e *Elector) lockRecord() (*resourcelock.LeaderElectionRecord, []byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	l, err := e.lock.Client.Leases(e.o.Namespace).Get(ctx, LeaseName, metav1.GetOptions{})
-	if err != nil {
-		return nil, nil, err
+// observingLock is the Lease lock with every record the election reads or
+// writes kept for Status: the candidates read the Lease every retryPeriod
+// anyway.
+type observingLock struct {
+	*resourcelock.LeaseLock
+	e *Elector
+}
+
+func (l observingLock) seen(r *resourcelock.LeaderElectionRecord) {
+	l.e.set(func(s *Status) { s.Holder, s.RenewTime = r.HolderIdentity, r.RenewTime.Time })
+}
+
+func (l observingLock) Get(ctx context.Context) (*resourcelock.LeaderElectionRecord, []byte, error) {
+	r, raw, err := l.LeaseLock.Get(ctx)
+	if err == nil {
+		l.seen(r)
 	}
-	return resourcelock.LeaseSpecToLeaderElectionRecord(&l.Spec), nil, nil
+	return r, raw, err
+}
+
+func (l observingLock) Create(ctx context.Context, r resourcelock.LeaderElectionRecord) error {
+	err := l.LeaseLock.Create(ctx, r)
+	if err == nil {
+		l.seen(&r)
+	}
+	return err
+}
+
+func (l observingLock) Update(ctx context.Context, r resourcelock.LeaderElectionRecord) error {
+	err := l.LeaseLock.Update(ctx, r)
+	if err == nil {
+		l.seen(&r)
+	}
+	return err
 }
 
 // Run watches this node's label and runs the election while it is a
@@ -168,7 +190,7 @@ func (e *Elector) Run(ctx context.Context) {
 // elect runs one client-go election until leadership is lost or ctx ends.
 func (e *Elector) elect(ctx context.Context) {
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:          e.lock,
+		Lock:          observingLock{e.lock, e},
 		Name:          LeaseName,
 		LeaseDuration: e.o.Duration,
 		RenewDeadline: e.o.RenewDeadline,
@@ -190,10 +212,10 @@ func (e *Elector) elect(ctx context.Context) {
 			},
 			OnNewLeader: func(id string) {
 				e.set(func(s *Status) {
-					if s.Holder != id {
+					if s.lastLeader != "" && s.lastLeader != id {
 						s.Transitions++
 					}
-					s.Holder = id
+					s.lastLeader = id
 				})
 				e.o.Log.Info("gateway Lease holder", "holder", id)
 			},

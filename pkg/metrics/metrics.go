@@ -101,6 +101,12 @@ var (
 		"Status of each condition (1 true, 0 false); reason names why.", []string{"type", "reason"}, nil)
 	descTriggers = prometheus.NewDesc(namespace+"_reconcile_triggers_total",
 		"Requests for a reconcile pass (plugin, netlink and config events) since weftd started; many share one pass (weft_reconcile_duration_seconds_count counts the passes).", nil, nil)
+	descLeadership = prometheus.NewDesc(namespace+"_gateway_leadership_changes_total",
+		"Changes of the gateway Lease holder this weftd saw (kubernetes.endpoints: weft, gateway candidates).", nil, nil)
+	descLeading = prometheus.NewDesc(namespace+"_gateway_leading",
+		"1 while this node holds the gateway Lease (kubernetes.endpoints: weft).", nil, nil)
+	descBrokerErrors = prometheus.NewDesc(namespace+"_broker_sync_errors_total",
+		"Failed broker sync passes of this weftd as the leader (kubernetes.endpoints: weft with a broker).", nil, nil)
 	descInfo = prometheus.NewDesc(namespace+"_node_info",
 		"The node's identity and role (value is always 1).", []string{"node", "cluster", "role", "version"}, nil)
 )
@@ -112,7 +118,8 @@ type statusCollector struct {
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCNIReady, descAttachments, descSpoolReplayed, descSpoolDropped,
-		descSpoolSkipped, descBackend, descRoutes, descReady, descCondition, descTriggers, descInfo} {
+		descSpoolSkipped, descBackend, descRoutes, descReady, descCondition, descTriggers, descInfo,
+		descLeadership, descLeading, descBrokerErrors} {
 		ch <- d
 	}
 }
@@ -142,6 +149,14 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTriggers, prometheus.CounterValue, float64(r.Triggers))
 	}
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, st.Node, st.Cluster, st.Role, st.Version)
+	if st.Topology != nil && st.Topology.Control != nil {
+		c := st.Topology.Control
+		ch <- prometheus.MustNewConstMetric(descLeadership, prometheus.CounterValue, float64(c.LeadershipChanges))
+		ch <- prometheus.MustNewConstMetric(descLeading, prometheus.GaugeValue, boolValue(c.Leading))
+		if c.Broker != nil {
+			ch <- prometheus.MustNewConstMetric(descBrokerErrors, prometheus.CounterValue, float64(c.Broker.Errors))
+		}
+	}
 }
 
 func boolValue(b bool) float64 {

@@ -65,6 +65,26 @@ type Topology struct {
 	// Problems are items the source skipped or doubts, each naming the
 	// object involved (for a status condition).
 	Problems []string `json:"problems,omitempty"`
+	// Control is weft's own control plane as this node sees it
+	// (kubernetes.endpoints: weft), for status only: the reconcile loop
+	// acts on Gateway and Remotes.
+	Control *Control `json:"-"`
+}
+
+// Control is the gateway election and the broker sync (status only).
+type Control struct {
+	Candidate         bool      // this node's Node carries the gateway label
+	Leading           bool      // this node holds the Lease
+	LeaseHolder       string    // as last read (candidates read the Lease)
+	LeaseRenewTime    time.Time // idem
+	LeadershipChanges int       // holder changes this weftd saw
+	Broker            bool      // a broker is configured
+	BrokerSynced      bool      // the leader's last broker pass succeeded
+	BrokerMessage     string    // why not
+	BrokerLastSync    time.Time
+	BrokerRemotes     int    // ClusterEndpoints copied from the broker
+	BrokerSyncErrors  uint64 // failed broker passes of this weftd
+	Message           string // the control plane's own problem, if any
 }
 
 // Source yields the topology. Implementations are safe for concurrent use.

@@ -45,9 +45,9 @@ func (t *topologySources) For(cfg *config.Config) (toposource.Source, error) {
 	if t.src != nil {
 		w := t.with
 		if w.Kubeconfig != want.Kubeconfig || w.ClusterID != want.ClusterID || w.NodeSelector != want.NodeSelector || w.Namespace != want.Namespace || w.Weft != want.Weft {
-			return t.src, fmt.Errorf("cluster.id or kubernetes.{kubeconfig,nodeSelector,namespace,endpoints} changed since the Kubernetes source started: restart weftd to apply (the topology in force stays)")
+			return t.source(), fmt.Errorf("cluster.id or kubernetes.{kubeconfig,nodeSelector,namespace,endpoints} changed since the Kubernetes source started: restart weftd to apply (the topology in force stays)")
 		}
-		return t.src, nil
+		return t.source(), nil
 	}
 	kubesource.RouteClientLogs(t.log.With("component", "client-go"))
 	o := want
@@ -59,7 +59,8 @@ func (t *topologySources) For(cfg *config.Config) (toposource.Source, error) {
 	t.src, t.with = s, want
 	t.goRun(func() { s.Run(t.ctx) })
 	if want.Weft {
-		t.goRun(func() { t.runControlPlane(cfg) })
+		t.control = controlplane.New(cfg, t.log)
+		t.goRun(func() { t.control.Run(t.ctx) })
 	}
 	t.goRun(func() {
 		for {
@@ -74,29 +75,36 @@ func (t *topologySources) For(cfg *config.Config) (toposource.Source, error) {
 			}
 		}
 	})
-	return s, nil
+	return t.source(), nil
+}
+
+// source is the Kubernetes source, with the control plane's state added
+// to each topology for status. Caller holds t.mu.
+func (t *topologySources) source() toposource.Source {
+	if t.control == nil {
+		return t.src
+	}
+	return controlled{t.src, t.control}
+}
+
+// controlled is a topology source whose topologies carry the control
+// plane's state.
+type controlled struct {
+	*kubesource.Source
+	cp *controlplane.ControlPlane
+}
+
+func (c controlled) Current() (toposource.Topology, bool) {
+	t, ok := c.Source.Current()
+	st := c.cp.Status()
+	e, b := st.Election, st.Broker
+	t.Control = &toposource.Control{
+		Candidate: e.Candidate, Leading: e.Leading, LeaseHolder: e.Holder, LeaseRenewTime: e.RenewTime, LeadershipChanges: e.Transitions,
+		Broker: b.Broker, BrokerSynced: b.Synced, BrokerMessage: b.Message, BrokerLastSync: b.LastSync, BrokerRemotes: b.Remotes, BrokerSyncErrors: b.Errors,
+		Message: st.Message,
+	}
+	return t, ok
 }
 
 // Changed is signalled when the source's topology changed.
 func (t *topologySources) Changed() <-chan struct{} { return t.changed }
-
-// runControlPlane runs weft's own gateway election and broker sync
-// (kubernetes.endpoints: weft) until weftd stops.
-func (t *topologySources) runControlPlane(cfg *config.Config) {
-	cp := controlplane.New(cfg, t.log)
-	t.mu.Lock()
-	t.control = cp
-	t.mu.Unlock()
-	cp.Run(t.ctx)
-}
-
-// Control returns the control plane's state; ok is false without one.
-func (t *topologySources) Control() (controlplane.Status, bool) {
-	t.mu.Lock()
-	cp := t.control
-	t.mu.Unlock()
-	if cp == nil {
-		return controlplane.Status{}, false
-	}
-	return cp.Status(), true
-}
