@@ -36,3 +36,26 @@ func TestTopologyMetrics(t *testing.T) {
 		t.Errorf("stale: weft_topology_synced = %v (%v), want 0", v, ok)
 	}
 }
+
+func TestControlMetrics(t *testing.T) {
+	fs := &fakeStatus{st: api.Status{Topology: &api.Topology{
+		Source: "kubernetes", Synced: true, Reason: "Watching",
+		Control: &api.TopologyControl{Candidate: true, Leading: true, LeaseHolder: "c1-n2", LeadershipChanges: 2,
+			Broker: &api.BrokerSync{Synced: false, Errors: 7}},
+	}}}
+	base := serve(t, NewMux(New(fs.get), func() (bool, string) { return true, "" }))
+	fams := scrape(t, base)
+	for name, want := range map[string]float64{
+		"weft_gateway_leadership_changes_total": 2,
+		"weft_gateway_leading":                  1,
+		"weft_broker_sync_errors_total":         7,
+	} {
+		if v, ok := value(fams, name, nil); !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
+	}
+	fs.set(func(s *api.Status) { s.Topology.Control = nil })
+	if _, ok := value(scrape(t, base), "weft_gateway_leading", nil); ok {
+		t.Error("weft_gateway_leading exported without endpoints: weft")
+	}
+}
