@@ -74,6 +74,7 @@ func TestWeftControlPlane(t *testing.T) {
 
 	t.Run("rolling-upgrade", func(t *testing.T) { checkRollingUpgrade(ctx, t, s) })
 	t.Run("label-removed", func(t *testing.T) { checkLabelRemoved(ctx, t, s) })
+	t.Run("broker-away", func(t *testing.T) { checkBrokerAway(ctx, t, s) })
 	t.Run("gateway-dies", func(t *testing.T) { checkGatewayDies(ctx, t, s) })
 }
 
@@ -390,4 +391,50 @@ func checkGatewayDies(ctx context.Context, t *testing.T, s *scenario.Scenario) {
 		t.Errorf("failover gap %s > Lease duration %s + 2 s", p.gap.Round(time.Millisecond), leaseDuration)
 	}
 	checkOneGateway(t, s)
+}
+
+// brokerAway is how long the broker's API server stays down.
+const brokerAway = 30 * time.Second
+
+// The broker is down for 30 s: the matrix stays green on what was copied,
+// the leaders say the broker sync failed, and recover when it is back.
+func checkBrokerAway(ctx context.Context, t *testing.T, s *scenario.Scenario) {
+	if err := s.Kube.Broker.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	downAt := time.Now()
+	leaders := []*scenario.Member{s.Member(s.Gateway("c1").Name), s.Member(s.Gateway("c2").Name)}
+	for _, m := range leaders {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
+			c := st.Topology.Control
+			return c != nil && c.Broker != nil && !c.Broker.Synced && c.Broker.Message != "" && c.Broker.Errors > 0
+		})
+		cancel()
+		if err != nil {
+			t.Errorf("%s: broker down, status does not say so: %v %+v", m.Node.Name, err, st.Topology)
+		}
+	}
+	for time.Since(downAt) < brokerAway {
+		if bad := scenario.Failed(s.Matrix(ctx)); len(bad) > 0 {
+			t.Fatalf("broker down %s: %d probes fail, first %s", time.Since(downAt).Round(time.Second), len(bad), bad[0])
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if err := s.Kube.Broker.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	for _, m := range leaders {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
+			c := st.Topology.Control
+			return c != nil && c.Broker != nil && c.Broker.Synced && c.Broker.Remotes == 1
+		})
+		cancel()
+		if err != nil {
+			t.Errorf("%s: broker back, sync not re-established: %v", m.Node.Name, err)
+		}
+	}
+	t.Logf("broker down %s: matrix green throughout; broker sync back %s after the restart", brokerAway, time.Since(back).Round(time.Millisecond))
 }
