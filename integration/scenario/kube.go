@@ -33,8 +33,14 @@ const TopologyWeft = "weft"
 // GatewayLabel is the candidates' label (weft's default key).
 const GatewayLabel = "weft.dev/gateway"
 
-// WeftLease is the election timing of the TopologyWeft scenario.
-var WeftLease = map[string]any{"duration": "3s", "renewDeadline": "2s", "retryPeriod": "500ms"}
+// WeftLease is the election timing of the TopologyWeft scenario: the
+// issue's duration 3s. A candidate notices an expiry only on its next try
+// (client-go jitters retryPeriod by up to 1.2x) and dates the last renew
+// from when it saw it, so the takeover comes up to ~2.2 retryPeriods after
+// the expiry: with 500ms that was 3.0-4.3 s after the gateway died and
+// the probe gap went over duration + 2 s in one of five runs; 250ms keeps
+// it within.
+var WeftLease = map[string]any{"duration": "3s", "renewDeadline": "2s", "retryPeriod": "250ms"}
 
 // SubmarinerNamespace is where the Endpoints live (weft's default).
 const SubmarinerNamespace = "submariner-operator"
