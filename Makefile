@@ -23,17 +23,22 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/weftd ./daemon
 
 # weft's image as an OCI archive, without a container engine (the
-# Dockerfile is for machines with one): the static weftd and weft on an
-# empty file system. It has no iptables user space, so nodes running it use
-# packetFilter nftables (auto picks it wherever nf_tables works). Also a
-# pause image from a static Go binary, for containerd nodes without a
-# registry (the end-to-end cluster). `ctr -n k8s.io images import` reads both.
+# Dockerfile, for machines with one, makes the same content): the static
+# weftd and weft over what the iptables backend execs (iptables-legacy/nft
+# -save/-restore), unpacked from Debian's iptables package and its
+# dependencies down to libc6 (integration/debroot; the .debs are cached in
+# $(DEB_CACHE)). Also a pause image from a static Go binary, for containerd
+# nodes without a registry (the end-to-end cluster). `ctr -n k8s.io images
+# import` reads both.
 IMAGE_REPO ?= ghcr.io/weft-net/weft
 IMAGE_TAG  ?= v0.1.0
+IMAGE_DEBS ?= iptables
+DEB_CACHE  := $(CURDIR)/.tools/debs
 image: build
+	sh integration/debroot/debroot.sh $(DEB_CACHE) $(BIN)/image-root $(IMAGE_DEBS)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/pause ./integration/cmd/pause
 	$(GO) run ./integration/cmd/ociimage -o $(BIN)/weft-image.tar -ref $(IMAGE_REPO):$(IMAGE_TAG) \
-		-entrypoint weftd -cmd run,--config=/etc/weft/weft.yaml \
+		-entrypoint weftd -cmd run,--config=/etc/weft/weft.yaml -tree $(BIN)/image-root \
 		$(BIN)/weftd:/usr/local/bin/weftd $(BIN)/weft:/usr/local/bin/weft
 	$(GO) run ./integration/cmd/ociimage -o $(BIN)/pause-image.tar -ref registry.k8s.io/pause:3.10 \
 		-entrypoint /pause $(BIN)/pause:/pause

@@ -222,11 +222,16 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	return n, nil
 }
 
-// BuildWeftImage writes weft's image (bin/weftd and bin/weft, as `make
-// image` does) under ref and returns the archive; ImportImage puts it on a
-// node.
+// BuildWeftImage writes weft's image (bin/weftd and bin/weft over the
+// iptables user space in bin/image-root, as `make image` does) under ref and
+// returns the archive; ImportImage puts it on a node.
 func (c *Cluster) BuildWeftImage(ref string) (string, error) {
+	root := c.env.Bin("image-root")
+	if _, err := os.Stat(filepath.Join(root, "usr/sbin/iptables-nft-restore")); err != nil {
+		return "", fmt.Errorf("kubecluster: weft image: no iptables user space in %s (make image builds it): %w", root, err)
+	}
 	return c.buildImage(filepath.Base(ref)+".tar", ociimage.Image{
+		Trees:      []string{root},
 		Ref:        ref,
 		Entrypoint: []string{"weftd"},
 		Cmd:        []string{"run", "--config=/etc/weft/weft.yaml"},

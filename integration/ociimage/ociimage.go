@@ -4,8 +4,9 @@
 // static binaries, and a pause image, for the end-to-end cluster's
 // containerd nodes.
 //
-// The image has one uncompressed layer; every entry has a fixed time and
-// owner, so the same inputs give the same digests.
+// The image has uncompressed layers: one per directory tree (a root file
+// system extracted from Debian packages, say) and one for the files; every
+// entry has a fixed time and owner, so the same inputs give the same digests.
 package ociimage
 
 import (
@@ -16,8 +17,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -44,6 +47,11 @@ type Image struct {
 	Files      []File
 	// Dirs are extra empty directories (/tmp, /etc).
 	Dirs []string
+	// Trees are directories on disk each copied whole to / as a layer of
+	// its own, below the files' layer: directories, regular files and
+	// symbolic links with their permission bits (setuid included), owned
+	// by root.
+	Trees []string
 }
 
 // Media types of the OCI image spec v1.
@@ -85,11 +93,25 @@ func Write(w io.Writer, img Image, arch string) error {
 	if img.Ref == "" || !strings.Contains(img.Ref, ":") {
 		return fmt.Errorf("image reference %q: want name:tag", img.Ref)
 	}
+	var layers []blob
+	for _, t := range img.Trees {
+		data, err := treeTar(t)
+		if err != nil {
+			return err
+		}
+		layers = append(layers, newBlob(data))
+	}
 	layer, err := layerTar(img)
 	if err != nil {
 		return err
 	}
-	lb := newBlob(layer)
+	layers = append(layers, newBlob(layer))
+	diffIDs := make([]string, len(layers))
+	layerDescs := make([]descriptor, len(layers))
+	for i, lb := range layers {
+		diffIDs[i] = lb.digest
+		layerDescs[i] = descriptor{MediaType: mediaLayer, Digest: lb.digest, Size: int64(len(lb.data))}
+	}
 	cfg, err := json.Marshal(map[string]any{
 		"architecture": arch,
 		"os":           "linux",
@@ -99,8 +121,8 @@ func Write(w io.Writer, img Image, arch string) error {
 			"Cmd":        img.Cmd,
 			"Env":        img.Env,
 		},
-		// Uncompressed layer: its diff ID is its digest.
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{lb.digest}},
+		// Uncompressed layers: a diff ID is the layer's digest.
+		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
 	})
 	if err != nil {
 		return fmt.Errorf("image config: %w", err)
@@ -110,7 +132,7 @@ func Write(w io.Writer, img Image, arch string) error {
 		"schemaVersion": 2,
 		"mediaType":     mediaManifest,
 		"config":        descriptor{MediaType: mediaConfig, Digest: cb.digest, Size: int64(len(cb.data))},
-		"layers":        []descriptor{{MediaType: mediaLayer, Digest: lb.digest, Size: int64(len(lb.data))}},
+		"layers":        layerDescs,
 	})
 	if err != nil {
 		return fmt.Errorf("image manifest: %w", err)
@@ -142,7 +164,7 @@ func Write(w io.Writer, img Image, arch string) error {
 		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
 		{"index.json", idx},
 	}
-	for _, b := range []blob{lb, cb, mb} {
+	for _, b := range append(layers, cb, mb) {
 		entries = append(entries, struct {
 			name string
 			data []byte
@@ -221,6 +243,68 @@ func layerTar(img Image) ([]byte, error) {
 	}
 	if err := tw.Close(); err != nil {
 		return nil, fmt.Errorf("layer: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// treeTar is the layer of the directory tree root, in path order (WalkDir's
+// lexical order), with fixed times and root ownership.
+func treeTar(root string) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		m := fi.Mode()
+		h := &tar.Header{Name: filepath.ToSlash(rel), Mode: int64(m.Perm()), ModTime: epoch}
+		for bit, v := range map[fs.FileMode]int64{fs.ModeSetuid: 0o4000, fs.ModeSetgid: 0o2000, fs.ModeSticky: 0o1000} {
+			if m&bit != 0 {
+				h.Mode |= v
+			}
+		}
+		switch {
+		case m.IsDir():
+			h.Typeflag, h.Name = tar.TypeDir, h.Name+"/"
+		case m&fs.ModeSymlink != 0:
+			if h.Linkname, err = os.Readlink(p); err != nil {
+				return err
+			}
+			h.Typeflag = tar.TypeSymlink
+		case m.IsRegular():
+			h.Typeflag, h.Size = tar.TypeReg, fi.Size()
+		default:
+			return fmt.Errorf("%s: %s is neither a directory, a regular file nor a symbolic link", p, m.Type())
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if h.Typeflag != tar.TypeReg {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if n, err := io.Copy(tw, f); err != nil || n != h.Size {
+			return fmt.Errorf("%s: copied %d of %d bytes: %v", p, n, h.Size, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("layer of tree %s: %w", root, err)
+	}
+	if err := tw.Close(); err != nil {
+		return nil, fmt.Errorf("layer of tree %s: %w", root, err)
 	}
 	return buf.Bytes(), nil
 }

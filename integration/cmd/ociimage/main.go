@@ -5,7 +5,9 @@
 //	    -entrypoint weftd -cmd run,--config=/etc/weft/weft.yaml \
 //	    bin/weftd:/usr/local/bin/weftd bin/weft:/usr/local/bin/weft
 //
-// Each argument is SRC:PATH; files are executable (0755).
+// Each argument is SRC:PATH; files are executable (0755). -tree DIR (once
+// or more) adds the whole of DIR at / as a layer below them (make image:
+// the iptables user space from Debian's packages).
 package main
 
 import (
@@ -32,6 +34,11 @@ func run() error {
 	entry := flag.String("entrypoint", "", "entrypoint, comma-separated")
 	cmd := flag.String("cmd", "", "default arguments, comma-separated")
 	dirs := flag.String("dirs", "/tmp,/etc,/run", "empty directories, comma-separated")
+	var trees []string
+	flag.Func("tree", "directory copied whole to / as a layer (repeatable)", func(s string) error {
+		trees = append(trees, s)
+		return nil
+	})
 	flag.Parse()
 	if *out == "" {
 		return fmt.Errorf("-o is required")
@@ -42,6 +49,7 @@ func run() error {
 		Cmd:        split(*cmd),
 		Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 		Dirs:       split(*dirs),
+		Trees:      trees,
 	}
 	for _, a := range flag.Args() {
 		src, dst, ok := strings.Cut(a, ":")
