@@ -289,6 +289,14 @@ func TestE2E(t *testing.T) {
 		if !strings.Contains(out, "  ready  ") || strings.Contains(out, "NOT READY") {
 			t.Errorf("weftd status does not say ready:\n%s", out)
 		}
+		// The image carries what packetFilter iptables execs: both
+		// flavours read the node's (namespace's) tables from the pod.
+		for _, argv := range [][]string{{"iptables-nft-save", "-t", "nat"}, {"iptables-legacy-save"}} {
+			args := append([]string{"--namespace=weft-system", "exec", ws[0].Name, "-c", "weftd", "--"}, argv...)
+			if out, err := c.Kubectl(ctx, args...); err != nil {
+				t.Errorf("%s in the weftd container: %v\n%s", argv[0], err, out)
+			}
+		}
 	})
 	if t.Failed() {
 		return

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -133,5 +134,54 @@ func TestWriteRefusesBadInput(t *testing.T) {
 				t.Errorf("err = %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A tree becomes its own layer below the files': directories, files with
+// their permission bits (setuid kept), symbolic links as links, all owned
+// by root at the fixed time; a device or FIFO is refused by name.
+func TestWriteTree(t *testing.T) {
+	tree := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(tree, "usr/sbin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "usr/sbin/multi"), []byte("elf"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(tree, "usr/sbin/multi"), 0o755|os.ModeSetuid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("multi", filepath.Join(tree, "usr/sbin/iptables-nft")); err != nil {
+		t.Fatal(err)
+	}
+	var a bytes.Buffer
+	if err := Write(&a, Image{Ref: "w:1", Trees: []string{tree}}, "amd64"); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := readTar(t, a.Bytes())
+	var idx struct{ Manifests []descriptor }
+	if err := json.Unmarshal(files["index.json"], &idx); err != nil {
+		t.Fatal(err)
+	}
+	var man struct{ Layers []descriptor }
+	if err := json.Unmarshal(blobOf(t, files, idx.Manifests[0].Digest), &man); err != nil || len(man.Layers) != 2 {
+		t.Fatalf("manifest layers %v (%v), want the tree's and the files'", man.Layers, err)
+	}
+	layer, hdrs := readTar(t, blobOf(t, files, man.Layers[0].Digest))
+	if h := hdrs["usr/sbin/multi"]; h == nil || h.Mode != 0o4755 || string(layer["usr/sbin/multi"]) != "elf" || h.Uid != 0 || !h.ModTime.Equal(epoch) {
+		t.Errorf("usr/sbin/multi: %+v", h)
+	}
+	if h := hdrs["usr/sbin/iptables-nft"]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "multi" {
+		t.Errorf("usr/sbin/iptables-nft: %+v, want a link to multi", h)
+	}
+	if h := hdrs["usr/sbin/"]; h == nil || h.Typeflag != tar.TypeDir {
+		t.Errorf("usr/sbin/: %+v", h)
+	}
+
+	if err := syscall.Mkfifo(filepath.Join(tree, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(io.Discard, Image{Ref: "w:1", Trees: []string{tree}}, "amd64"); err == nil || !strings.Contains(err.Error(), "fifo") {
+		t.Errorf("tree with a FIFO: err = %v, want one naming it", err)
 	}
 }
