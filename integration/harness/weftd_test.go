@@ -118,8 +118,10 @@ func TestWeftdLifecycle(t *testing.T) {
 	}
 
 	// An invalid configuration: weftd stays up on the file's socket, not
-	// ready, and its status names the problem.
-	w3, err := n.StartWeftd(ctx, []byte(fmt.Sprintf("socket: %s\ncluster: {id: c1, podCIDRs: [10.1.0.0/33]}\n", n.Socket)))
+	// ready, and its status names the problem. The file names the node's
+	// own spool and state directories: without them weftd would fall back
+	// to the host's /run/weft.
+	w3, err := n.StartWeftd(ctx, []byte(fmt.Sprintf("socket: %s\nspoolDir: %s\nstateDir: %s\ncluster: {id: c1, podCIDRs: [10.1.0.0/33]}\n", n.Socket, n.SpoolDir, n.StateDir)))
 	if err != nil {
 		t.Fatalf("weftd with an invalid configuration did not come up: %v", err)
 	}
