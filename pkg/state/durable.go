@@ -10,8 +10,19 @@ import (
 // written, fsynced and renamed over the old one, then dir fsynced, so a
 // crash or power cut leaves either the old or the new file (mode 0600).
 func WriteFile(dir, name string, data []byte) error {
-	path := filepath.Join(dir, name)
-	tmp, err := os.CreateTemp(dir, "."+name+"-*.tmp")
+	if err := replaceFile(dir, name, "."+name+"-*.tmp", data, true); err != nil {
+		return err
+	}
+	return syncPath(dir)
+}
+
+// replaceFile writes data to a temp file in dir (named after pattern) and
+// renames it over dir/name, mode 0600, so a reader sees the old or the new
+// file, never a part. With fsync the temp file is synced before the rename;
+// the directory's sync is the caller's (the store does it in the
+// background, WriteFile at once).
+func replaceFile(dir, name, pattern string, data []byte, fsync bool) error {
+	tmp, err := os.CreateTemp(dir, pattern)
 	if err != nil {
 		return fmt.Errorf("create temp in %s: %w", dir, err)
 	}
@@ -24,23 +35,18 @@ func WriteFile(dir, name string, data []byte) error {
 		tmp.Close()
 		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	if fsync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp.Name(), err)
 	}
+	path := filepath.Join(dir, name)
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("rename to %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync dir %s: %w", dir, err)
 	}
 	return nil
 }

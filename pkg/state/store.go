@@ -419,25 +419,8 @@ func seal(data []byte) []byte {
 }
 
 func (s *Store) writeFile(name string, data []byte) error {
-	path := filepath.Join(s.dir, name)
-	tmp, err := os.CreateTemp(s.dir, ".state-*.tmp")
-	if err != nil {
-		return fmt.Errorf("create temp in %s: %w", s.dir, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename to %s: %w", path, err)
+	if err := replaceFile(s.dir, name, ".state-*.tmp", data, false); err != nil {
+		return err
 	}
 	s.syncSoon()
 	return nil
