@@ -43,6 +43,24 @@ func attachedPods(t *testing.T, n *kubecluster.Node, ns string) []string {
 	return names
 }
 
+// servePod waits until weft on n has p's attachment and runs a TCP echo on
+// p's address in its netns, which it returns.
+func servePod(ctx context.Context, t *testing.T, env *harness.Env, n *kubecluster.Node, p kubecluster.Pod) *netnstest.NS {
+	t.Helper()
+	waitUntil(ctx, t, 10*time.Second, "attachment of "+p.Name, func() (bool, string) {
+		got := attachedPods(t, n, "default")
+		return slices.Contains(got, p.Name), fmt.Sprint(got)
+	})
+	pns, err := n.PodNS("default", p.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := harness.ServeTCPEcho(env, pns, p.IP+":8080"); err != nil {
+		t.Fatal(err)
+	}
+	return pns
+}
+
 func waitUntil(ctx context.Context, t *testing.T, limit time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, limit)
@@ -308,20 +326,9 @@ func TestE2E(t *testing.T) {
 		}
 		ps := pods(ctx, t, c, "default", "app=app")
 		for _, p := range ps {
-			n := c.Node(p.Node)
-			waitUntil(ctx, t, 10*time.Second, "attachment of "+p.Name, func() (bool, string) {
-				got := attachedPods(t, n, "default")
-				return slices.Contains(got, p.Name), fmt.Sprint(got)
-			})
 			// The pod is reachable from its node and, over the host-gw
-			// routes, from the other nodes: a TCP echo in its netns.
-			podNS, err := n.PodNS("default", p.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := harness.ServeTCPEcho(env, podNS, p.IP+":8080"); err != nil {
-				t.Fatal(err)
-			}
+			// routes, from the other nodes.
+			servePod(ctx, t, env, c.Node(p.Node), p)
 			for _, m := range c.Nodes {
 				if _, err := harness.ProbeTCP(ctx, m.NS, p.IP+":8080", []byte("weft e2e")); err != nil {
 					t.Errorf("%s -> pod %s (%s on %s): %v", m.Name, p.Name, p.IP, p.Node, err)
@@ -420,17 +427,7 @@ func TestE2E(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("TIMING node %s joined (containerd, images, kubelet, Ready): %s", n.Name, time.Since(start).Round(time.Millisecond))
-		if err := c.WaitWeftInChain(ctx, time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		// weftd gets Ready with the node's first pod (its CNI interface).
-		if _, err := c.Kubectl(ctx, "--namespace=default", "scale", "deployment/app", fmt.Sprintf("--replicas=%d", len(c.Nodes))); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.RolloutStatus(ctx, "weft-system", "daemonset/weft", 2*time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.RolloutStatus(ctx, "default", "deployment/app", 2*time.Minute); err != nil {
+		if err := c.ServeNewNodes(ctx); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("TIMING node joined -> weft pod Ready there: %s", time.Since(start).Round(time.Millisecond))
@@ -525,4 +522,17 @@ func TestE2E(t *testing.T) {
 		})
 	})
 	t.Logf("TIMING whole test: %s", time.Since(testStart).Round(time.Millisecond))
+}
+
+// e2ePair is the start of every two-cluster test: two real clusters of two
+// nodes each on one underlay.
+func e2ePair(t *testing.T) (*harness.Env, context.Context, *kubecluster.Cluster, *kubecluster.Cluster) {
+	env, ctx := e2eEnv(t)
+	start := time.Now()
+	c1, c2, err := kubecluster.NewPair(ctx, env, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TIMING two clusters of 2 nodes up: %s", time.Since(start).Round(time.Millisecond))
+	return env, ctx, c1, c2
 }

@@ -2,7 +2,6 @@ package kubecluster_test
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,14 +19,8 @@ import (
 // real pods, then a new kubelet joins c1: without any ConfigMap edit it is
 // in the gateway's FDB and its pod reaches c2's pods and back.
 func TestE2EKubernetesTopology(t *testing.T) {
-	env, ctx := e2eEnv(t)
+	env, ctx, c1, c2 := e2ePair(t)
 	start := time.Now()
-	c1, c2, err := kubecluster.NewPair(ctx, env, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("TIMING two clusters of 2 nodes up: %s", time.Since(start).Round(time.Millisecond))
-	start = time.Now()
 	if err := kubecluster.PublishGateways(ctx, c1, c2); err != nil {
 		t.Fatal(err)
 	}
@@ -85,18 +78,7 @@ func TestE2EKubernetesTopology(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("TIMING %s Ready -> in gateway %s's FDB: %s", n.Name, gw.Name, took.Round(time.Millisecond))
-		// Pods created before install-cni put weft in the new node's
-		// conflist would not have weft in their chain.
-		if err := c1.WaitWeftInChain(ctx, time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c1.Kubectl(ctx, "--namespace=default", "scale", "deployment/app", fmt.Sprintf("--replicas=%d", len(c1.Nodes))); err != nil {
-			t.Fatal(err)
-		}
-		if err := c1.RolloutStatus(ctx, "weft-system", "daemonset/weft", 2*time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		if err := c1.RolloutStatus(ctx, "default", "deployment/app", 2*time.Minute); err != nil {
+		if err := c1.ServeNewNodes(ctx); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("TIMING node joined -> weft and app pods Ready there: %s", time.Since(start).Round(time.Millisecond))
@@ -109,17 +91,7 @@ func TestE2EKubernetesTopology(t *testing.T) {
 		if p == nil {
 			t.Fatalf("no app pod on %s", n.Name)
 		}
-		waitUntil(ctx, t, 10*time.Second, "attachment of "+p.Name, func() (bool, string) {
-			got := attachedPods(t, n, "default")
-			return slices.Contains(got, p.Name), fmt.Sprint(got)
-		})
-		pns, err := n.PodNS("default", p.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := harness.ServeTCPEcho(env, pns, p.IP+":8080"); err != nil {
-			t.Fatal(err)
-		}
+		pns := servePod(ctx, t, env, n, *p)
 		var rows []string
 		for _, d := range all {
 			if d.Cluster != c2 {

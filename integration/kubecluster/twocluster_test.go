@@ -14,15 +14,9 @@ import (
 // connectivity matrix between their pods, then c1's weft rolled to a new
 // image while a pod in c1 probes a pod in c2 across the gateways.
 func TestE2ETwoClusters(t *testing.T) {
-	env, ctx := e2eEnv(t)
-	start := time.Now()
-	c1, c2, err := kubecluster.NewPair(ctx, env, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("TIMING two clusters of 2 nodes up: %s", time.Since(start).Round(time.Millisecond))
+	_, ctx, c1, c2 := e2ePair(t)
 
-	start = time.Now()
+	start := time.Now()
 	// c1 applies the manifests as shipped (they describe c1); c2's
 	// operator edits the ConfigMap first.
 	c2Dir, err := c2.DeployDir(deployDir, c2.WeftTopology(c1))

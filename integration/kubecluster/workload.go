@@ -278,3 +278,21 @@ func InstallWithApp(ctx context.Context, clusters []*Cluster, dirs []string) ([]
 	}
 	return outs, nil
 }
+
+// ServeNewNodes is what an operator sees after nodes join: it waits until
+// weft is last in every conflist (pods created before install-cni ran on a
+// new node would lack weft in their chain), scales the application to a
+// pod per node and waits until weft and the application are rolled out
+// everywhere (weftd gets Ready with a node's first pod).
+func (c *Cluster) ServeNewNodes(ctx context.Context) error {
+	if err := c.WaitWeftInChain(ctx, time.Minute); err != nil {
+		return err
+	}
+	if _, err := c.Kubectl(ctx, "--namespace=default", "scale", "deployment/app", fmt.Sprintf("--replicas=%d", len(c.Nodes))); err != nil {
+		return err
+	}
+	if err := c.RolloutStatus(ctx, "weft-system", "daemonset/weft", 2*time.Minute); err != nil {
+		return err
+	}
+	return c.RolloutStatus(ctx, "default", "deployment/app", 2*time.Minute)
+}
