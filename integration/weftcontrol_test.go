@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +12,9 @@ import (
 	"github.com/weft-net/weft/integration/kubeapi"
 	"github.com/weft-net/weft/integration/scenario"
 	"github.com/weft-net/weft/pkg/api"
+	"github.com/weft-net/weft/pkg/dataplane"
 	"github.com/weft-net/weft/pkg/netnstest"
+	"github.com/weft-net/weft/pkg/topology"
 )
 
 // leaseDuration is scenario.WeftLease's duration: the failover promise is
@@ -34,7 +37,7 @@ func TestWeftControlPlane(t *testing.T) {
 	if m := kubeapi.MissingTools(env); len(m) > 0 {
 		t.Skipf("%s not built in %s (make kubetools)", strings.Join(m, ", "), env.ToolsDir)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	s, err := scenario.Build(ctx, env, scenario.Options{Backend: "nftables", ResyncInterval: resync, Topology: scenario.TopologyWeft})
 	if err != nil {
@@ -74,7 +77,11 @@ func TestWeftControlPlane(t *testing.T) {
 
 	t.Run("rolling-upgrade", func(t *testing.T) { checkRollingUpgrade(ctx, t, s) })
 	t.Run("label-removed", func(t *testing.T) { checkLabelRemoved(ctx, t, s) })
-	t.Run("broker-away", func(t *testing.T) { checkBrokerAway(ctx, t, s) })
+	var c3 *harness.Cluster
+	if !t.Run("broker-away", func(t *testing.T) { c3 = checkBrokerAway(ctx, t, s) }) {
+		t.FailNow()
+	}
+	t.Run("cluster-leaves", func(t *testing.T) { checkClusterLeaves(ctx, t, s, c3) })
 	t.Run("gateway-dies", func(t *testing.T) { checkGatewayDies(ctx, t, s) })
 }
 
@@ -101,25 +108,35 @@ func waitHolder(ctx context.Context, t *testing.T, s *scenario.Scenario, c *harn
 }
 
 // waitFollow waits until every weftd's topology names its cluster's
-// elected gateway from the ClusterEndpoint, has the other cluster as its
-// remote, and acts in the matching role.
+// elected gateway from the ClusterEndpoint, has every other cluster of the
+// scenario (and no other) as a remote via its elected gateway, and acts in
+// the matching role.
 func waitFollow(ctx context.Context, s *scenario.Scenario) error {
+	clusters := s.AllClusters()
 	for _, m := range s.Members {
-		gw, other := s.Gateway(m.Cluster.ID), "c2"
-		if m.Cluster.ID == "c2" {
-			other = "c1"
+		gw := s.Gateway(m.Cluster.ID)
+		want := map[string]string{}
+		for _, c := range clusters {
+			if c.ID != m.Cluster.ID {
+				want[c.ID] = s.Gateway(c.ID).IP.String()
+			}
 		}
-		ogw := s.Gateway(other)
-		want := s.Role(m.Node)
+		role := s.Role(m.Node)
 		if _, err := m.Weftd.WaitFor(ctx, func(st api.Status) bool {
 			tp := st.Topology
-			return tp != nil && tp.Synced && tp.Gateway != nil && tp.Gateway.Name == gw.Name &&
-				tp.Gateway.From == "ClusterEndpoint weft-system/"+m.Cluster.ID &&
-				len(tp.Remotes) == 1 && tp.Remotes[0].ID == other && tp.Remotes[0].GatewayIP == ogw.IP.String() &&
-				st.Role == want && st.Ready
+			if tp == nil || !tp.Synced || tp.Gateway == nil || tp.Gateway.Name != gw.Name ||
+				tp.Gateway.From != "ClusterEndpoint weft-system/"+m.Cluster.ID || len(tp.Remotes) != len(want) {
+				return false
+			}
+			for _, r := range tp.Remotes {
+				if want[r.ID] != r.GatewayIP {
+					return false
+				}
+			}
+			return st.Role == role && st.Ready
 		}); err != nil {
 			st, _ := m.Weftd.Status(context.Background())
-			return fmt.Errorf("%s (want gateway %s, remote %s via %s): %w; topology %+v", m.Node.Name, gw.Name, other, ogw.IP, err, st.Topology)
+			return fmt.Errorf("%s (want gateway %s, remotes %v): %w; topology %+v", m.Node.Name, gw.Name, want, err, st.Topology)
 		}
 	}
 	return nil
@@ -129,7 +146,7 @@ func waitFollow(ctx context.Context, s *scenario.Scenario) error {
 // the elected one has the cable device.
 func checkOneGateway(t *testing.T, s *scenario.Scenario) {
 	t.Helper()
-	for _, c := range s.Clusters.Clusters() {
+	for _, c := range s.AllClusters() {
 		for _, n := range c.Nodes[1:] {
 			if m := s.Member(n.Name); m == nil || !m.Weftd.Running() {
 				continue // dead: its kernel state is no gateway's
@@ -151,6 +168,7 @@ func checkControlStatus(ctx context.Context, t *testing.T, s *scenario.Scenario,
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	remotes := len(s.AllClusters()) - 1
 	for _, m := range s.Members {
 		gw := s.Gateway(m.Cluster.ID)
 		candidate := m.Node != m.Cluster.Nodes[0] && m.Node != notCandidate
@@ -167,7 +185,7 @@ func checkControlStatus(ctx context.Context, t *testing.T, s *scenario.Scenario,
 			}
 			ok := c.LeaseHolder == gw.Name && c.LeaseRenewTime != nil && time.Since(*c.LeaseRenewTime) < leaseDuration
 			if c.Leading {
-				ok = ok && c.Broker != nil && c.Broker.Synced && c.Broker.Remotes == 1
+				ok = ok && c.Broker != nil && c.Broker.Synced && c.Broker.Remotes == remotes
 			}
 			return ok
 		})
@@ -393,48 +411,294 @@ func checkGatewayDies(ctx context.Context, t *testing.T, s *scenario.Scenario) {
 	checkOneGateway(t, s)
 }
 
-// brokerAway is how long the broker's API server stays down.
+// brokerAway is how long the broker's API server stays down (the issue's
+// figure).
 const brokerAway = 30 * time.Second
 
-// The broker is down for 30 s: the matrix stays green on what was copied,
-// the leaders say the broker sync failed, and recover when it is back.
-func checkBrokerAway(ctx context.Context, t *testing.T, s *scenario.Scenario) {
+// c3Spec is the cluster that joins while the broker is down.
+var c3Spec = harness.ClusterSpec{ID: "c3", Nodes: 2, PodCIDR: "10.3.0.0/16", ServiceCIDR: "10.103.0.0/16", NodeIPBase: "192.168.30.0"}
+
+// The broker is down for 30 s: the matrix stays green on what was copied
+// and the leaders' BrokerSynced condition says why; meanwhile a third
+// cluster starts (its own API server, nodes and weftds) and elects its
+// gateway, but cannot publish. The broker back, the three clusters find
+// each other: c1 and c2 route to c3 and c3 to them (the matrix, not only
+// the objects), and every leader's condition is true again.
+func checkBrokerAway(ctx context.Context, t *testing.T, s *scenario.Scenario) *harness.Cluster {
+	leaders := []*scenario.Member{s.Member(s.Gateway("c1").Name), s.Member(s.Gateway("c2").Name)}
+	for _, m := range leaders {
+		checkBrokerCond(ctx, t, m, true)
+	}
 	if err := s.Kube.Broker.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	downAt := time.Now()
-	leaders := []*scenario.Member{s.Member(s.Gateway("c1").Name), s.Member(s.Gateway("c2").Name)}
-	for _, m := range leaders {
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		st, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
-			c := st.Topology.Control
-			return c != nil && c.Broker != nil && !c.Broker.Synced && c.Broker.Message != "" && c.Broker.Errors > 0
-		})
-		cancel()
-		if err != nil {
-			t.Errorf("%s: broker down, status does not say so: %v %+v", m.Node.Name, err, st.Topology)
-		}
+	type joined struct {
+		c   *harness.Cluster
+		ms  []*scenario.Member
+		err error
+		at  time.Duration
 	}
+	join := make(chan joined, 1)
+	go func() {
+		c, ms, err := s.AddCluster(ctx, c3Spec)
+		if err == nil {
+			wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			for _, m := range ms {
+				if _, err = m.Weftd.WaitReady(wctx); err != nil {
+					err = fmt.Errorf("%s not ready: %w", m.Node.Name, err)
+					break
+				}
+			}
+			cancel()
+		}
+		join <- joined{c, ms, err, time.Since(downAt)}
+	}()
+	for _, m := range leaders {
+		checkBrokerCond(ctx, t, m, false)
+	}
+	probes := 0
 	for time.Since(downAt) < brokerAway {
-		if bad := scenario.Failed(s.Matrix(ctx)); len(bad) > 0 {
+		ps := s.Matrix(ctx)
+		probes += len(ps)
+		if bad := scenario.Failed(ps); len(bad) > 0 {
 			t.Fatalf("broker down %s: %d probes fail, first %s", time.Since(downAt).Round(time.Second), len(bad), bad[0])
 		}
-		time.Sleep(2 * time.Second)
+		time.Sleep(time.Second)
 	}
+	j := <-join
+	if j.err != nil {
+		t.Fatalf("c3 joining while the broker is down: %v", j.err)
+	}
+	c3 := j.c
+	gw3 := waitHolder(ctx, t, s, c3, "")
+	s.Elected(gw3)
+	lead3 := s.Member(gw3.Name)
+	for _, m := range j.ms {
+		if m.Node == gw3 {
+			lead3 = m
+		}
+	}
+	// Down all along: c3 knows no remote, and its leader says why.
+	for _, m := range j.ms {
+		st, err := m.Weftd.Status(ctx)
+		if err != nil || st.Topology == nil || len(st.Topology.Remotes) != 0 {
+			t.Errorf("%s before the broker is back: remotes %+v, %v", m.Node.Name, st.Topology, err)
+		}
+	}
+	checkBrokerCond(ctx, t, lead3, false)
+	down := time.Since(downAt)
 	if err := s.Kube.Broker.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
 	back := time.Now()
-	for _, m := range leaders {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
-			c := st.Topology.Control
-			return c != nil && c.Broker != nil && c.Broker.Synced && c.Broker.Remotes == 1
-		})
-		cancel()
-		if err != nil {
-			t.Errorf("%s: broker back, sync not re-established: %v", m.Node.Name, err)
+	s.Adopt(j.ms...)
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := waitFollow(cctx, s); err != nil {
+		t.Fatalf("after the broker is back: %v", err)
+	}
+	found := time.Since(back)
+	ps, _, err := s.WaitGreen(cctx)
+	if err != nil {
+		for _, p := range scenario.Failed(ps) {
+			t.Error(p)
+		}
+		t.Fatalf("matrix with c3: %v", err)
+	}
+	to3 := 0
+	for _, p := range ps {
+		if p.SrcCluster == "c3" || strings.HasPrefix(p.DstNode, "c3-") {
+			to3++
 		}
 	}
-	t.Logf("broker down %s: matrix green throughout; broker sync back %s after the restart", brokerAway, time.Since(back).Round(time.Millisecond))
+	green := time.Since(back)
+	for _, m := range append(leaders, lead3) {
+		checkBrokerCond(ctx, t, m, true)
+	}
+	checkOneGateway(t, s)
+	checkControlStatus(ctx, t, s, 1, nil)
+	t.Logf("broker down %s (%d probes, all green; c3 with %d nodes ready %s after the broker went down, gateway %s): back, every node follows the three clusters after %s, matrix green after %s (%d probes, %d from or to c3)",
+		down.Round(time.Millisecond), probes, len(j.ms), j.at.Round(time.Millisecond), gw3.Name, found.Round(time.Millisecond), green.Round(time.Millisecond), len(ps), to3)
+	return c3
+}
+
+// checkBrokerCond waits until m's BrokerSynced condition has status want,
+// in the JSON status and in `weftd status`; false must name the broker
+// as unreachable since a time and carry a fix.
+func checkBrokerCond(ctx context.Context, t *testing.T, m *scenario.Member, want bool) {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var got api.Condition
+	st, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
+		for _, c := range st.Conditions {
+			if c.Type == "BrokerSynced" {
+				got = c
+				return c.Status == want && (want || (strings.Contains(c.Message, "broker unreachable since ") && c.Fix != ""))
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Errorf("%s: BrokerSynced %v wanted: %v; conditions %+v", m.Node.Name, want, err, st.Conditions)
+		return
+	}
+	out, _, err := m.Node.WeftdCommand(ctx, "status", "--socket", m.Node.Socket)
+	line := ""
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "BrokerSynced") {
+			line = l
+		}
+	}
+	mark := "ok  "
+	if !want {
+		mark = "FAIL"
+	}
+	if err != nil || !strings.Contains(line, mark+" BrokerSynced") || (!want && !strings.Contains(string(out), "fix: ")) {
+		t.Errorf("%s: weftd status does not show BrokerSynced %v (%v):\n%s", m.Node.Name, want, err, out)
+	}
+	if !want {
+		t.Logf("%s: %s %s: %s (fix: %s)", m.Node.Name, got.Type, got.Reason, got.Message, got.Fix)
+	}
+}
+
+// kernelMentions is every line of n's routes, rules, neighbours, FDB and
+// nftables ruleset that names cluster c: its CIDRs, its gateway's underlay
+// address, VTEP or VTEP MAC. The underlay's own ARP entries (dev eth0) are
+// the kernel's, not weft's, and age out by themselves.
+func kernelMentions(t *testing.T, n *harness.Node, c *harness.Cluster, gw *harness.Node) []string {
+	t.Helper()
+	vtep := topology.VTEPIP(netip.MustParsePrefix("241.0.0.0/8"), gw.IP)
+	needles := []string{c.PodCIDR.String(), c.ServiceCIDR.String(), gw.IP.String() + " ", vtep.String() + " ", dataplane.MACFor(vtep).String()}
+	var out []string
+	for _, cmd := range [][]string{
+		{"ip", "route", "show", "table", "all"}, {"ip", "rule"}, {"ip", "neigh", "show"},
+		{"bridge", "fdb", "show"}, {"nft", "list", "ruleset"},
+	} {
+		o, err := n.Exec(cmd[0], cmd[1:]...)
+		if err != nil {
+			t.Errorf("%s: %v: %v", n.Name, cmd, err)
+			continue
+		}
+		for _, l := range strings.Split(o, "\n") {
+			if cmd[1] == "neigh" && strings.Contains(l, " dev eth0 ") {
+				continue
+			}
+			for _, nd := range needles {
+				if strings.Contains(l+" ", nd) {
+					out = append(out, strings.Join(cmd[:2], " ")+": "+strings.TrimSpace(l))
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+// A cluster leaves. First its ClusterEndpoint is deleted from the broker
+// while its weft still runs: its leader pushes it again (the object is its
+// registration, re-asserted like the local one), and the others route to
+// it again. Then it really leaves: its weftds stop (an uninstall) and its
+// object is deleted from the broker: the copies in c1 and c2 go, and so do
+// its routes, rules, set elements, neighbours and FDB entries on every node
+// of c1 and c2.
+func checkClusterLeaves(ctx context.Context, t *testing.T, s *scenario.Scenario, c3 *harness.Cluster) {
+	gw3 := s.Gateway(c3.ID)
+	var stayers []*harness.Node
+	for _, m := range s.Members {
+		if m.Cluster != c3 {
+			stayers = append(stayers, m.Node)
+		}
+	}
+	before := 0
+	for _, n := range stayers {
+		l := kernelMentions(t, n, c3, gw3)
+		if len(l) == 0 {
+			t.Fatalf("%s has nothing of c3 in its kernel before c3 leaves: the check below could not fail", n.Name)
+		}
+		before += len(l)
+	}
+	ce0, err := s.Kube.BrokerEndpoint(ctx, c3.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Kube.DeleteBrokerEndpoint(ctx, c3.ID); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	var back time.Duration
+	for {
+		ce, err := s.Kube.BrokerEndpoint(ctx, c3.ID)
+		if err == nil && rv(ce) != rv(ce0) {
+			back = time.Since(deleted)
+			break
+		}
+		if time.Since(deleted) > 10*time.Second {
+			t.Fatalf("c3 still runs, its ClusterEndpoint deleted from the broker: not pushed again within 10 s (%v)", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := waitFollow(cctx, s); err != nil {
+		t.Fatalf("c3's ClusterEndpoint pushed again: %v", err)
+	}
+	if ps, _, err := s.WaitGreen(cctx); err != nil {
+		for _, p := range scenario.Failed(ps) {
+			t.Error(p)
+		}
+		t.Fatalf("matrix after c3's object came back: %v", err)
+	}
+	t.Logf("c3's ClusterEndpoint deleted from the broker while c3 runs: pushed again by its leader after %s, matrix green again", back.Round(time.Millisecond))
+
+	if err := s.RemoveCluster(c3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Kube.DeleteBrokerEndpoint(ctx, c3.ID); err != nil {
+		t.Fatal(err)
+	}
+	left := time.Now()
+	for _, c := range s.AllClusters() {
+		for {
+			_, err := s.Kube.ClusterEndpoint(ctx, c.ID, c3.ID)
+			if err != nil && strings.Contains(err.Error(), "404") {
+				break
+			}
+			if time.Since(left) > 15*time.Second {
+				t.Fatalf("%s: the copy of c3's ClusterEndpoint still there 15 s after c3 left the broker (%v)", c.ID, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	copies := time.Since(left)
+	if err := waitFollow(cctx, s); err != nil {
+		t.Fatalf("after c3 left: %v", err)
+	}
+	clean := true
+	for _, n := range stayers {
+		var rest []string
+		for {
+			if rest = kernelMentions(t, n, c3, gw3); len(rest) == 0 || time.Since(left) > 20*time.Second {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if len(rest) > 0 {
+			clean = false
+			t.Errorf("%s: c3 left 20 s ago, its kernel still names it:\n%s", n.Name, strings.Join(rest, "\n"))
+		}
+	}
+	gone := time.Since(left)
+	if ps, _, err := s.WaitGreen(cctx); err != nil {
+		for _, p := range scenario.Failed(ps) {
+			t.Error(p)
+		}
+		t.Fatalf("matrix after c3 left: %v", err)
+	}
+	checkOneGateway(t, s)
+	if clean {
+		t.Logf("c3 left (weftds stopped, its object deleted from the broker): the copies in c1 and c2 gone after %s; the %d kernel lines naming c3 on %d nodes (routes, rules, set elements, neighbours, FDB) all gone after %s",
+			copies.Round(time.Millisecond), before, len(stayers), gone.Round(time.Millisecond))
+	}
 }

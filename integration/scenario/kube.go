@@ -444,3 +444,125 @@ func WaitFDB(ctx context.Context, gw *harness.Node, ip string, want bool, limit 
 		}
 	}
 }
+
+// AddCluster builds one more cluster on the scenario's underlay, the way
+// a cluster joins weft's own control plane (TopologyWeft only): its nodes
+// (host-gw, masquerade), its own API server with weft's manifests and its
+// Node objects (every node but the first a candidate), weftd on every node
+// with only the cluster's constants and the two kubeconfigs, and a pod per
+// node. The members are returned, not yet in s.Members (the matrix does not
+// probe them) until Adopt; the cluster's first candidate is recorded as its
+// gateway until the test reads the Lease (Elected).
+func (s *Scenario) AddCluster(ctx context.Context, spec harness.ClusterSpec) (*harness.Cluster, []*Member, error) {
+	if s.Kube == nil || !s.Kube.weft {
+		return nil, nil, fmt.Errorf("add cluster %s: only with topology %q", spec.ID, TopologyWeft)
+	}
+	if spec.Nodes < 2 {
+		return nil, nil, fmt.Errorf("add cluster %s: %d nodes: need a candidate besides the first node", spec.ID, spec.Nodes)
+	}
+	spec.CNI = harness.CNIOptions{Layout: harness.LayoutFlannel, Weft: true}
+	c, err := harness.NewCluster(s.Env, s.Clusters.Underlay, spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.ConnectHostGW(); err != nil {
+		return nil, nil, err
+	}
+	if err := c.EnableMasquerade(); err != nil {
+		return nil, nil, err
+	}
+	k := s.Kube
+	srv, err := k.ControlPlane.StartServer(ctx, kubeapi.ServerOptions{Name: c.ID})
+	if err != nil {
+		return nil, nil, err
+	}
+	manifests := ManifestsDir(s.Env)
+	if _, err := srv.Kubectl(ctx, "apply", "-f", manifests); err != nil {
+		return nil, nil, fmt.Errorf("%s: kubectl apply -f %s: %w", c.ID, manifests, err)
+	}
+	tok, err := srv.Token(ctx, "weft-system", "weft")
+	if err != nil {
+		return nil, nil, err
+	}
+	kc, err := srv.Kubeconfig(tok)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	k.Servers[c.ID], k.Kubeconfigs[c.ID] = srv, kc
+	s.extra = append(s.extra, c)
+	s.gateways[c.ID] = c.Nodes[1]
+	s.mu.Unlock()
+	for i, n := range c.Nodes {
+		if err := k.CreateNode(ctx, n); err != nil {
+			return nil, nil, err
+		}
+		if i >= 1 {
+			if err := k.SetCandidate(ctx, n, true); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	var ms []*Member
+	for _, n := range c.Nodes {
+		m := &Member{Node: n, Cluster: c}
+		s.mu.Lock()
+		cfg := s.config(m)
+		s.configs[n] = cfg
+		s.mu.Unlock()
+		if m.Weftd, err = n.StartWeftd(ctx, cfg.MustYAML()); err != nil {
+			return nil, nil, err
+		}
+		ms = append(ms, m)
+	}
+	for _, m := range ms {
+		if err := s.StartPod(ctx, m); err != nil {
+			return nil, nil, fmt.Errorf("pod on %s: %w", m.Node.Name, err)
+		}
+	}
+	return c, ms, nil
+}
+
+// Adopt adds members (of AddCluster) to s.Members: the matrix and the
+// convergence checks include them from now on.
+func (s *Scenario) Adopt(ms ...*Member) {
+	s.mu.Lock()
+	s.Members = append(s.Members, ms...)
+	s.mu.Unlock()
+}
+
+// RemoveCluster stops the weftds of an AddCluster cluster (SIGTERM, as an
+// uninstall does) and its API server, and drops it and its members from
+// the scenario. Its objects elsewhere (its ClusterEndpoint on the broker
+// and the copies) are the test's business.
+func (s *Scenario) RemoveCluster(c *harness.Cluster) error {
+	for _, m := range slices.Clone(s.Members) {
+		if m.Cluster == c {
+			if err := s.RemoveMember(m); err != nil {
+				return err
+			}
+		}
+	}
+	s.mu.Lock()
+	s.extra = slices.DeleteFunc(s.extra, func(x *harness.Cluster) bool { return x == c })
+	delete(s.gateways, c.ID)
+	srv := s.Kube.Servers[c.ID]
+	delete(s.Kube.Servers, c.ID)
+	s.mu.Unlock()
+	if srv != nil {
+		return srv.Stop()
+	}
+	return nil
+}
+
+// DeleteBrokerEndpoint deletes cluster id's ClusterEndpoint from the
+// broker, as an administrator removing a cluster does.
+func (k *Kube) DeleteBrokerEndpoint(ctx context.Context, id string) error {
+	return k.call(ctx, "broker", http.MethodDelete, "/apis/weft.dev/v1alpha1/namespaces/weft-broker/clusterendpoints/"+id, "", "")
+}
+
+// BrokerEndpoint reads cluster id's ClusterEndpoint on the broker as raw
+// JSON.
+func (k *Kube) BrokerEndpoint(ctx context.Context, id string) ([]byte, error) {
+	return k.get(ctx, "broker", "/apis/weft.dev/v1alpha1/namespaces/weft-broker/clusterendpoints/"+id)
+}

@@ -104,6 +104,14 @@ type Scenario struct {
 	mu       sync.Mutex
 	gateways map[string]*harness.Node // cluster ID -> gateway in force
 	configs  map[*harness.Node]harness.WeftdConfig
+	extra    []*harness.Cluster // AddCluster's, after c1 and c2
+}
+
+// AllClusters returns c1, c2 and the clusters AddCluster added.
+func (s *Scenario) AllClusters() []*harness.Cluster {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append(s.Clusters.Clusters(), s.extra...)
 }
 
 // Build creates the scenario in env. On error, what was built is still

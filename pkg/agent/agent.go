@@ -814,6 +814,9 @@ func (a *Agent) Status() api.Status {
 	for _, c := range a.conds {
 		st.Conditions = append(st.Conditions, c)
 	}
+	if c, ok := brokerCond(st.Topology); ok {
+		st.Conditions = append(st.Conditions, c)
+	}
 	sort.Slice(st.Conditions, func(i, j int) bool { return st.Conditions[i].Type < st.Conditions[j].Type })
 	return st
 }

@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"time"
 
 	"github.com/weft-net/weft/pkg/api"
 	"github.com/weft-net/weft/pkg/config"
@@ -131,7 +133,11 @@ func (a *Agent) topologyStatus(cfg *config.Config) *api.Topology {
 			st.Control.LeaseRenewTime = &rt
 		}
 		if c.Broker {
-			b := &api.BrokerSync{Synced: c.BrokerSynced, Message: c.BrokerMessage, Remotes: c.BrokerRemotes, Errors: c.BrokerSyncErrors}
+			b := &api.BrokerSync{Synced: c.BrokerSynced, Reason: c.BrokerReason, Message: c.BrokerMessage, Remotes: c.BrokerRemotes, Errors: c.BrokerSyncErrors}
+			if !c.BrokerSince.IsZero() {
+				since := c.BrokerSince
+				b.Since = &since
+			}
 			if !c.BrokerLastSync.IsZero() {
 				ls := c.BrokerLastSync
 				b.LastSync = &ls
@@ -159,4 +165,47 @@ func (a *Agent) withTopologyProblems(ps []string) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append(append([]string(nil), a.topoProblems...), ps...)
+}
+
+// CondBrokerSynced says whether the leader's last pass with the broker
+// succeeded (kubernetes.endpoints: weft with a broker, on the Lease holder
+// only: no other node talks to the broker).
+const CondBrokerSynced = "BrokerSynced"
+
+// brokerCond is the BrokerSynced condition of a topology status, false
+// when this node does not lead a cluster with a broker. It is computed from
+// the live control-plane state on every status read: the broker going away
+// starts no reconcile pass (nothing in the data plane changes).
+func brokerCond(t *api.Topology) (api.Condition, bool) {
+	if t == nil || t.Control == nil || !t.Control.Leading || t.Control.Broker == nil {
+		return api.Condition{}, false
+	}
+	b := t.Control.Broker
+	c := api.Condition{Type: CondBrokerSynced, Status: b.Synced, Reason: b.Reason}
+	if b.Since != nil {
+		c.Since = *b.Since
+	}
+	if b.Synced {
+		c.Message = fmt.Sprintf("%d remote ClusterEndpoints copied from the broker", b.Remotes)
+		return c, true
+	}
+	since := "the start of this leadership"
+	if b.Since != nil {
+		since = b.Since.Format(time.RFC3339)
+	}
+	switch b.Reason {
+	case toposource.BrokerUnreachable:
+		c.Message = fmt.Sprintf("broker unreachable since %s (%d failed passes): %s", since, b.Errors, b.Message)
+		c.Fix = "check that the broker's API server (broker.kubeconfig) is up and reachable from this gateway node; the ClusterEndpoints copied so far stay in force, a cluster that joins or changes its gateway meanwhile is not seen"
+	case toposource.BrokerRefused:
+		c.Message = fmt.Sprintf("broker refuses the sync since %s (%d failed passes): %s", since, b.Errors, b.Message)
+		c.Fix = "check broker.kubeconfig's credentials and the broker's Role for them (daemon/deploy/broker/) in broker.namespace; the ClusterEndpoints copied so far stay in force"
+	case toposource.BrokerPublish:
+		c.Message = fmt.Sprintf("publishing in this cluster fails since %s (%d failed passes): %s", since, b.Errors, b.Message)
+		c.Fix = "check that this cluster's API server is reachable and that weft's ServiceAccount may write ClusterEndpoints in kubernetes.namespace (daemon/deploy/)"
+	default:
+		c.Message = "leading since " + since + ": the first pass with the broker has not finished yet"
+		c.Fix = "wait a retryPeriod; if it stays, check that the broker (broker.kubeconfig) is reachable from this gateway node"
+	}
+	return c, true
 }

@@ -178,6 +178,8 @@ type TopologyControl struct {
 // BrokerSync is the leader's sync with the broker.
 type BrokerSync struct {
 	Synced   bool       `json:"synced"`
+	Reason   string     `json:"reason,omitempty"`
+	Since    *time.Time `json:"since,omitempty"` // synced last changed
 	Message  string     `json:"message,omitempty"`
 	LastSync *time.Time `json:"lastSync,omitempty"`
 	Remotes  int        `json:"remotes"`

@@ -22,6 +22,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
@@ -35,7 +37,10 @@ const LeaseName = "weft-gateway"
 
 // Options configure an Elector.
 type Options struct {
-	Rest      *rest.Config
+	Rest *rest.Config
+	// Leases and Nodes are the clients; nil = built from Rest.
+	Leases    coordinationv1client.LeasesGetter
+	Nodes     corev1client.NodesGetter
 	Namespace string // of the Lease
 	Node      string // this node's name: the identity
 	// Label is the candidate label's key; a Node is a candidate when its
@@ -81,17 +86,26 @@ func New(o Options) (*Elector, error) {
 	if o.Lead == nil {
 		return nil, errors.New("gatewayelect: Lead is required")
 	}
-	rc := rest.CopyConfig(o.Rest)
-	if rc.UserAgent == "" {
-		rc.UserAgent = "weftd"
-	}
-	lc, err := coordinationv1client.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("Lease client: %w", err)
-	}
-	nc, err := corev1client.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("Node client: %w", err)
+	lc, nc := o.Leases, o.Nodes
+	if lc == nil || nc == nil {
+		if o.Rest == nil {
+			return nil, errors.New("gatewayelect: Rest or both clients are required")
+		}
+		rc := rest.CopyConfig(o.Rest)
+		if rc.UserAgent == "" {
+			rc.UserAgent = "weftd"
+		}
+		var err error
+		if lc == nil {
+			if lc, err = coordinationv1client.NewForConfig(rc); err != nil {
+				return nil, fmt.Errorf("Lease client: %w", err)
+			}
+		}
+		if nc == nil {
+			if nc, err = corev1client.NewForConfig(rc); err != nil {
+				return nil, fmt.Errorf("Node client: %w", err)
+			}
+		}
 	}
 	return &Elector{
 		o: o,
@@ -187,8 +201,23 @@ func (e *Elector) Run(ctx context.Context) {
 	}
 }
 
-// elect runs one client-go election until leadership is lost or ctx ends.
+// elect runs one client-go election until leadership is lost or ctx ends,
+// and returns only once Lead has returned: client-go runs the callback in
+// a goroutine of its own and does not wait for it, and a Lead still
+// writing after the release (or while weftd exits) could overwrite the
+// next leader's ClusterEndpoint.
 func (e *Elector) elect(ctx context.Context) {
+	var (
+		leading sync.WaitGroup
+		mu      sync.Mutex
+		ended   bool // a Lead that starts after this does not run
+	)
+	defer func() {
+		mu.Lock()
+		ended = true
+		mu.Unlock()
+		leading.Wait()
+	}()
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:          observingLock{e.lock, e},
 		Name:          LeaseName,
@@ -200,6 +229,14 @@ func (e *Elector) elect(ctx context.Context) {
 		ReleaseOnCancel: false,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(lctx context.Context) {
+				mu.Lock()
+				if ended {
+					mu.Unlock()
+					return
+				}
+				leading.Add(1)
+				mu.Unlock()
+				defer leading.Done()
 				e.set(func(s *Status) { s.Leading = true })
 				e.o.Log.Info("holding the gateway Lease: this node is the gateway", "identity", e.o.Node)
 				e.mu.Lock()
@@ -271,7 +308,17 @@ func (e *Elector) set(f func(*Status)) {
 // watchNode follows this node's Node object: its candidate label and its
 // InternalIP (the gateway's underlay address).
 func (e *Elector) watchNode(ctx context.Context) {
-	lw := cache.NewListWatchFromClient(e.node.(*corev1client.CoreV1Client).RESTClient(), "nodes", "", fields.OneTermEqualSelector("metadata.name", e.o.Node))
+	sel := fields.OneTermEqualSelector("metadata.name", e.o.Node).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return e.node.Nodes().List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return e.node.Nodes().Watch(ctx, o)
+		},
+	}
 	last := false
 	seen := func(obj any, deleted bool) {
 		n, ok := obj.(*corev1.Node)
@@ -298,7 +345,9 @@ func (e *Elector) watchNode(ctx context.Context) {
 		e.candidate <- want
 	}
 	_, inf := cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: lw,
+		// A client may say it cannot stream lists (a fake one): the
+		// reflector then lists and watches.
+		ListerWatcher: cache.ToListWatcherWithWatchListSemantics(lw, e.node),
 		ObjectType:    &corev1.Node{},
 		Handler: cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(o any) { seen(o, false) },

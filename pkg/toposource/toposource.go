@@ -71,6 +71,15 @@ type Topology struct {
 	Control *Control `json:"-"`
 }
 
+// Reasons of the leader's broker sync (Control.BrokerReason).
+const (
+	BrokerSynced      = "Synced"
+	BrokerPending     = "Pending"           // leading, no pass finished yet
+	BrokerPublish     = "PublishFailed"     // the local API refused or is away
+	BrokerUnreachable = "BrokerUnreachable" // no answer from the broker
+	BrokerRefused     = "BrokerRefused"     // the broker answered with an error
+)
+
 // Control is the gateway election and the broker sync (status only).
 type Control struct {
 	Candidate         bool      // this node's Node carries the gateway label
@@ -80,7 +89,9 @@ type Control struct {
 	LeadershipChanges int       // holder changes this weftd saw
 	Broker            bool      // a broker is configured
 	BrokerSynced      bool      // the leader's last broker pass succeeded
+	BrokerReason      string    // brokersync's reason (Synced, BrokerUnreachable, ...)
 	BrokerMessage     string    // why not
+	BrokerSince       time.Time // BrokerSynced last changed
 	BrokerLastSync    time.Time
 	BrokerRemotes     int    // ClusterEndpoints copied from the broker
 	BrokerSyncErrors  uint64 // failed broker passes of this weftd

@@ -35,7 +35,43 @@ func printTopology(w io.Writer, t *api.Topology, now time.Time) {
 	for _, r := range t.Remotes {
 		fmt.Fprintf(w, "  remote       %s gateway %s from %s\n", r.ID, r.GatewayIP, r.From)
 	}
+	if c := t.Control; c != nil {
+		printControl(w, c, now)
+	}
 	for _, p := range t.Problems {
 		fmt.Fprintf(w, "  problem      %s\n", p)
+	}
+}
+
+// printControl writes the election as this node sees it and, on the
+// leader, the broker sync.
+func printControl(w io.Writer, c *api.TopologyControl, now time.Time) {
+	role := "not a candidate"
+	switch {
+	case c.Leading:
+		role = "candidate, holds the Lease"
+	case c.Candidate:
+		role = "candidate"
+	}
+	holder := "no holder known"
+	if c.LeaseHolder != "" {
+		holder = "held by " + c.LeaseHolder
+		if c.LeaseRenewTime != nil {
+			holder += fmt.Sprintf(", renewed %s ago", now.Sub(*c.LeaseRenewTime).Round(time.Millisecond))
+		}
+	}
+	fmt.Fprintf(w, "  election     %s; Lease %s; %d leadership changes seen\n", role, holder, c.LeadershipChanges)
+	if b := c.Broker; b != nil && c.Leading {
+		state := fmt.Sprintf("in sync, %d remotes copied", b.Remotes)
+		if b.LastSync != nil {
+			state += fmt.Sprintf(", last pass %s ago", now.Sub(*b.LastSync).Round(time.Millisecond))
+		}
+		if !b.Synced {
+			state = "NOT IN SYNC (" + b.Reason + "): " + b.Message
+		}
+		fmt.Fprintf(w, "  broker       %s; %d failed passes\n", state, b.Errors)
+	}
+	if c.Message != "" {
+		fmt.Fprintf(w, "  control      %s\n", c.Message)
 	}
 }

@@ -100,7 +100,7 @@ func (c controlled) Current() (toposource.Topology, bool) {
 	e, b := st.Election, st.Broker
 	t.Control = &toposource.Control{
 		Candidate: e.Candidate, Leading: e.Leading, LeaseHolder: e.Holder, LeaseRenewTime: e.RenewTime, LeadershipChanges: e.Transitions,
-		Broker: b.Broker, BrokerSynced: b.Synced, BrokerMessage: b.Message, BrokerLastSync: b.LastSync, BrokerRemotes: b.Remotes, BrokerSyncErrors: b.Errors,
+		Broker: b.Broker, BrokerSynced: b.Synced, BrokerReason: b.Reason, BrokerMessage: b.Message, BrokerSince: b.Since, BrokerLastSync: b.LastSync, BrokerRemotes: b.Remotes, BrokerSyncErrors: b.Errors,
 		Message: st.Message,
 	}
 	return t, ok
