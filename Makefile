@@ -1,5 +1,6 @@
 # weft — build, test, demo. `make test` and `make demo` need root (network namespaces).
-# `make demo TOPOLOGY=kubernetes` runs the demo with a real API server per cluster (needs make kubetools).
+# `make demo TOPOLOGY=kubernetes` runs the demo with a real API server per cluster (needs make kubetools);
+# add ENDPOINTS=weft for weft's own control plane (elected gateways, a broker) and a failover.
 GO        ?= go
 BIN       := bin
 TOOLS     := $(CURDIR)/.tools/bin
@@ -96,9 +97,11 @@ e2e: image
 
 # CLUSTER=real: two real Kubernetes clusters, weft from daemon/deploy/ (needs
 # what make e2e needs); with TOPOLOGY=kubernetes weft runs in topology:
-# kubernetes mode there (Node objects, Submariner Endpoints).
+# kubernetes mode there (Node objects, Submariner Endpoints). TOPOLOGY=kubernetes
+# ENDPOINTS=weft: weft's own control plane (gateways elected on the Lease, a
+# broker API server) and a gateway failover with its probe gap (netns only).
 demo: build tools $(if $(filter real,$(CLUSTER)),image)
-	$(GO) run ./integration/cmd/demo $(if $(BACKEND),-backend $(BACKEND)) $(if $(CLUSTER),-cluster $(CLUSTER)) $(if $(TOPOLOGY),-topology $(TOPOLOGY))
+	$(GO) run ./integration/cmd/demo $(if $(BACKEND),-backend $(BACKEND)) $(if $(CLUSTER),-cluster $(CLUSTER)) $(if $(TOPOLOGY),-topology $(TOPOLOGY)) $(if $(ENDPOINTS),-endpoints $(ENDPOINTS))
 
 clean:
 	rm -rf $(BIN) .tools

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,7 +59,7 @@ func TestWeftControlPlane(t *testing.T) {
 		s.Elected(gw)
 	}
 	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
-	if err := waitFollow(cctx, s); err != nil {
+	if err := s.WaitFollow(cctx); err != nil {
 		ccancel()
 		t.Fatalf("nodes do not follow the elected gateways: %v", err)
 	}
@@ -89,72 +90,43 @@ func TestWeftControlPlane(t *testing.T) {
 // returns it.
 func waitHolder(ctx context.Context, t *testing.T, s *scenario.Scenario, c *harness.Cluster, not string) *harness.Node {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		h, _, err := s.Kube.LeaseHolder(ctx, c.ID)
-		if err == nil && h != "" && h != not {
-			for _, n := range c.Nodes {
-				if n.Name == h {
-					return n
-				}
-			}
-			t.Fatalf("%s: Lease holder %q is no node of the cluster", c.ID, h)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no Lease holder (other than %q) after 30 s: %q %v", c.ID, not, h, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	n, err := s.WaitHolder(ctx, c, not, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return n
 }
 
-// waitFollow waits until every weftd's topology names its cluster's
-// elected gateway from the ClusterEndpoint, has every other cluster of the
-// scenario (and no other) as a remote via its elected gateway, and acts in
-// the matching role.
-func waitFollow(ctx context.Context, s *scenario.Scenario) error {
-	clusters := s.AllClusters()
-	for _, m := range s.Members {
-		gw := s.Gateway(m.Cluster.ID)
-		want := map[string]string{}
-		for _, c := range clusters {
-			if c.ID != m.Cluster.ID {
-				want[c.ID] = s.Gateway(c.ID).IP.String()
-			}
-		}
-		role := s.Role(m.Node)
-		if _, err := m.Weftd.WaitFor(ctx, func(st api.Status) bool {
-			tp := st.Topology
-			if tp == nil || !tp.Synced || tp.Gateway == nil || tp.Gateway.Name != gw.Name ||
-				tp.Gateway.From != "ClusterEndpoint weft-system/"+m.Cluster.ID || len(tp.Remotes) != len(want) {
-				return false
-			}
-			for _, r := range tp.Remotes {
-				if want[r.ID] != r.GatewayIP {
-					return false
-				}
-			}
-			return st.Role == role && st.Ready
-		}); err != nil {
-			st, _ := m.Weftd.Status(context.Background())
-			return fmt.Errorf("%s (want gateway %s, remotes %v): %w; topology %+v", m.Node.Name, gw.Name, want, err, st.Topology)
-		}
-	}
-	return nil
-}
-
-// checkOneGateway checks the kernel: of each cluster's candidates, only
-// the elected one has the cable device.
+// checkOneGateway checks the kernel of every live candidate of every
+// cluster: only the elected one has the cable device, and its routes to
+// every other cluster's pods go over the cable; every other candidate
+// routes them to the gateway over vx-weft, as a non-gateway does.
 func checkOneGateway(t *testing.T, s *scenario.Scenario) {
 	t.Helper()
-	for _, c := range s.AllClusters() {
+	clusters := s.AllClusters()
+	for _, c := range clusters {
 		for _, n := range c.Nodes[1:] {
 			if m := s.Member(n.Name); m == nil || !m.Weftd.Running() {
-				continue // dead: its kernel state is no gateway's
+				continue // dead: its underlay is down, it acts as nothing
 			}
 			_, err := n.Exec("ip", "link", "show", "vx-weft-cable")
 			has := err == nil
-			if want := s.Gateway(c.ID) == n; has != want {
+			want := s.Gateway(c.ID) == n
+			if has != want {
 				t.Errorf("%s: cable device present %v, want %v (gateway %s)", n.Name, has, want, s.Gateway(c.ID).Name)
+			}
+			dev := "vx-weft"
+			if want {
+				dev = "vx-weft-cable"
+			}
+			for _, r := range clusters {
+				if r == c {
+					continue
+				}
+				out, err := n.Exec("ip", "route", "show", "table", "240", r.PodCIDR.String())
+				if err != nil || !slices.Contains(strings.Fields(out), dev) || !strings.Contains(out, "dev "+dev) {
+					t.Errorf("%s (gateway %v): route to %s in table 240 not via %s: %v %q", n.Name, want, r.PodCIDR, dev, err, out)
+				}
 			}
 		}
 	}
@@ -199,54 +171,6 @@ func checkControlStatus(ctx context.Context, t *testing.T, s *scenario.Scenario,
 	}
 }
 
-// prober sends pod->remote-pod TCP probes every 100 ms and records the
-// longest run without an answer.
-type prober struct {
-	stop       chan struct{}
-	done       chan struct{}
-	sent, lost int
-	gap        time.Duration
-}
-
-func startProber(s *scenario.Scenario, from, to *scenario.Member) *prober {
-	p := &prober{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		lastOK := time.Now()
-		failing := false
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			_, err := harness.ProbeTCP(ctx, from.Pod.NS, to.PodAddr().String(), []byte("probe"))
-			cancel()
-			p.sent++
-			now := time.Now()
-			if err != nil {
-				p.lost++
-				failing = true
-			} else {
-				if failing && now.Sub(lastOK) > p.gap {
-					p.gap = now.Sub(lastOK)
-				}
-				failing = false
-				lastOK = now
-			}
-			select {
-			case <-p.stop:
-				if failing && now.Sub(lastOK) > p.gap {
-					p.gap = now.Sub(lastOK)
-				}
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return p
-}
-
-func (p *prober) finish() { close(p.stop); <-p.done }
-
 // probePair is a pod on a non-candidate of c2 probing one on a
 // non-candidate of c1: every probe crosses both gateways.
 func probePair(s *scenario.Scenario) (from, to *scenario.Member) {
@@ -263,49 +187,58 @@ func checkRollingUpgrade(ctx context.Context, t *testing.T, s *scenario.Scenario
 	if err != nil {
 		t.Fatal(err)
 	}
-	ce0, err := s.Kube.ClusterEndpoint(ctx, "c1", "c1")
-	if err != nil {
-		t.Fatal(err)
+	objects := func() []string {
+		var rvs []string
+		for _, get := range []func() ([]byte, error){
+			func() ([]byte, error) { return s.Kube.ClusterEndpoint(ctx, "c1", "c1") },
+			func() ([]byte, error) { return s.Kube.BrokerEndpoint(ctx, "c1") },
+			func() ([]byte, error) { return s.Kube.ClusterEndpoint(ctx, "c2", "c1") },
+		} {
+			b, err := get()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rvs = append(rvs, rv(b))
+		}
+		return rvs
 	}
+	ce0 := objects()
 	from, to := probePair(s)
-	p := startProber(s, from, to)
+	p := scenario.StartProber(from, to)
 	time.Sleep(time.Second)
 	stopped := time.Now()
 	if err := m.Weftd.Stop(); err != nil {
-		p.finish()
+		p.Finish()
 		t.Fatal(err)
 	}
 	w, err := m.Node.StartWeftd(ctx, s.Config(gw).MustYAML())
 	if err != nil {
-		p.finish()
+		p.Finish()
 		t.Fatal(err)
 	}
 	m.Weftd = w
 	restarted := time.Since(stopped)
 	if _, err := w.WaitReady(ctx); err != nil {
-		p.finish()
+		p.Finish()
 		t.Fatal(err)
 	}
 	time.Sleep(2 * leaseDuration) // past the old Lease's expiry
-	p.finish()
+	p.Finish()
 	h, trans, err := s.Kube.LeaseHolder(ctx, "c1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ce, err := s.Kube.ClusterEndpoint(ctx, "c1", "c1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ce := objects()
 	t.Logf("rolling upgrade of %s's weftd (new one started %s after SIGTERM): %d probes, %d lost, longest gap %s; holder %s, transitions %d -> %d",
-		gw.Name, restarted.Round(time.Millisecond), p.sent, p.lost, p.gap.Round(time.Millisecond), h, trans0, trans)
-	if p.lost != 0 {
-		t.Errorf("%d of %d probes lost across the rolling upgrade", p.lost, p.sent)
+		gw.Name, restarted.Round(time.Millisecond), p.Sent, p.Lost, p.Gap.Round(time.Millisecond), h, trans0, trans)
+	if p.Lost != 0 {
+		t.Errorf("%d of %d probes lost across the rolling upgrade", p.Lost, p.Sent)
 	}
 	if h != gw.Name || trans != trans0 {
 		t.Errorf("leadership changed: holder %s (was %s), transitions %d (was %d)", h, gw.Name, trans, trans0)
 	}
-	if rv(ce) != rv(ce0) {
-		t.Errorf("ClusterEndpoint changed across the upgrade:\n%s\n%s", ce0, ce)
+	if !slices.Equal(ce, ce0) {
+		t.Errorf("c1's ClusterEndpoint changed across the upgrade (resourceVersions in c1, on the broker, in c2): %v, was %v", ce, ce0)
 	}
 	checkOneGateway(t, s)
 }
@@ -326,11 +259,11 @@ func rv(obj []byte) string {
 func checkLabelRemoved(ctx context.Context, t *testing.T, s *scenario.Scenario) {
 	old := s.Gateway("c1")
 	from, to := probePair(s)
-	p := startProber(s, from, to)
+	p := scenario.StartProber(from, to)
 	time.Sleep(time.Second)
 	start := time.Now()
 	if err := s.Kube.SetCandidate(ctx, old, false); err != nil {
-		p.finish()
+		p.Finish()
 		t.Fatal(err)
 	}
 	gw := waitHolder(ctx, t, s, s.Clusters.C1, old.Name)
@@ -338,26 +271,39 @@ func checkLabelRemoved(ctx context.Context, t *testing.T, s *scenario.Scenario) 
 	s.Elected(gw)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := waitFollow(cctx, s); err != nil {
-		p.finish()
+	if err := s.WaitFollow(cctx); err != nil {
+		p.Finish()
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	p.finish()
+	p.Finish()
 	t.Logf("label removed from %s: %s holds the Lease after %s; probe gap %s (%d of %d lost; goal ≤ 2s)",
-		old.Name, gw.Name, took.Round(time.Millisecond), p.gap.Round(time.Millisecond), p.lost, p.sent)
+		old.Name, gw.Name, took.Round(time.Millisecond), p.Gap.Round(time.Millisecond), p.Lost, p.Sent)
 	if took > 2*time.Second {
 		t.Errorf("handover took %s: the Lease was not released", took)
+	}
+	if p.Gap > 2*time.Second {
+		t.Errorf("label removal: probe gap %s > the goal of 2 s", p.Gap.Round(time.Millisecond))
 	}
 	checkOneGateway(t, s)
 	checkControlStatus(ctx, t, s, 1, old)
 	if _, err := old.Exec("ip", "link", "show", "vx-weft-cable"); err == nil {
 		t.Errorf("%s, no longer a candidate, still has the cable device", old.Name)
 	}
-	// Back as a candidate for the next step (not elected: the Lease is held).
+	// Back as a candidate for the next step: not elected (the Lease is
+	// held), nothing moves.
+	_, trans0, err := s.Kube.LeaseHolder(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Kube.SetCandidate(ctx, old, true); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(leaseDuration)
+	if h, trans, err := s.Kube.LeaseHolder(ctx, "c1"); err != nil || h != gw.Name || trans != trans0 {
+		t.Errorf("%s labelled again: Lease holder %s (want %s), transitions %d (were %d) %v", old.Name, h, gw.Name, trans, trans0, err)
+	}
+	checkOneGateway(t, s)
 }
 
 // The gateway node dies: underlay down and its weftd killed. The other
@@ -367,25 +313,17 @@ func checkGatewayDies(ctx context.Context, t *testing.T, s *scenario.Scenario) {
 	old := s.Gateway("c1")
 	m := s.Member(old.Name)
 	from, to := probePair(s)
-	p := startProber(s, from, to)
+	p := scenario.StartProber(from, to)
 	time.Sleep(time.Second)
 	start := time.Now()
-	if _, err := old.Exec("ip", "link", "set", "eth0", "down"); err != nil {
-		p.finish()
-		t.Fatal(err)
-	}
-	// The node comes back at the end (without weftd), so that the API
-	// server's connections to the dead weftd are reset and its shutdown
-	// does not wait for them to time out.
+	revive, err := scenario.KillNode(m)
 	defer func() {
-		for _, c := range [][]string{{"link", "set", "eth0", "up"}, {"route", "replace", "default", "via", harness.UnderlayNextHop.String(), "dev", "eth0"}} {
-			if out, err := old.Exec("ip", c...); err != nil {
-				t.Errorf("revive %s: ip %v: %v %s", old.Name, c, err, out)
-			}
+		if err := revive(); err != nil {
+			t.Error(err)
 		}
 	}()
-	if err := m.Weftd.Kill(); err != nil {
-		p.finish()
+	if err != nil {
+		p.Finish()
 		t.Fatal(err)
 	}
 	gw := waitHolder(ctx, t, s, s.Clusters.C1, old.Name)
@@ -397,16 +335,16 @@ func checkGatewayDies(ctx context.Context, t *testing.T, s *scenario.Scenario) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := waitFollow(cctx, s); err != nil {
-		p.finish()
+	if err := s.WaitFollow(cctx); err != nil {
+		p.Finish()
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	p.finish()
+	p.Finish()
 	t.Logf("gateway %s died: %s holds the Lease after %s; probe gap %s (%d of %d lost; goal ≤ %s)",
-		old.Name, gw.Name, took.Round(time.Millisecond), p.gap.Round(time.Millisecond), p.lost, p.sent, leaseDuration+2*time.Second)
-	if p.gap > leaseDuration+2*time.Second {
-		t.Errorf("failover gap %s > Lease duration %s + 2 s", p.gap.Round(time.Millisecond), leaseDuration)
+		old.Name, gw.Name, took.Round(time.Millisecond), p.Gap.Round(time.Millisecond), p.Lost, p.Sent, leaseDuration+2*time.Second)
+	if p.Gap > leaseDuration+2*time.Second {
+		t.Errorf("failover gap %s > Lease duration %s + 2 s", p.Gap.Round(time.Millisecond), leaseDuration)
 	}
 	checkOneGateway(t, s)
 }
@@ -495,7 +433,7 @@ func checkBrokerAway(ctx context.Context, t *testing.T, s *scenario.Scenario) *h
 	s.Adopt(j.ms...)
 	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := waitFollow(cctx, s); err != nil {
+	if err := s.WaitFollow(cctx); err != nil {
 		t.Fatalf("after the broker is back: %v", err)
 	}
 	found := time.Since(back)
@@ -641,7 +579,7 @@ func checkClusterLeaves(ctx context.Context, t *testing.T, s *scenario.Scenario,
 	}
 	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := waitFollow(cctx, s); err != nil {
+	if err := s.WaitFollow(cctx); err != nil {
 		t.Fatalf("c3's ClusterEndpoint pushed again: %v", err)
 	}
 	if ps, _, err := s.WaitGreen(cctx); err != nil {
@@ -672,7 +610,7 @@ func checkClusterLeaves(ctx context.Context, t *testing.T, s *scenario.Scenario,
 		}
 	}
 	copies := time.Since(left)
-	if err := waitFollow(cctx, s); err != nil {
+	if err := s.WaitFollow(cctx); err != nil {
 		t.Fatalf("after c3 left: %v", err)
 	}
 	clean := true

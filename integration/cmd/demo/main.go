@@ -6,7 +6,12 @@
 // It prints the time from weftd's start to every node being ready, a
 // connectivity matrix (every pod and every node's host network to every
 // pod of the other cluster, with the source address the destination saw),
-// and `weftd status` of a gateway and a non-gateway node. It exits 1 when
+// and `weftd status` of a gateway and a non-gateway node. With
+// -topology kubernetes -endpoints weft (`make demo TOPOLOGY=kubernetes
+// ENDPOINTS=weft`) weft runs its own control plane: the clusters elect
+// their gateways on the Lease and find each other through a broker API
+// server, and the demo kills the gateway node under a probe every 100 ms
+// and prints the failover's gap. It exits 1 when
 // any probe failed. Nothing outlives it: the namespaces, processes and
 // files are removed on success, on failure and on Ctrl-C / SIGTERM.
 package main
@@ -36,14 +41,29 @@ func main() {
 	timeout := flag.Duration("timeout", 0, "give up after this long (default 45s; 3 min with -topology kubernetes; at least 5 min with -cluster real)")
 	cluster := flag.String("cluster", "netns", "netns: nodes are network namespaces with weftd started directly; real: Kubernetes clusters with containerd and kubelet, weft from daemon/deploy/")
 	topo := flag.String("topology", "file", "file (every weftd's file lists the nodes, gateway and remotes) or kubernetes (a real API server per cluster, Node and Submariner Endpoint objects)")
+	endpoints := flag.String("endpoints", "submariner", "with -topology kubernetes: submariner (Endpoint objects written as Submariner's gateway engine would) or weft (gateways elected on the Lease, clusters found through a broker API server; shows a failover)")
 	flag.Parse()
+	switch {
+	case *endpoints == "weft" && *topo == scenario.TopologyKubernetes:
+		if *cluster == "real" {
+			fmt.Fprintln(os.Stderr, "demo: -endpoints weft runs with -cluster netns only")
+			os.Exit(2)
+		}
+		*topo = scenario.TopologyWeft
+	case *endpoints == "weft":
+		fmt.Fprintln(os.Stderr, "demo: -endpoints weft needs -topology kubernetes")
+		os.Exit(2)
+	case *endpoints != "submariner":
+		fmt.Fprintf(os.Stderr, "demo: -endpoints %q: want submariner or weft\n", *endpoints)
+		os.Exit(2)
+	}
 	if *cluster != "netns" && *cluster != "real" {
 		fmt.Fprintf(os.Stderr, "demo: -cluster %q: want netns or real\n", *cluster)
 		os.Exit(2)
 	}
 	if *timeout == 0 {
 		*timeout = 45 * time.Second
-		if *topo == scenario.TopologyKubernetes {
+		if *topo == scenario.TopologyKubernetes || *topo == scenario.TopologyWeft {
 			*timeout = 3 * time.Minute
 		}
 	}
@@ -57,7 +77,7 @@ func run(backend, topo string, nodes int, verbose bool, timeout time.Duration, r
 	opts := scenario.Options{NodesPerCluster: nodes, Backend: backend}
 	switch topo {
 	case "file", "":
-	case scenario.TopologyKubernetes:
+	case scenario.TopologyKubernetes, scenario.TopologyWeft:
 		opts.Topology = topo
 	default:
 		fmt.Fprintf(os.Stderr, "demo: -topology %q: want file or kubernetes\n", topo)
@@ -117,7 +137,11 @@ func run(backend, topo string, nodes int, verbose bool, timeout time.Duration, r
 func demo(ctx context.Context, env *harness.Env, out io.Writer, opts scenario.Options) error {
 	start := time.Now()
 	fmt.Fprintf(out, "building two clusters (flannel-like bridge + host-local + host-gw + ipMasq, weft chained last), packet filter %s …\n", backendName(opts.Backend))
-	if opts.Topology != "" {
+	weft := opts.Topology == scenario.TopologyWeft
+	switch {
+	case weft:
+		fmt.Fprintln(out, "topology: kubernetes, endpoints: weft — one kube-apiserver per cluster and one for the broker; n2 and n3 of each cluster carry weft.dev/gateway=true and elect the gateway on the Lease weft-gateway (duration 3s); the leaders publish their ClusterEndpoint through the broker. No node, gateway or remote in any file")
+	case opts.Topology != "":
 		fmt.Fprintln(out, "topology: kubernetes — one kube-apiserver per cluster; weftd reads Node objects and Submariner Endpoints (written here as Submariner's gateway engine would), no node, gateway or remote in any file")
 	}
 	s, err := scenario.Build(ctx, env, opts)
@@ -127,6 +151,11 @@ func demo(ctx context.Context, env *harness.Env, out io.Writer, opts scenario.Op
 	took, err := s.WaitAllReady(ctx)
 	if err != nil {
 		return fmt.Errorf("waiting for weftd: %w", err)
+	}
+	if weft {
+		if err := elected(ctx, out, s); err != nil {
+			return err
+		}
 	}
 	printTopology(out, s)
 	fmt.Fprintf(out, "\nweftd start -> all %d nodes ready: %s\n", len(s.Members), took.Round(time.Millisecond))
@@ -155,7 +184,13 @@ func demo(ctx context.Context, env *harness.Env, out io.Writer, opts scenario.Op
 		}
 	}
 
-	if s.Kube != nil {
+	if weft {
+		more, err := demoFailover(ctx, out, s)
+		if err != nil {
+			return err
+		}
+		probes = append(probes, more...)
+	} else if s.Kube != nil {
 		more, err := demoJoin(ctx, out, s)
 		if err != nil {
 			return err
