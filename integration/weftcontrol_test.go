@@ -59,7 +59,7 @@ func TestWeftControlPlane(t *testing.T) {
 		s.Elected(gw)
 	}
 	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
-	if err := s.WaitFollow(cctx); err != nil {
+	if _, _, err := s.WaitFollow(cctx); err != nil {
 		ccancel()
 		t.Fatalf("nodes do not follow the elected gateways: %v", err)
 	}
@@ -133,9 +133,9 @@ func checkOneGateway(t *testing.T, s *scenario.Scenario) {
 }
 
 // checkControlStatus checks weftd status: every candidate names the Lease
-// holder (renewed within the Lease duration), only the holder leads, and
-// the leader's broker sync is in order; the c1 candidates saw changes
-// leadership changes.
+// holder (renewed within the Lease duration), only the holder leads and
+// has the BrokerSynced condition, and the leader's broker sync is in order; the c1 candidates saw changes
+// leadership changes (unless changes < 0).
 func checkControlStatus(ctx context.Context, t *testing.T, s *scenario.Scenario, changes int, notCandidate *harness.Node) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -152,6 +152,11 @@ func checkControlStatus(ctx context.Context, t *testing.T, s *scenario.Scenario,
 			if c == nil || c.Candidate != candidate || c.Leading != (m.Node == gw) {
 				return false
 			}
+			// BrokerSynced is the leader's alone: no other node talks to
+			// the broker.
+			if slices.ContainsFunc(st.Conditions, func(c api.Condition) bool { return c.Type == "BrokerSynced" }) != c.Leading {
+				return false
+			}
 			if !candidate {
 				return true
 			}
@@ -165,7 +170,7 @@ func checkControlStatus(ctx context.Context, t *testing.T, s *scenario.Scenario,
 			t.Errorf("%s: control status (gateway %s): %v", m.Node.Name, gw.Name, err)
 			continue
 		}
-		if c := st.Topology.Control; candidate && m.Cluster.ID == "c1" && c.LeadershipChanges != changes {
+		if c := st.Topology.Control; changes >= 0 && candidate && m.Cluster.ID == "c1" && c.LeadershipChanges != changes {
 			t.Errorf("%s: %d leadership changes in status, want %d", m.Node.Name, c.LeadershipChanges, changes)
 		}
 	}
@@ -271,7 +276,7 @@ func checkLabelRemoved(ctx context.Context, t *testing.T, s *scenario.Scenario) 
 	s.Elected(gw)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := s.WaitFollow(cctx); err != nil {
+	if _, _, err := s.WaitFollow(cctx); err != nil {
 		p.Finish()
 		t.Fatal(err)
 	}
@@ -335,7 +340,7 @@ func checkGatewayDies(ctx context.Context, t *testing.T, s *scenario.Scenario) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := s.WaitFollow(cctx); err != nil {
+	if _, _, err := s.WaitFollow(cctx); err != nil {
 		p.Finish()
 		t.Fatal(err)
 	}
@@ -433,10 +438,16 @@ func checkBrokerAway(ctx context.Context, t *testing.T, s *scenario.Scenario) *h
 	s.Adopt(j.ms...)
 	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := s.WaitFollow(cctx); err != nil {
+	slowest, _, err := s.WaitFollow(cctx)
+	if err != nil {
 		t.Fatalf("after the broker is back: %v", err)
 	}
 	found := time.Since(back)
+	if found > 2*time.Second {
+		for _, m := range []*scenario.Member{s.Member(slowest), leaders[0], leaders[1], lead3} {
+			t.Logf("%s was slow to follow; %s's log:\n%s", slowest, m.Node.Name, m.Weftd.LogTail(30))
+		}
+	}
 	ps, _, err := s.WaitGreen(cctx)
 	if err != nil {
 		for _, p := range scenario.Failed(ps) {
@@ -455,9 +466,9 @@ func checkBrokerAway(ctx context.Context, t *testing.T, s *scenario.Scenario) *h
 		checkBrokerCond(ctx, t, m, true)
 	}
 	checkOneGateway(t, s)
-	checkControlStatus(ctx, t, s, 1, nil)
-	t.Logf("broker down %s (%d probes, all green; c3 with %d nodes ready %s after the broker went down, gateway %s): back, every node follows the three clusters after %s, matrix green after %s (%d probes, %d from or to c3)",
-		down.Round(time.Millisecond), probes, len(j.ms), j.at.Round(time.Millisecond), gw3.Name, found.Round(time.Millisecond), green.Round(time.Millisecond), len(ps), to3)
+	checkControlStatus(ctx, t, s, -1, nil)
+	t.Logf("broker down %s (%d probes, all green; c3 with %d nodes ready %s after the broker went down, gateway %s): back, every node follows the three clusters after %s (%s last), matrix green after %s (%d probes, %d from or to c3)",
+		down.Round(time.Millisecond), probes, len(j.ms), j.at.Round(time.Millisecond), gw3.Name, found.Round(time.Millisecond), slowest, green.Round(time.Millisecond), len(ps), to3)
 	return c3
 }
 
@@ -579,7 +590,7 @@ func checkClusterLeaves(ctx context.Context, t *testing.T, s *scenario.Scenario,
 	}
 	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := s.WaitFollow(cctx); err != nil {
+	if _, _, err := s.WaitFollow(cctx); err != nil {
 		t.Fatalf("c3's ClusterEndpoint pushed again: %v", err)
 	}
 	if ps, _, err := s.WaitGreen(cctx); err != nil {
@@ -610,7 +621,7 @@ func checkClusterLeaves(ctx context.Context, t *testing.T, s *scenario.Scenario,
 		}
 	}
 	copies := time.Since(left)
-	if err := s.WaitFollow(cctx); err != nil {
+	if _, _, err := s.WaitFollow(cctx); err != nil {
 		t.Fatalf("after c3 left: %v", err)
 	}
 	clean := true

@@ -2,7 +2,9 @@ package scenario
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/weft-net/weft/integration/harness"
@@ -28,12 +30,19 @@ func (s *Scenario) WaitHolder(ctx context.Context, c *harness.Cluster, not strin
 	}
 }
 
-// WaitFollow (TopologyWeft) waits until every weftd's topology names its cluster's
-// elected gateway from the ClusterEndpoint, has every other cluster of the
-// scenario (and no other) as a remote via its elected gateway, and acts in
-// the matching role.
-func (s *Scenario) WaitFollow(ctx context.Context) error {
+// WaitFollow (TopologyWeft) waits until every weftd's topology names its
+// cluster's elected gateway from the ClusterEndpoint, has every other
+// cluster of the scenario (and no other) as a remote via its elected
+// gateway, and acts in the matching role. It returns the member that took
+// longest and how long, for the logs.
+func (s *Scenario) WaitFollow(ctx context.Context) (last string, took time.Duration, err error) {
 	clusters := s.AllClusters()
+	start := time.Now()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
 	for _, m := range s.Members {
 		gw := s.Gateway(m.Cluster.ID)
 		want := map[string]string{}
@@ -43,24 +52,34 @@ func (s *Scenario) WaitFollow(ctx context.Context) error {
 			}
 		}
 		role := s.Role(m.Node)
-		if _, err := m.Weftd.WaitFor(ctx, func(st api.Status) bool {
-			tp := st.Topology
-			if tp == nil || !tp.Synced || tp.Gateway == nil || tp.Gateway.Name != gw.Name ||
-				tp.Gateway.From != "ClusterEndpoint weft-system/"+m.Cluster.ID || len(tp.Remotes) != len(want) {
-				return false
-			}
-			for _, r := range tp.Remotes {
-				if want[r.ID] != r.GatewayIP {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := m.Weftd.WaitFor(ctx, func(st api.Status) bool {
+				tp := st.Topology
+				if tp == nil || !tp.Synced || tp.Gateway == nil || tp.Gateway.Name != gw.Name ||
+					tp.Gateway.From != "ClusterEndpoint weft-system/"+m.Cluster.ID || len(tp.Remotes) != len(want) {
 					return false
 				}
+				for _, r := range tp.Remotes {
+					if want[r.ID] != r.GatewayIP {
+						return false
+					}
+				}
+				return st.Role == role && st.Ready
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				st, _ := m.Weftd.Status(context.Background())
+				errs = append(errs, fmt.Errorf("%s (want gateway %s, remotes %v): %w; topology %+v", m.Node.Name, gw.Name, want, err, st.Topology))
+			} else if d := time.Since(start); d > took {
+				last, took = m.Node.Name, d
 			}
-			return st.Role == role && st.Ready
-		}); err != nil {
-			st, _ := m.Weftd.Status(context.Background())
-			return fmt.Errorf("%s (want gateway %s, remotes %v): %w; topology %+v", m.Node.Name, gw.Name, want, err, st.Topology)
-		}
+		}()
 	}
-	return nil
+	wg.Wait()
+	return last, took, errors.Join(errs...)
 }
 
 // Prober sends pod->remote-pod TCP probes every 100 ms and records the

@@ -147,13 +147,20 @@ func (s *Syncer) Run(ctx context.Context, own kubesource.ClusterEndpoint) {
 	}
 }
 
-// Pass is one pass: own is (re)published locally (one GET when nothing
-// changed: an object edited or deleted by hand comes back) and, with a
-// broker, synced there. published tracks the local publication across
-// passes, for the log.
+// Pass is one pass: own is (re)published locally (an object edited or
+// deleted by hand comes back) and, with a broker, synced there. When
+// nothing changed a pass is one LIST in each API server, written against
+// the lists: the passes run every retryPeriod, and per-object GETs
+// exhausted client-go's default rate limit (5/s), which then delayed the
+// copy of a remote failover by about a second. published tracks the local
+// publication across passes, for the log.
 func (s *Syncer) Pass(ctx context.Context, own *kubesource.ClusterEndpoint, published *bool) error {
 	own.Name = own.Spec.ClusterID
-	if err := upsert(ctx, s.local, own); err != nil {
+	local, err := s.local.List(ctx)
+	if err == nil {
+		err = ensure(ctx, s.local, find(local, own.Name), own)
+	}
+	if err != nil {
 		*published = false
 		return failure{ReasonPublishFailed, fmt.Errorf("publish locally: %w", err)}
 	}
@@ -165,7 +172,17 @@ func (s *Syncer) Pass(ctx context.Context, own *kubesource.ClusterEndpoint, publ
 		s.set(func(st *State) { st.Synced, st.Reason, st.Message = true, ReasonSynced, "" })
 		return nil
 	}
-	return s.pass(ctx, own)
+	return s.pass(ctx, own, local)
+}
+
+// find returns the item named name, or nil.
+func find(l []kubesource.ClusterEndpoint, name string) *kubesource.ClusterEndpoint {
+	for i := range l {
+		if l[i].Name == name {
+			return &l[i]
+		}
+	}
+	return nil
 }
 
 // watchBroker signals kick whenever the broker's ClusterEndpoints change,
@@ -231,20 +248,16 @@ func (s *Syncer) fail(err error) {
 }
 
 // pass pushes own to the broker and mirrors the broker's other
-// ClusterEndpoints into the local namespace: copies of clusters gone from
-// the broker are deleted, and so is anything else there that is neither
-// own nor on the broker.
-func (s *Syncer) pass(ctx context.Context, own *kubesource.ClusterEndpoint) error {
-	if err := upsert(ctx, s.broker, own); err != nil {
-		return brokerFailure(fmt.Errorf("push to the broker: %w", err))
-	}
+// ClusterEndpoints into the local namespace (listed as local): copies of
+// clusters gone from the broker are deleted, and so is anything else there
+// that is neither own nor on the broker.
+func (s *Syncer) pass(ctx context.Context, own *kubesource.ClusterEndpoint, local []kubesource.ClusterEndpoint) error {
 	remote, err := s.broker.List(ctx)
 	if err != nil {
 		return brokerFailure(fmt.Errorf("list the broker's ClusterEndpoints: %w", err))
 	}
-	local, err := s.local.List(ctx)
-	if err != nil {
-		return failure{ReasonPublishFailed, fmt.Errorf("list the local ClusterEndpoints: %w", err)}
+	if err := ensure(ctx, s.broker, find(remote, own.Name), own); err != nil {
+		return brokerFailure(fmt.Errorf("push to the broker: %w", err))
 	}
 	want := map[string]bool{own.Name: true}
 	n := 0
@@ -257,7 +270,7 @@ func (s *Syncer) pass(ctx context.Context, own *kubesource.ClusterEndpoint) erro
 		}
 		want[e.Name] = true
 		n++
-		if err := upsert(ctx, s.local, e); err != nil {
+		if err := ensure(ctx, s.local, find(local, e.Name), e); err != nil {
 			return failure{ReasonPublishFailed, fmt.Errorf("copy %s: %w", e.Name, err)}
 		}
 	}
@@ -284,6 +297,25 @@ func (s *Syncer) pass(ctx context.Context, own *kubesource.ClusterEndpoint) erro
 // leaders for a moment, an administrator's edit): the next pass retries
 // anyway.
 const conflictRetries = 3
+
+// ensure makes the store's e.Name have e's spec given cur, the object as
+// listed (nil: absent), writing only when it differs; a write that lost a
+// race goes on as upsert.
+func ensure(ctx context.Context, st Store, cur, e *kubesource.ClusterEndpoint) error {
+	var err error
+	switch {
+	case cur == nil:
+		err = st.Create(ctx, e.Name, e.Spec)
+	case reflect.DeepEqual(cur.Spec, e.Spec):
+		return nil
+	default:
+		err = st.Update(ctx, e.Name, cur.ResourceVersion, e.Spec)
+	}
+	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err) {
+		return upsert(ctx, st, e)
+	}
+	return err
+}
 
 // upsert makes the store's e.Name have e's spec, writing only when it
 // differs; a write that lost a race (conflict, already exists) is retried

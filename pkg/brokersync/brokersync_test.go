@@ -33,6 +33,7 @@ type memStore struct {
 	conflicts int
 	down      error
 	writes    int
+	reads     int // GETs and LISTs
 }
 
 func newMem(es ...kubesource.ClusterEndpointSpec) *memStore {
@@ -55,6 +56,7 @@ func (m *memStore) put(name string, spec kubesource.ClusterEndpointSpec) {
 func (m *memStore) Get(_ context.Context, name string) (*kubesource.ClusterEndpoint, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.reads++
 	if m.down != nil {
 		return nil, m.down
 	}
@@ -68,6 +70,7 @@ func (m *memStore) Get(_ context.Context, name string) (*kubesource.ClusterEndpo
 func (m *memStore) List(context.Context) ([]kubesource.ClusterEndpoint, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.reads++
 	if m.down != nil {
 		return nil, m.down
 	}
@@ -163,6 +166,10 @@ func TestPass(t *testing.T) {
 		wantRemotes  int
 		localWrites  int // -1: not checked
 		brokerWrites int
+		// steady: one read (the LIST) in each store, as every pass in
+		// which nothing changed: the passes run every retryPeriod and
+		// must stay under client-go's rate limit.
+		steady bool
 	}{
 		{name: "first pass: publish, push, copy the others",
 			broker:    []kubesource.ClusterEndpointSpec{spec("c2", "c2-n2"), spec("c3", "c3-n2")},
@@ -172,7 +179,7 @@ func TestPass(t *testing.T) {
 			local:     []kubesource.ClusterEndpointSpec{own, spec("c2", "c2-n2")},
 			broker:    []kubesource.ClusterEndpointSpec{own, spec("c2", "c2-n2")},
 			wantLocal: map[string]string{"c1": "c1-n2", "c2": "c2-n2"}, wantBroker: map[string]string{"c1": "c1-n2", "c2": "c2-n2"},
-			wantSynced: true, wantReason: ReasonSynced, wantRemotes: 1, localWrites: 0, brokerWrites: 0},
+			wantSynced: true, wantReason: ReasonSynced, wantRemotes: 1, localWrites: 0, brokerWrites: 0, steady: true},
 		{name: "a remote's gateway moved: the copy follows",
 			local:     []kubesource.ClusterEndpointSpec{own, spec("c2", "c2-n2")},
 			broker:    []kubesource.ClusterEndpointSpec{own, spec("c2", "c2-n3")},
@@ -256,6 +263,9 @@ func TestPass(t *testing.T) {
 			}
 			if !tc.noBroker && tc.localWrites >= 0 && broker.writes != tc.brokerWrites {
 				t.Errorf("%d broker writes, want %d", broker.writes, tc.brokerWrites)
+			}
+			if tc.steady && (local.reads != 1 || broker.reads != 1) {
+				t.Errorf("a pass with nothing to do read %d times locally and %d times on the broker, want one LIST each", local.reads, broker.reads)
 			}
 		})
 	}

@@ -22,7 +22,7 @@ func elected(ctx context.Context, out io.Writer, s *scenario.Scenario) error {
 		}
 		s.Elected(gw)
 	}
-	if err := s.WaitFollow(ctx); err != nil {
+	if _, _, err := s.WaitFollow(ctx); err != nil {
 		return fmt.Errorf("nodes do not follow the elected gateways: %w", err)
 	}
 	fmt.Fprintf(out, "\nelected: c1 %s, c2 %s; every node follows them and the other cluster's ClusterEndpoint (copied through the broker) %s after all were ready\n",
@@ -66,7 +66,7 @@ func demoFailover(ctx context.Context, out io.Writer, s *scenario.Scenario) ([]s
 		p.Finish()
 		return nil, err
 	}
-	if err := s.WaitFollow(ctx); err != nil {
+	if _, _, err := s.WaitFollow(ctx); err != nil {
 		p.Finish()
 		return nil, err
 	}
