@@ -114,10 +114,12 @@ func (s *Syncer) State() State {
 	return s.st
 }
 
-// Run publishes own (the local ClusterEndpoint, named after its cluster
-// ID) and syncs with the broker until ctx ends. It deletes nothing when
-// it stops: the next leader overwrites the object.
-func (s *Syncer) Run(ctx context.Context, own kubesource.ClusterEndpoint) {
+// Run publishes ownOf() (the local ClusterEndpoint, named after its
+// cluster ID) and syncs with the broker until ctx ends; ownOf is asked
+// again on every pass, so what the leader learns later is published
+// without a new election. It deletes nothing when it stops: the next
+// leader overwrites the object.
+func (s *Syncer) Run(ctx context.Context, ownOf func() kubesource.ClusterEndpoint) {
 	s.set(func(st *State) {
 		st.Leading = true
 		if !st.Synced && st.Reason == "" {
@@ -125,7 +127,6 @@ func (s *Syncer) Run(ctx context.Context, own kubesource.ClusterEndpoint) {
 		}
 	})
 	defer s.set(func(st *State) { st.Leading = false })
-	own.Name, own.Namespace = own.Spec.ClusterID, s.o.LocalNamespace
 	t := time.NewTicker(s.o.Interval)
 	defer t.Stop()
 	kick := make(chan struct{}, 1)
@@ -134,6 +135,8 @@ func (s *Syncer) Run(ctx context.Context, own kubesource.ClusterEndpoint) {
 	}
 	published := false
 	for {
+		own := ownOf()
+		own.Namespace = s.o.LocalNamespace
 		err := s.Pass(ctx, &own, &published)
 		if err != nil && ctx.Err() == nil {
 			s.fail(err)

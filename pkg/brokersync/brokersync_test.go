@@ -314,7 +314,10 @@ func TestRunLeadership(t *testing.T) {
 	s := NewWith(Options{Interval: 10 * time.Millisecond, Log: quiet()}, local, broker)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx, kubesource.ClusterEndpoint{Spec: spec("c1", "c1-n2")}) }()
+	go func() {
+		defer close(done)
+		s.Run(ctx, func() kubesource.ClusterEndpoint { return kubesource.ClusterEndpoint{Spec: spec("c1", "c1-n2")} })
+	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for st := s.State(); !st.Synced; st = s.State() {
 		if st.Reason != "" && (!st.Leading || st.Reason != ReasonPending) { // "": Run has not started yet

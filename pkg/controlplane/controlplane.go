@@ -104,7 +104,7 @@ func (c *ControlPlane) Run(ctx context.Context) {
 			if !ip.IsValid() {
 				ip = cfg.Parsed.NodeIP
 			}
-			s.Run(ctx, OwnEndpoint(cfg, ip))
+			s.Run(ctx, func() kubesource.ClusterEndpoint { return OwnEndpoint(cfg, ip) })
 		},
 	})
 	if err != nil {
