@@ -1,4 +1,4 @@
-// Package cidrset normalises sets of IPv4 prefixes: it merges overlapping,
+// Package cidrset normalises sets of IPv4 (and, with Merge6, IPv6) prefixes: it merges overlapping,
 // contained and adjacent prefixes into the smallest equivalent list, and turns
 // that list into the half-open intervals an nftables interval set stores.
 package cidrset
@@ -138,4 +138,47 @@ func addrU32(a netip.Addr) uint32 {
 
 func u32Addr(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// Merge6 is Merge for IPv6: the smallest sorted list of IPv6 prefixes
+// covering exactly the addresses of in. IPv4 and IPv4-mapped prefixes and
+// invalid ones are ignored (Merge takes those).
+//
+// It merges prefixes rather than address ranges, which needs no 128-bit
+// arithmetic: sorted by address (shorter first on a tie), a prefix inside
+// the last kept one is dropped, and two kept siblings become their parent,
+// repeatedly — the minimal prefix cover of a union is unique, so this is
+// the same list Merge's range decomposition would give.
+func Merge6(in []netip.Prefix) []netip.Prefix {
+	ps := make([]netip.Prefix, 0, len(in))
+	for _, p := range in {
+		if p.IsValid() && p.Addr().Is6() && !p.Addr().Is4In6() {
+			ps = append(ps, p.Masked())
+		}
+	}
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	out := ps[:0]
+	for _, p := range ps {
+		if n := len(out); n > 0 && out[n-1].Overlaps(p) {
+			continue // sorted: the kept one starts first, so it contains p
+		}
+		out = append(out, p)
+		for n := len(out); n >= 2; n = len(out) {
+			a, b := out[n-2], out[n-1]
+			if a.Bits() != b.Bits() || a.Bits() == 0 {
+				break
+			}
+			parent := netip.PrefixFrom(a.Addr(), a.Bits()-1).Masked()
+			if parent.Addr() != a.Addr() || !parent.Contains(b.Addr()) {
+				break
+			}
+			out = append(out[:n-2], parent)
+		}
+	}
+	return slices.Clip(out)
 }

@@ -196,3 +196,59 @@ func FuzzMerge(f *testing.F) {
 		}
 	})
 }
+
+func TestMerge6(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []string
+		want []string
+	}{
+		{"empty", nil, []string{}},
+		{"host bits masked", []string{"fd01::1/48"}, []string{"fd01::/48"}},
+		{"contained dropped", []string{"fd01:0:0:5::/64", "fd01::/48", "fd01::1/128"}, []string{"fd01::/48"}},
+		{"siblings merged", []string{"fd01:0:1::/48", "fd01::/48"}, []string{"fd01::/47"}},
+		{"sibling chain merged", []string{"fd00::/9", "fd80::/10", "fdc0::/10", "fc00::/8"}, []string{"fc00::/7"}},
+		{"adjacent non-siblings stay", []string{"fd01:0:1::/48", "fd01:0:2::/48"}, []string{"fd01:0:1::/48", "fd01:0:2::/48"}},
+		{"sorted", []string{"fd04::/16", "2001:db8::/32", "fd02::/16"}, []string{"2001:db8::/32", "fd02::/16", "fd04::/16"}},
+		{"everything", []string{"8000::/1", "::/1", "fd00::/8"}, []string{"::/0"}},
+		{"top of space", []string{"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/128"}, []string{"ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127"}},
+		{"ipv4 and mapped ignored", []string{"10.0.0.0/8", "::ffff:10.0.0.0/104", "fd00::/8"}, []string{"fd00::/8"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Merge6(pfx(t, tt.in...))
+			if want := pfx(t, tt.want...); !slices.Equal(got, want) {
+				t.Fatalf("Merge6(%v) = %v, want %v", tt.in, got, want)
+			}
+		})
+	}
+}
+
+// Merge6 and Merge agree: IPv4 prefixes embedded in an IPv6 /96 merge to
+// the embedding of Merge's result, on random inputs.
+func TestMerge6AgreesWithMerge(t *testing.T) {
+	embed := func(p netip.Prefix) netip.Prefix {
+		b := netip.MustParseAddr("2001:db8::").As16()
+		v := p.Addr().As4()
+		copy(b[12:], v[:])
+		return netip.PrefixFrom(netip.AddrFrom16(b), 96+p.Bits())
+	}
+	seed := uint64(1)
+	next := func() uint64 { seed = seed*6364136223846793005 + 1442695040888963407; return seed >> 33 }
+	for round := range 200 {
+		var in, in6 []netip.Prefix
+		for range 1 + round%40 {
+			var a [4]byte
+			binary.BigEndian.PutUint32(a[:], uint32(next())&0x0fff_ff00)
+			p := netip.PrefixFrom(netip.AddrFrom4(a), 14+int(next()%14)).Masked()
+			in, in6 = append(in, p), append(in6, embed(p))
+		}
+		var want []netip.Prefix
+		for _, p := range Merge(in) {
+			want = append(want, embed(p))
+		}
+		if got := Merge6(in6); !slices.Equal(got, want) {
+			t.Fatalf("round %d: Merge6 = %v, want %v (from %v)", round, got, want, in)
+		}
+	}
+}

@@ -30,16 +30,24 @@ type MSS struct {
 
 // Model is everything weft's rules depend on.
 type Model struct {
-	// LocalCIDRs are the local cluster's pod and service CIDRs.
+	// LocalCIDRs are the local cluster's pod and service CIDRs, of either
+	// family: each backend renders each family into its own objects (the
+	// IPv6 ones exist only while the model holds an IPv6 CIDR, so an
+	// IPv4-only model renders exactly what weft rendered before IPv6).
 	LocalCIDRs []netip.Prefix
-	// RemoteCIDRs are every remote cluster's pod and service CIDRs.
+	// RemoteCIDRs are every remote cluster's pod and service CIDRs, of
+	// either family.
 	RemoteCIDRs []netip.Prefix
 	// Devices are weft's own device names (vx-weft, and vx-weft-cable on a
 	// gateway with cable: vxlan).
 	Devices []string
-	// CNIIP is the node's CNI interface IP; invalid while unknown, in which
-	// case the host-network SNAT rule is not rendered.
+	// CNIIP is the node's CNI interface IPv4 address; invalid while unknown,
+	// in which case the IPv4 host-network SNAT rule is not rendered.
 	CNIIP netip.Addr
+	// CNIIP6 is the CNI interface's IPv6 address (inside the IPv6 pod
+	// CIDR), the source of host-network IPv6 traffic to remote clusters;
+	// invalid while unknown or on an IPv4-only node.
+	CNIIP6 netip.Addr
 	// VXLANPorts are the UDP ports of weft's VXLAN devices.
 	VXLANPorts []uint16
 	MSS        MSS
@@ -82,6 +90,43 @@ type Backend interface {
 // every field of every address.
 func (m Model) Equal(o Model) bool {
 	return slices.Equal(m.LocalCIDRs, o.LocalCIDRs) && slices.Equal(m.RemoteCIDRs, o.RemoteCIDRs) &&
-		slices.Equal(m.Devices, o.Devices) && m.CNIIP == o.CNIIP &&
+		slices.Equal(m.Devices, o.Devices) && m.CNIIP == o.CNIIP && m.CNIIP6 == o.CNIIP6 &&
 		slices.Equal(m.VXLANPorts, o.VXLANPorts) && m.MSS == o.MSS
+}
+
+// Split returns the IPv4 and the IPv6 prefixes of ps, in their order.
+// IPv4-mapped IPv6 prefixes (::ffff:a.b.c.d/n, n >= 96) count as IPv4; a
+// shorter one cannot be either and is returned in bad.
+func Split(ps []netip.Prefix) (v4, v6, bad []netip.Prefix) {
+	for _, p := range ps {
+		a := p.Addr()
+		switch {
+		case !p.IsValid():
+			bad = append(bad, p)
+		case a.Is4():
+			v4 = append(v4, p)
+		case a.Is4In6():
+			if p.Bits() < 96 {
+				bad = append(bad, p)
+				continue
+			}
+			v4 = append(v4, netip.PrefixFrom(a.Unmap(), p.Bits()-96))
+		default:
+			v6 = append(v6, p)
+		}
+	}
+	return v4, v6, bad
+}
+
+// HasIPv6 reports whether the model holds an IPv6 CIDR, i.e. whether the
+// backends render their IPv6 objects at all.
+func (m Model) HasIPv6() bool {
+	for _, ps := range [][]netip.Prefix{m.LocalCIDRs, m.RemoteCIDRs} {
+		for _, p := range ps {
+			if p.IsValid() && p.Addr().Is6() && !p.Addr().Is4In6() {
+				return true
+			}
+		}
+	}
+	return false
 }

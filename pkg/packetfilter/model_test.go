@@ -14,10 +14,11 @@ func TestModelEqual(t *testing.T) {
 		RemoteCIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")},
 		Devices:     []string{"vx-weft"},
 		CNIIP:       netip.MustParseAddr("10.1.1.1"),
+		CNIIP6:      netip.MustParseAddr("fd01::1"),
 		VXLANPorts:  []uint16{4800},
 		MSS:         MSS{Mode: MSSPMTU},
 	}
-	if n := reflect.TypeOf(Model{}).NumField(); n != 7 {
+	if n := reflect.TypeOf(Model{}).NumField(); n != 8 {
 		t.Fatalf("Model has %d fields: teach Equal the new one", n)
 	}
 	changes := []func(*Model){
@@ -25,6 +26,7 @@ func TestModelEqual(t *testing.T) {
 		func(m *Model) { m.RemoteCIDRs = append(m.RemoteCIDRs, netip.MustParsePrefix("10.3.0.0/16")) },
 		func(m *Model) { m.Devices = []string{"vx-other"} },
 		func(m *Model) { m.CNIIP = netip.Addr{} },
+		func(m *Model) { m.CNIIP6 = netip.MustParseAddr("fd01::2") },
 		func(m *Model) { m.VXLANPorts = []uint16{4801} },
 		func(m *Model) { m.MSS.Value = 1400 },
 	}

@@ -1,14 +1,16 @@
 // Package nftbackend renders weft's packet-filter model into its own
-// nftables table, `ip weft`, and never writes anywhere else.
+// nftables tables, `ip weft` and (while the model holds IPv6 CIDRs) `ip6
+// weft`, and never writes anywhere else.
 //
 // The backend works in the network namespace of the calling thread at the
 // time of each call, unless WithNetNSFd names one: then every netlink socket
 // is opened in that namespace whatever thread calls.
 //
-// Each Apply is one netlink transaction. The table is rebuilt (deleted and
-// re-created in the same transaction) when it is missing or its chains, rules
-// or set definitions differ from the rendered model; otherwise only the set
-// elements that changed are sent. Kernel state is re-read whenever the
+// Each Apply is one netlink transaction covering both tables. A table is
+// rebuilt (deleted and re-created in the same transaction) when it is
+// missing or its chains, rules or set definitions differ from the rendered
+// model; otherwise only the set elements that changed are sent. Table ip6
+// weft is deleted in that transaction when the model no longer holds IPv6. Kernel state is re-read whenever the
 // ruleset generation changed since weft's last commit, so drift (`nft delete
 // table ip weft`, `nft flush ruleset`, a deleted rule) is repaired on the next
 // Apply, and the commit carries the generation it was computed from, so a
@@ -23,9 +25,13 @@ package nftbackend
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/google/nftables"
@@ -84,8 +90,11 @@ type Backend struct {
 	// namespace lastingNS identifies; nil until first needed.
 	lasting   *nftables.Conn
 	lastingNS nsID
-	// memoLocal and memoRemote spare re-merging unchanged CIDR lists.
-	memoLocal, memoRemote intervalMemo
+	// memos spare re-merging unchanged CIDR lists.
+	memos memos
+	// ipv6 is whether the last successful Apply rendered table ip6 weft:
+	// Findings then reports ip6 drop policies too.
+	ipv6 bool
 }
 
 // nsID identifies a network namespace (device and inode of its nsfs file).
@@ -103,7 +112,7 @@ var _ packetfilter.Backend = (*Backend)(nil)
 // New returns a Backend. It does not touch the kernel; call Probe first to
 // learn whether nftables can carry weft's rules here.
 func New(opts ...Option) (*Backend, error) {
-	b := &Backend{log: slog.Default()}
+	b := &Backend{log: slog.Default(), memos: memos{}}
 	for _, o := range opts {
 		o(b)
 	}
@@ -190,11 +199,11 @@ func (b *Backend) Close() error {
 
 const maxAttempts = 4
 
-// Apply makes table ip weft render m, in one transaction.
+// Apply makes weft's tables render m, in one transaction.
 func (b *Backend) Apply(ctx context.Context, m packetfilter.Model) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	d, err := renderMemo(m, &b.memoLocal, &b.memoRemote)
+	d, err := renderMemo(m, b.memos)
 	if err != nil {
 		return fmt.Errorf("render nftables model: %w", err)
 	}
@@ -206,12 +215,13 @@ func (b *Backend) Apply(ctx context.Context, m packetfilter.Model) error {
 	var lastErr error
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("apply nftables table ip %s: %w", TableName, err)
+			return fmt.Errorf("apply nftables tables %s: %w", tableNames(d), err)
 		}
 		stats, err := b.applyOnce(cc, d, forceFull)
 		stats.Attempts = attempt
 		if err == nil {
 			b.stats = stats
+			b.ipv6 = d.table(ipv6) != nil
 			return nil
 		}
 		lastErr = err
@@ -233,10 +243,19 @@ func (b *Backend) Apply(ctx context.Context, m packetfilter.Model) error {
 		}
 		// A refused diff (say, an element someone removed behind our
 		// back) is repaired by rebuilding the table.
-		b.log.Warn("incremental nftables update refused, rebuilding table", "table", "ip "+TableName, "err", err)
+		b.log.Warn("incremental nftables update refused, rebuilding tables", "tables", tableNames(d), "err", err)
 		forceFull = true
 	}
-	return fmt.Errorf("apply nftables table ip %s: %w", TableName, lastErr)
+	return fmt.Errorf("apply nftables tables %s: %w", tableNames(d), lastErr)
+}
+
+// tableNames names the tables d renders, for errors and logs.
+func tableNames(d *desired) string {
+	names := make([]string, len(d.tables))
+	for i, t := range d.tables {
+		names[i] = t.fam.name + " " + TableName
+	}
+	return strings.Join(names, ", ")
 }
 
 func (b *Backend) applyOnce(cc *nftables.Conn, d *desired, forceFull bool) (ApplyStats, error) {
@@ -254,33 +273,53 @@ func (b *Backend) applyOnce(cc *nftables.Conn, d *desired, forceFull bool) (Appl
 	}
 
 	bt := newBatch(cc, weftTable())
-	reason := st.mismatch(d)
-	if forceFull && reason == "" {
-		reason = "incremental update refused"
-	}
-	if reason != "" {
-		stats.Full, stats.Reason = true, reason
-		if err := b.queueFull(bt, st.tableExists, d); err != nil {
-			return stats, err
+	var reasons []string
+	for _, dt := range d.tables {
+		bt.use(dt.fam.weftTable())
+		have := st.tables[dt.fam]
+		reason := have.mismatch(dt)
+		if forceFull && reason == "" {
+			reason = "incremental update refused"
 		}
-		for _, ivs := range d.sets {
-			stats.ElementsAdded += len(ivs)
+		if reason != "" {
+			if dt.fam != ipv4 {
+				reason = dt.fam.name + ": " + reason
+			}
+			reasons = append(reasons, reason)
+			if err := b.queueFull(bt, have != nil, dt); err != nil {
+				return stats, err
+			}
+			for _, ivs := range dt.sets {
+				stats.ElementsAdded += len(ivs)
+			}
+			continue
 		}
-	} else {
 		for _, name := range []string{SetLocal, SetRemote} {
-			del, add := diffIntervals(st.sets[name].intervals, d.sets[name])
-			s := &nftables.Set{Table: bt.table, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
+			del, add := diffIntervals(have.sets[name].intervals, dt.sets[name])
+			s := &nftables.Set{Table: bt.table, Name: name, KeyType: dt.fam.key, Interval: true}
 			// Deletions first: an added interval may overlap one being
 			// removed (10.0.0.0/25 growing into 10.0.0.0/24).
 			if err := bt.delElements(s, intervalElements(del)); err != nil {
-				return stats, fmt.Errorf("queue deletion from set %s: %w", name, err)
+				return stats, fmt.Errorf("queue deletion from set %s of table %s %s: %w", name, dt.fam.name, TableName, err)
 			}
 			if err := bt.addElements(s, intervalElements(add)); err != nil {
-				return stats, fmt.Errorf("queue addition to set %s: %w", name, err)
+				return stats, fmt.Errorf("queue addition to set %s of table %s %s: %w", name, dt.fam.name, TableName, err)
 			}
 			stats.ElementsAdded += len(add)
 			stats.ElementsDeleted += len(del)
 		}
+	}
+	// A table of weft's the model no longer renders (no IPv6 left) goes in
+	// the same transaction.
+	for _, f := range families {
+		if st.tables[f] != nil && d.table(f) == nil {
+			bt.use(f.weftTable())
+			bt.delTable()
+			reasons = append(reasons, f.name+": table no longer rendered")
+		}
+	}
+	if len(reasons) > 0 {
+		stats.Full, stats.Reason = true, strings.Join(reasons, "; ")
 	}
 	stats.Messages = bt.messages
 	if bt.messages == 0 {
@@ -299,7 +338,7 @@ func (b *Backend) applyOnce(cc *nftables.Conn, d *desired, forceFull bool) (Appl
 	if err != nil {
 		return stats, fmt.Errorf("commit %d messages (full=%t): %w", bt.messages, stats.Full, err)
 	}
-	b.log.Debug("nftables table applied", "table", "ip "+TableName, "full", stats.Full,
+	b.log.Debug("nftables tables applied", "tables", tableNames(d), "full", stats.Full,
 		"reason", stats.Reason, "messages", stats.Messages, "added", stats.ElementsAdded, "deleted", stats.ElementsDeleted)
 
 	// Our commit moved the generation by exactly one when nobody else
@@ -324,15 +363,15 @@ func nextGen(g uint32) uint32 {
 
 // queueFull deletes the table (when present) and re-creates all of it, in
 // the same transaction: packets never see a half-built table.
-func (b *Backend) queueFull(bt *batch, exists bool, d *desired) error {
+func (b *Backend) queueFull(bt *batch, exists bool, d *desiredTable) error {
 	if exists {
 		bt.delTable()
 	}
 	bt.addTable()
 	for _, name := range []string{SetLocal, SetRemote} {
-		s := &nftables.Set{Table: bt.table, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
+		s := &nftables.Set{Table: bt.table, Name: name, KeyType: d.fam.key, Interval: true}
 		if err := bt.addSet(s, intervalElements(d.sets[name])); err != nil {
-			return fmt.Errorf("queue set %s: %w", name, err)
+			return fmt.Errorf("queue set %s of table %s %s: %w", name, d.fam.name, TableName, err)
 		}
 	}
 	for _, dc := range d.chains {
@@ -344,7 +383,8 @@ func (b *Backend) queueFull(bt *batch, exists bool, d *desired) error {
 	return nil
 }
 
-// Cleanup deletes table ip weft. Idempotent.
+// Cleanup deletes tables ip weft and ip6 weft, in one transaction.
+// Idempotent.
 func (b *Backend) Cleanup(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("cleanup nftables: %w", err)
@@ -356,26 +396,73 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tables, err := cc.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	tables, err := cc.ListTables()
 	if err != nil {
-		return fmt.Errorf("cleanup nftables: list ip tables: %w", err)
+		return fmt.Errorf("cleanup nftables: list tables: %w", err)
 	}
-	for _, t := range tables {
-		if t.Name != TableName {
-			continue
+	var deleted []string
+	for _, f := range families {
+		if slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == TableName && t.Family == f.table }) {
+			cc.DelTable(f.weftTable())
+			deleted = append(deleted, f.name+" "+TableName)
 		}
-		cc.DelTable(weftTable())
-		if err := cc.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("cleanup nftables: delete table ip %s: %w", TableName, err)
-		}
-		b.log.Info("deleted nftables table", "table", "ip "+TableName)
 	}
+	if len(deleted) == 0 {
+		return nil
+	}
+	if err := cc.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("cleanup nftables: delete tables %s: %w", strings.Join(deleted, ", "), err)
+	}
+	b.log.Info("deleted nftables tables", "tables", deleted)
 	return nil
 }
 
 // SetIntervals returns the intervals in the named set of table ip weft, for
 // status and tests. A missing table or set is an error.
 func (b *Backend) SetIntervals(ctx context.Context, set string) ([]cidrset.Interval, error) {
+	ivs, err := b.setIvals(ctx, ipv4, set)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]cidrset.Interval, len(ivs))
+	for i, iv := range ivs {
+		out[i].Start = uint64(binary.BigEndian.Uint32(iv.start.AsSlice()))
+		out[i].End = 1 << 32
+		if iv.end.IsValid() {
+			out[i].End = uint64(binary.BigEndian.Uint32(iv.end.AsSlice()))
+		}
+	}
+	return out, nil
+}
+
+// SetPrefixes returns the CIDRs in the named set of weft's table of family
+// ("ip" or "ip6"), one per interval; an interval that is not one CIDR (a
+// set someone else filled) is an error.
+func (b *Backend) SetPrefixes(ctx context.Context, family, set string) ([]netip.Prefix, error) {
+	f := ipv4
+	switch family {
+	case "ip":
+	case "ip6":
+		f = ipv6
+	default:
+		return nil, fmt.Errorf("nftables family %q: want ip or ip6", family)
+	}
+	ivs, err := b.setIvals(ctx, f, set)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Prefix, len(ivs))
+	for i, iv := range ivs {
+		p, ok := ivalPrefix(iv)
+		if !ok {
+			return nil, fmt.Errorf("set %s of table %s %s: interval %s-%s is not a CIDR", set, f.name, TableName, iv.start, iv.end)
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+func (b *Backend) setIvals(ctx context.Context, f *family, set string) ([]ival, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -383,13 +470,27 @@ func (b *Backend) SetIntervals(ctx context.Context, set string) ([]cidrset.Inter
 	if err != nil {
 		return nil, err
 	}
-	s, err := cc.GetSetByName(weftTable(), set)
+	s, err := cc.GetSetByName(f.weftTable(), set)
 	if err != nil {
-		return nil, fmt.Errorf("get set %s: %w", set, err)
+		return nil, fmt.Errorf("get set %s of table %s %s: %w", set, f.name, TableName, err)
 	}
 	elems, err := cc.GetSetElements(s)
 	if err != nil {
-		return nil, fmt.Errorf("list elements of set %s: %w", set, err)
+		return nil, fmt.Errorf("list elements of set %s of table %s %s: %w", set, f.name, TableName, err)
 	}
-	return elementsIntervals(elems), nil
+	return elementsIntervals(f, elems), nil
+}
+
+// ivalPrefix is the CIDR iv spans, if it spans exactly one.
+func ivalPrefix(iv ival) (netip.Prefix, bool) {
+	for bits := 0; bits <= iv.start.BitLen(); bits++ {
+		p := netip.PrefixFrom(iv.start, bits)
+		if p.Masked().Addr() != iv.start {
+			continue
+		}
+		if lastAddr(p).Next() == iv.end {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
 }

@@ -21,6 +21,13 @@ func newBatch(cc *nftables.Conn, table *nftables.Table) *batch {
 	return &batch{cc: cc, table: table, named: map[string]*nftables.Set{}}
 }
 
+// use makes the next operations act on table (one transaction may write
+// both of weft's tables). Set names are per table.
+func (b *batch) use(table *nftables.Table) {
+	b.table = table
+	b.named = map[string]*nftables.Set{}
+}
+
 func (b *batch) addTable() {
 	b.cc.AddTable(b.table)
 	b.messages++
@@ -83,15 +90,19 @@ func (b *batch) delElements(s *nftables.Set, elems []nftables.SetElement) error 
 	return nil
 }
 
-// lookupAddr matches the IPv4 address at offset (12 saddr, 16 daddr)
-// against a named set.
+// lookupAddr matches the address at offset of the network header (the
+// family's saddr or daddr) against a named set.
 func (b *batch) lookupAddr(offset uint32, set string, invert bool) []expr.Any {
+	n := uint32(4)
+	if b.table.Family == nftables.TableFamilyIPv6 {
+		n = 16
+	}
 	l := &expr.Lookup{SourceRegister: 1, SetName: set, Invert: invert}
 	if s, ok := b.named[set]; ok {
 		l.SetID = s.ID
 	}
 	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: n},
 		l,
 	}
 }

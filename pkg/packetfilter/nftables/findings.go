@@ -37,9 +37,9 @@ func (b *Backend) Findings(ctx context.Context) (out []packetfilter.Finding) {
 	if ctx.Err() != nil {
 		return nil
 	}
-	chains, owned, err := b.listChains()
+	chains, owned, ipv6, err := b.listChains()
 	if err == nil {
-		return foreignDropFindings(chains, owned)
+		return foreignDropFindings(chains, owned, ipv6)
 	}
 	b.log.Warn("cannot inspect host nftables chains", "err", err)
 	return []packetfilter.Finding{{
@@ -51,18 +51,19 @@ func (b *Backend) Findings(ctx context.Context) (out []packetfilter.Finding) {
 
 // listChains lists every chain of every table on the reusable connection,
 // and which tables are owner-flagged (firewalld-style: only the creating
-// process may change them, and they vanish with it), keyed family/name.
-func (b *Backend) listChains() ([]*nftables.Chain, map[tableKey]uint32, error) {
+// process may change them, and they vanish with it), keyed family/name;
+// ipv6 is whether weft's last Apply carried IPv6.
+func (b *Backend) listChains() ([]*nftables.Chain, map[tableKey]uint32, bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cc, err := b.lastingConn()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, b.ipv6, err
 	}
 	tables, err := cc.ListTables()
 	if err != nil {
 		b.dropLastingLocked()
-		return nil, nil, err
+		return nil, nil, b.ipv6, err
 	}
 	owned := map[tableKey]uint32{}
 	for _, t := range tables {
@@ -74,7 +75,7 @@ func (b *Backend) listChains() ([]*nftables.Chain, map[tableKey]uint32, error) {
 	if err != nil {
 		b.dropLastingLocked()
 	}
-	return chains, owned, err
+	return chains, owned, b.ipv6, err
 }
 
 type tableKey struct {
@@ -82,17 +83,25 @@ type tableKey struct {
 	name   string
 }
 
-func foreignDropFindings(chains []*nftables.Chain, owned map[tableKey]uint32) []packetfilter.Finding {
+// foreignDropFindings reports drop policies of families weft's traffic
+// passes: ip and inet, and ip6 when weft carries IPv6.
+func foreignDropFindings(chains []*nftables.Chain, owned map[tableKey]uint32, ipv6 bool) []packetfilter.Finding {
 	var out []packetfilter.Finding
 	for _, c := range chains {
 		if c.Table == nil || c.Hooknum == nil || c.Policy == nil || *c.Policy != nftables.ChainPolicyDrop {
 			continue
 		}
 		fam := c.Table.Family
-		if fam != nftables.TableFamilyIPv4 && fam != nftables.TableFamilyINet {
-			continue // weft's traffic is IPv4: ip6, arp, bridge, netdev drops do not see it
+		switch fam {
+		case nftables.TableFamilyIPv4, nftables.TableFamilyINet:
+		case nftables.TableFamilyIPv6:
+			if !ipv6 {
+				continue // an IPv4-only weft: ip6 drops do not see its traffic
+			}
+		default:
+			continue // arp, bridge, netdev drops do not see weft's traffic
 		}
-		if fam == nftables.TableFamilyIPv4 && c.Table.Name == TableName {
+		if (fam == nftables.TableFamilyIPv4 || fam == nftables.TableFamilyIPv6) && c.Table.Name == TableName {
 			continue
 		}
 		var hook, reason, allow string

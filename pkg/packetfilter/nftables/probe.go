@@ -11,65 +11,97 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
-
-	"github.com/weft-net/weft/pkg/cidrset"
 )
 
-// ProbeError lists the kernel features weft's table needs that the kernel
-// refused.
+// ProbeError lists the kernel features weft's tables need that the kernel
+// refused, each with the family of the table that needs it ("ip" or "ip6").
 type ProbeError struct {
 	Missing []string
-	Errs    []error
+	// Families holds the family of each Missing feature.
+	Families []string
+	Errs     []error
 }
 
 func (e *ProbeError) Error() string {
 	parts := make([]string, len(e.Missing))
 	for i, m := range e.Missing {
-		parts[i] = fmt.Sprintf("%s (%v)", m, e.Errs[i])
+		parts[i] = fmt.Sprintf("%s: %s (%v)", e.Families[i], m, e.Errs[i])
 	}
 	return "nftables cannot carry weft's rules: missing " + strings.Join(parts, "; ")
 }
 
 func (e *ProbeError) Unwrap() []error { return e.Errs }
 
-// Probe checks, in a throwaway table ip weft-probe-<pid> that it deletes
-// again, that the kernel accepts everything weft's table uses: an ipv4
-// interval set, a nat chain at postrouting srcnat-10 with `snat to ip
-// saddr`, a filter chain at postrouting priority mangle writing the TCP MSS
-// option from the route MTU and from a constant, and input/forward filter
-// chains matching interface names, and UDP ports through an anonymous set. Each
-// feature is its own transaction so the error names each missing one.
+// Only reports whether every missing feature is of family ("ip6" on a
+// kernel without IPv6 NAT, say): an IPv4-only node can still use nftables.
+func (e *ProbeError) Only(family string) bool {
+	for _, f := range e.Families {
+		if f != family {
+			return false
+		}
+	}
+	return len(e.Families) > 0
+}
+
+// Probe checks, for each family in throwaway tables ip weft-probe-<pid>
+// and ip6 weft-probe-<pid> that it deletes again, that the kernel accepts
+// everything weft's tables use: an interval set of the family's addresses,
+// a nat chain at postrouting srcnat-10 with `snat to ip saddr`, a filter
+// chain at postrouting priority mangle writing the TCP MSS option from the
+// route MTU and from a constant, and input/forward filter chains matching
+// interface names, and UDP ports through an anonymous set. Each feature is
+// its own transaction so the error names each missing one, per family.
 func (b *Backend) Probe(ctx context.Context) error {
 	cc, err := b.conn()
 	if err != nil {
 		return fmt.Errorf("nftables probe: %w", err)
 	}
-	table := &nftables.Table{Name: fmt.Sprintf("%s-probe-%d", TableName, os.Getpid()), Family: nftables.TableFamilyIPv4}
+	perr := &ProbeError{}
+	for _, f := range families {
+		if err := probeFamily(ctx, cc, f, perr); err != nil {
+			return err
+		}
+	}
+	if len(perr.Missing) > 0 {
+		return perr
+	}
+	return nil
+}
+
+func probeFamily(ctx context.Context, cc *nftables.Conn, f *family, perr *ProbeError) error {
+	table := &nftables.Table{Name: fmt.Sprintf("%s-probe-%d", TableName, os.Getpid()), Family: f.table}
 	local := netip.MustParsePrefix("10.255.0.0/16")
+	if f == ipv6 {
+		local = netip.MustParsePrefix("fd00:ffff::/32")
+	}
 	fixed := uint16(1360)
 	post := func(b *batch, name string, typ nftables.ChainType, prio nftables.ChainPriority) *nftables.Chain {
 		return b.addChain(chainSpec{name, typ, *nftables.ChainHookPostrouting, prio, nftables.ChainPolicyAccept})
 	}
 	withSets := func(bt *batch) error {
 		for _, name := range []string{SetLocal, SetRemote} {
-			s := &nftables.Set{Table: table, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
-			if err := bt.addSet(s, intervalElements(cidrset.Intervals([]netip.Prefix{local}))); err != nil {
+			s := &nftables.Set{Table: table, Name: name, KeyType: f.key, Interval: true}
+			if err := bt.addSet(s, intervalElements(prefixIvals([]netip.Prefix{local}))); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
+	addrs := "ipv4"
+	if f == ipv6 {
+		addrs = "ipv6"
+	}
 	features := []struct {
 		name  string
 		build func(*batch) error
 	}{
-		{"ipv4 interval sets", withSets},
-		{"nat chain at hook postrouting priority srcnat-10 with `snat to ip saddr`", func(bt *batch) error {
+		{addrs + " interval sets", withSets},
+		{fmt.Sprintf("nat chain at hook postrouting priority srcnat-10 with `snat to %s saddr`", f.name), func(bt *batch) error {
 			if err := withSets(bt); err != nil {
 				return err
 			}
 			c := post(bt, "nat", nftables.ChainTypeNAT, prioSrcNATM10)
-			bt.addRule(c, keepSource("probe", SetLocal, SetRemote))
+			bt.addRule(c, keepSource(f, "probe", SetLocal, SetRemote))
 			return nil
 		}},
 		{"filter chain at hook postrouting priority mangle with `tcp option maxseg size set rt mtu`", func(bt *batch) error {
@@ -77,7 +109,7 @@ func (b *Backend) Probe(ctx context.Context) error {
 				return err
 			}
 			c := post(bt, "mss", nftables.ChainTypeFilter, *nftables.ChainPriorityMangle)
-			bt.addRule(c, clampMSS("probe", SetLocal, SetRemote, nil))
+			bt.addRule(c, clampMSS(f, "probe", SetLocal, SetRemote, nil))
 			return nil
 		}},
 		{"`tcp option maxseg size set <value>`", func(bt *batch) error {
@@ -85,7 +117,7 @@ func (b *Backend) Probe(ctx context.Context) error {
 				return err
 			}
 			c := post(bt, "mss", nftables.ChainTypeFilter, *nftables.ChainPriorityMangle)
-			bt.addRule(c, clampMSS("probe", SetLocal, SetRemote, &fixed))
+			bt.addRule(c, clampMSS(f, "probe", SetLocal, SetRemote, &fixed))
 			return nil
 		}},
 		{"filter chains at hooks input/forward matching interface names and a UDP port set", func(bt *batch) error {
@@ -100,14 +132,13 @@ func (b *Backend) Probe(ctx context.Context) error {
 			return nil
 		}},
 	}
-	perr := &ProbeError{}
-	for _, f := range features {
+	for _, ft := range features {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("nftables probe: %w", err)
 		}
 		bt := newBatch(cc, table)
 		bt.addTable()
-		err := f.build(bt)
+		err := ft.build(bt)
 		if err == nil {
 			err = cc.Flush()
 		}
@@ -116,15 +147,13 @@ func (b *Backend) Probe(ctx context.Context) error {
 		// same batch.
 		cc.DelTable(table)
 		if derr := cc.Flush(); derr != nil && !errors.Is(derr, unix.ENOENT) && err == nil {
-			return fmt.Errorf("nftables probe: delete table ip %s: %w", table.Name, derr)
+			return fmt.Errorf("nftables probe: delete table %s %s: %w", f.name, table.Name, derr)
 		}
 		if err != nil {
-			perr.Missing = append(perr.Missing, f.name)
+			perr.Missing = append(perr.Missing, ft.name)
+			perr.Families = append(perr.Families, f.name)
 			perr.Errs = append(perr.Errs, err)
 		}
-	}
-	if len(perr.Missing) > 0 {
-		return perr
 	}
 	return nil
 }

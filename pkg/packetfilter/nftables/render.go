@@ -32,10 +32,90 @@ const (
 	prioSrcNATM10 = 90 // srcnat - 10: before kube-proxy and iptables-nft masquerades
 )
 
-// desired is the rendered form of a Model: everything the table must hold.
+// family is what differs between weft's two tables, `ip weft` and
+// `ip6 weft`: the rules are the same, the addresses are not.
+type family struct {
+	table nftables.TableFamily
+	name  string // nft's family keyword, which is also the address keyword in rules
+	key   nftables.SetDatatype
+	// saddr and daddr are the offsets of the addresses in the network
+	// header, addrLen their length.
+	saddr, daddr, addrLen uint32
+	nat                   uint32 // NFPROTO_* of the NAT expression
+}
+
+var (
+	ipv4 = &family{table: nftables.TableFamilyIPv4, name: "ip", key: nftables.TypeIPAddr, saddr: 12, daddr: 16, addrLen: 4, nat: unix.NFPROTO_IPV4}
+	ipv6 = &family{table: nftables.TableFamilyIPv6, name: "ip6", key: nftables.TypeIP6Addr, saddr: 8, daddr: 24, addrLen: 16, nat: unix.NFPROTO_IPV6}
+	// families is every table weft may own, in the order a transaction
+	// writes them.
+	families = []*family{ipv4, ipv6}
+)
+
+func (f *family) weftTable() *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: f.table}
+}
+
+// ival is one interval of an interval set: [start, end), end invalid when
+// it runs to the last address of the family (such an interval has no end
+// element in the kernel).
+type ival struct{ start, end netip.Addr }
+
+func compareIval(a, b ival) int {
+	if c := a.start.Compare(b.start); c != 0 {
+		return c
+	}
+	switch {
+	case a.end == b.end:
+		return 0
+	case !a.end.IsValid():
+		return 1
+	case !b.end.IsValid():
+		return -1
+	}
+	return a.end.Compare(b.end)
+}
+
+// prefixIvals turns merged prefixes into one interval each.
+func prefixIvals(ps []netip.Prefix) []ival {
+	out := make([]ival, len(ps))
+	for i, p := range ps {
+		out[i] = ival{start: p.Addr(), end: lastAddr(p).Next()}
+	}
+	return out
+}
+
+// lastAddr is the last address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// desired is the rendered form of a Model: every table weft must own, each
+// with everything it must hold.
 type desired struct {
+	tables []*desiredTable
+}
+
+type desiredTable struct {
+	fam    *family
 	chains []desiredChain
-	sets   map[string][]cidrset.Interval
+	sets   map[string][]ival
+}
+
+// table returns the desired table of family f, nil when the model renders
+// none.
+func (d *desired) table(f *family) *desiredTable {
+	for _, t := range d.tables {
+		if t.fam == f {
+			return t
+		}
+	}
+	return nil
 }
 
 type desiredChain struct {
@@ -69,33 +149,82 @@ func (r desiredRule) tag() string {
 // intervalMemo remembers the intervals of the last CIDR list it merged:
 // merging 10,000 CIDRs costs about a millisecond, comparing them with the
 // previous list a few microseconds, and most Applies (resyncs, a changed CNI
-// IP, the other set changing) see the same list again.
+// IP, the other set changing) see the same list again. The input is the
+// model's whole list (both families): one memo per set and family.
 type intervalMemo struct {
 	in  []netip.Prefix
-	out []cidrset.Interval
+	out []ival
 }
 
-// intervals returns cidrset.Intervals(in), reusing the previous result when
-// in is element-wise equal to the previous input. A nil memo just merges.
-// The result is shared: callers never modify it.
-func (m *intervalMemo) intervals(in []netip.Prefix) []cidrset.Interval {
+// intervals returns the merged intervals of f's prefixes of in, reusing
+// the previous result when in is element-wise equal to the previous input.
+// A nil memo just merges. The result is shared: callers never modify it.
+func (m *intervalMemo) intervals(f *family, in []netip.Prefix) []ival {
+	merge := func() []ival {
+		if f == ipv6 {
+			return prefixIvals(cidrset.Merge6(in))
+		}
+		return prefixIvals(cidrset.Merge(in))
+	}
 	if m == nil {
-		return cidrset.Intervals(in)
+		return merge()
 	}
 	if m.out != nil && slices.Equal(m.in, in) {
 		return m.out
 	}
-	m.in, m.out = slices.Clone(in), cidrset.Intervals(in)
+	m.in, m.out = slices.Clone(in), merge()
 	return m.out
 }
 
+// memos holds one memo per family and set.
+type memos map[*family]*[2]intervalMemo
+
 // render turns a model into the desired table contents.
 func render(m packetfilter.Model) (*desired, error) {
-	return renderMemo(m, nil, nil)
+	return renderMemo(m, nil)
 }
 
-// renderMemo is render with memos for the local and remote sets (nil: none).
-func renderMemo(m packetfilter.Model, local, remote *intervalMemo) (*desired, error) {
+// renderMemo is render with memos for the sets (nil: none). Table ip weft
+// is always rendered, as before IPv6; table ip6 weft only when the model
+// holds an IPv6 CIDR.
+func renderMemo(m packetfilter.Model, mm memos) (*desired, error) {
+	if _, _, bad := packetfilter.Split(slices.Concat(m.LocalCIDRs, m.RemoteCIDRs)); len(bad) > 0 {
+		return nil, fmt.Errorf("CIDR %v is neither IPv4 nor IPv6", bad[0])
+	}
+	if m.CNIIP.IsValid() && !m.CNIIP.Unmap().Is4() {
+		return nil, fmt.Errorf("CNI IP %s is not IPv4 (an IPv6 one goes in CNIIP6)", m.CNIIP)
+	}
+	if m.CNIIP6.IsValid() && (!m.CNIIP6.Is6() || m.CNIIP6.Is4In6()) {
+		return nil, fmt.Errorf("CNI IPv6 address %s is not IPv6", m.CNIIP6)
+	}
+	d := &desired{}
+	for _, f := range families {
+		if f == ipv6 && !m.HasIPv6() {
+			continue
+		}
+		var local, remote *intervalMemo
+		if mm != nil {
+			if mm[f] == nil {
+				mm[f] = &[2]intervalMemo{}
+			}
+			local, remote = &mm[f][0], &mm[f][1]
+		}
+		cni := m.CNIIP.Unmap()
+		if f == ipv6 {
+			cni = m.CNIIP6
+		}
+		t, err := renderTable(f, m, cni, local.intervals(f, m.LocalCIDRs), remote.intervals(f, m.RemoteCIDRs))
+		if err != nil {
+			return nil, err
+		}
+		d.tables = append(d.tables, t)
+	}
+	return d, nil
+}
+
+// renderTable renders one family's table: the same chains and rules for
+// both, with that family's sets and CNI address.
+func renderTable(f *family, m packetfilter.Model, cniIP netip.Addr, local, remote []ival) (*desiredTable, error) {
 	mss, err := mssAction(m.MSS)
 	if err != nil {
 		return nil, err
@@ -103,9 +232,9 @@ func renderMemo(m packetfilter.Model, local, remote *intervalMemo) (*desired, er
 	devices := uniqSorted(m.Devices)
 	ports := uniqSorted(m.VXLANPorts)
 
-	d := &desired{sets: map[string][]cidrset.Interval{
-		SetLocal:  local.intervals(m.LocalCIDRs),
-		SetRemote: remote.intervals(m.RemoteCIDRs),
+	d := &desiredTable{fam: f, sets: map[string][]ival{
+		SetLocal:  local,
+		SetRemote: remote,
 	}}
 
 	nat := desiredChain{spec: chainSpec{ChainNAT, nftables.ChainTypeNAT, *nftables.ChainHookPostrouting, prioSrcNATM10, nftables.ChainPolicyAccept}}
@@ -114,23 +243,23 @@ func renderMemo(m packetfilter.Model, local, remote *intervalMemo) (*desired, er
 	// masquerade, in any table) applies: in netfilter the first NAT
 	// binding of a connection wins. An accept would not stop them.
 	nat.rules = append(nat.rules,
-		keepSource("keep-local-remote", SetLocal, SetRemote),
-		keepSource("keep-remote-local", SetRemote, SetLocal),
+		keepSource(f, "keep-local-remote", SetLocal, SetRemote),
+		keepSource(f, "keep-remote-local", SetRemote, SetLocal),
 	)
-	if m.CNIIP.Is4() {
+	if cniIP.IsValid() {
 		// One rule per device rather than an anonymous ifname set:
 		// google/nftables marks anonymous set keys big-endian, which makes
 		// nft print interface names in them as "".
 		for _, dev := range devices {
-			nat.rules = append(nat.rules, hostSNAT(dev, m.CNIIP))
+			nat.rules = append(nat.rules, hostSNAT(f, dev, cniIP))
 		}
 	}
 
 	// Never a route chain: that type exists only on hook output.
 	mssChain := desiredChain{spec: chainSpec{ChainMSS, nftables.ChainTypeFilter, *nftables.ChainHookPostrouting, *nftables.ChainPriorityMangle, nftables.ChainPolicyAccept}}
 	mssChain.rules = append(mssChain.rules,
-		clampMSS("mss-local-remote", SetLocal, SetRemote, mss),
-		clampMSS("mss-remote-local", SetRemote, SetLocal, mss),
+		clampMSS(f, "mss-local-remote", SetLocal, SetRemote, mss),
+		clampMSS(f, "mss-remote-local", SetRemote, SetLocal, mss),
 	)
 
 	input := desiredChain{spec: chainSpec{ChainInput, nftables.ChainTypeFilter, *nftables.ChainHookInput, *nftables.ChainPriorityFilter, nftables.ChainPolicyAccept}}
@@ -179,22 +308,27 @@ func mssAction(m packetfilter.MSS) (*uint16, error) {
 	}
 }
 
-func keepSource(name, from, to string) desiredRule {
+// keepSource is `ip saddr @from ip daddr @to snat to ip saddr` (ip6 in
+// table ip6 weft: the same rule, nft spells it with its family keyword).
+func keepSource(f *family, name, from, to string) desiredRule {
 	return desiredRule{
 		name: name,
-		text: fmt.Sprintf("ip saddr @%s ip daddr @%s snat to ip saddr", from, to),
+		text: fmt.Sprintf("%[1]s saddr @%[2]s %[1]s daddr @%[3]s snat to %[1]s saddr", f.name, from, to),
 		build: func(b *batch) []expr.Any {
-			ex := b.lookupAddr(12, from, false)
-			ex = append(ex, b.lookupAddr(16, to, false)...)
+			ex := b.lookupAddr(f.saddr, from, false)
+			ex = append(ex, b.lookupAddr(f.daddr, to, false)...)
 			return append(ex,
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.addrLen},
+				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: f.nat, RegAddrMin: 1},
 			)
 		},
 	}
 }
 
-func clampMSS(name, from, to string, fixed *uint16) desiredRule {
+// clampMSS writes the MSS option of SYNs between the sets. `rt mtu`
+// works for both families: the kernel subtracts the header sizes of the
+// packet's family.
+func clampMSS(f *family, name, from, to string, fixed *uint16) desiredRule {
 	action := "rt mtu"
 	if fixed != nil {
 		action = strconv.Itoa(int(*fixed))
@@ -203,11 +337,11 @@ func clampMSS(name, from, to string, fixed *uint16) desiredRule {
 		name: name,
 		// The SYN test comes first: this chain sees every packet, and
 		// two set lookups per packet showed in the data-path benchmark.
-		text: fmt.Sprintf("tcp flags syn / syn,rst ip saddr @%s ip daddr @%s tcp option maxseg size set %s", from, to, action),
+		text: fmt.Sprintf("tcp flags syn / syn,rst %[1]s saddr @%[2]s %[1]s daddr @%[3]s tcp option maxseg size set %[4]s", f.name, from, to, action),
 		build: func(b *batch) []expr.Any {
 			ex := synOnly()
-			ex = append(ex, b.lookupAddr(12, from, false)...)
-			ex = append(ex, b.lookupAddr(16, to, false)...)
+			ex = append(ex, b.lookupAddr(f.saddr, from, false)...)
+			ex = append(ex, b.lookupAddr(f.daddr, to, false)...)
 			return append(ex, mssWrite(fixed)...)
 		},
 	}
@@ -259,24 +393,23 @@ func acceptIfname(name string, key expr.MetaKey, dev string) desiredRule {
 	}
 }
 
-// hostSNAT gives host-network traffic to remote clusters the CNI IP as
-// source. Matching only remote destinations keeps VTEP-to-VTEP traffic on
-// the same device untouched.
-func hostSNAT(dev string, cni netip.Addr) desiredRule {
+// hostSNAT gives host-network traffic to remote clusters the CNI IP (of
+// the table's family) as source. Matching only remote destinations keeps
+// VTEP-to-VTEP traffic on the same device untouched.
+func hostSNAT(f *family, dev string, cni netip.Addr) desiredRule {
 	return desiredRule{
 		name: "host-snat",
-		text: fmt.Sprintf("oifname %q ip saddr != @%s ip daddr @%s snat to %s", dev, SetLocal, SetRemote, cni),
+		text: fmt.Sprintf("oifname %q %[2]s saddr != @%[3]s %[2]s daddr @%[4]s snat to %[5]s", dev, f.name, SetLocal, SetRemote, cni),
 		build: func(b *batch) []expr.Any {
 			ex := []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifnameKey(dev)},
 			}
-			ex = append(ex, b.lookupAddr(12, SetLocal, true)...)
-			ex = append(ex, b.lookupAddr(16, SetRemote, false)...)
-			a := cni.As4()
+			ex = append(ex, b.lookupAddr(f.saddr, SetLocal, true)...)
+			ex = append(ex, b.lookupAddr(f.daddr, SetRemote, false)...)
 			return append(ex,
-				&expr.Immediate{Register: 1, Data: a[:]},
-				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
+				&expr.Immediate{Register: 1, Data: cni.AsSlice()},
+				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: f.nat, RegAddrMin: 1},
 			)
 		},
 	}
@@ -319,42 +452,40 @@ func ruleTag(r *nftables.Rule) string {
 }
 
 // intervalElements turns intervals into nft interval-set elements: a start
-// element and, unless the interval runs to 255.255.255.255, an end element.
-func intervalElements(ivs []cidrset.Interval) []nftables.SetElement {
+// element and, unless the interval runs to the family's last address, an
+// end element.
+func intervalElements(ivs []ival) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, 2*len(ivs))
 	for _, iv := range ivs {
-		s := iv.StartAddr().As4()
-		out = append(out, nftables.SetElement{Key: s[:]})
-		if e, ok := iv.EndAddr(); ok {
-			b := e.As4()
-			out = append(out, nftables.SetElement{Key: b[:], IntervalEnd: true})
+		out = append(out, nftables.SetElement{Key: iv.start.AsSlice()})
+		if iv.end.IsValid() {
+			out = append(out, nftables.SetElement{Key: iv.end.AsSlice(), IntervalEnd: true})
 		}
 	}
 	return out
 }
 
-// elementsIntervals reads interval-set elements back into intervals. The
-// kernel dumps them in any order and, for sets nft filled, with an extra end
-// element at 0.0.0.0; an end element with no open start is ignored.
-func elementsIntervals(elems []nftables.SetElement) []cidrset.Interval {
+// elementsIntervals reads f's interval-set elements back into intervals.
+// The kernel dumps them in any order and, for sets nft filled, with an
+// extra end element at the zero address; an end element with no open start
+// is ignored.
+func elementsIntervals(f *family, elems []nftables.SetElement) []ival {
 	type point struct {
-		key uint64
+		key netip.Addr
 		end bool
 	}
 	pts := make([]point, 0, len(elems))
 	for _, e := range elems {
-		if len(e.Key) != 4 {
+		if len(e.Key) != int(f.addrLen) {
 			continue
 		}
-		pts = append(pts, point{uint64(binary.BigEndian.Uint32(e.Key)), e.IntervalEnd})
+		a, _ := netip.AddrFromSlice(e.Key)
+		pts = append(pts, point{a, e.IntervalEnd})
 	}
 	// At one key an end sorts before a start: touching intervals.
 	slices.SortFunc(pts, func(a, b point) int {
-		if a.key != b.key {
-			if a.key < b.key {
-				return -1
-			}
-			return 1
+		if c := a.key.Compare(b.key); c != 0 {
+			return c
 		}
 		if a.end == b.end {
 			return 0
@@ -364,23 +495,23 @@ func elementsIntervals(elems []nftables.SetElement) []cidrset.Interval {
 		}
 		return 1
 	})
-	var out []cidrset.Interval
-	open, start := false, uint64(0)
+	var out []ival
+	open, start := false, netip.Addr{}
 	for _, p := range pts {
 		switch {
 		case !p.end && !open:
 			open, start = true, p.key
 		case !p.end && open:
 			// Two starts in a row: the first runs up to the second.
-			out = append(out, cidrset.Interval{Start: start, End: p.key})
+			out = append(out, ival{start: start, end: p.key})
 			start = p.key
 		case p.end && open:
-			out = append(out, cidrset.Interval{Start: start, End: p.key})
+			out = append(out, ival{start: start, end: p.key})
 			open = false
 		}
 	}
 	if open {
-		out = append(out, cidrset.Interval{Start: start, End: 1 << 32})
+		out = append(out, ival{start: start})
 	}
 	return out
 }

@@ -13,7 +13,15 @@ import (
 )
 
 func tags(d *desired, chain string) []string {
-	for _, c := range d.chains {
+	return tableTags(d, ipv4, chain)
+}
+
+func tableTags(d *desired, f *family, chain string) []string {
+	t := d.table(f)
+	if t == nil {
+		return nil
+	}
+	for _, c := range t.chains {
 		if c.spec.name == chain {
 			var out []string
 			for _, r := range c.rules {
@@ -42,7 +50,6 @@ func TestRenderHostSNAT(t *testing.T) {
 		want    int // host-snat rules
 	}{
 		{"no CNI IP", "", []string{"vx-weft"}, 0},
-		{"IPv6 CNI IP", "fd00::1", []string{"vx-weft"}, 0},
 		{"one device", "10.1.2.1", []string{"vx-weft"}, 1},
 		{"two devices", "10.1.2.1", []string{"vx-weft-cable", "vx-weft", "vx-weft"}, 2},
 		{"no device", "10.1.2.1", nil, 0},
@@ -109,33 +116,76 @@ func TestRenderMSS(t *testing.T) {
 }
 
 func TestElementsRoundTrip(t *testing.T) {
-	in := cidrset.Intervals(prefixes("10.0.1.0/24", "10.0.2.0/23", "192.168.0.0/16", "255.255.255.0/24"))
-	elems := intervalElements(in)
-	// The open-ended last interval has no end element.
-	if got, want := len(elems), 2*len(in)-1; got != want {
-		t.Fatalf("%d elements, want %d", got, want)
+	tests := []struct {
+		f    *family
+		in   []ival
+		zero []byte
+	}{
+		{ipv4, prefixIvals(cidrset.Merge(prefixes("10.0.1.0/24", "10.0.2.0/23", "192.168.0.0/16", "255.255.255.0/24"))), make([]byte, 4)},
+		{ipv6, prefixIvals(cidrset.Merge6(prefixes("fd01::/48", "fd02::/47", "2001:db8::/32", "ffff:ffff::/32"))), make([]byte, 16)},
 	}
-	// The kernel dumps elements in its own order, and sets nft filled carry
-	// an extra end element at 0.0.0.0.
-	shuffled := append([]nftables.SetElement{{Key: []byte{0, 0, 0, 0}, IntervalEnd: true}}, elems...)
-	slices.Reverse(shuffled)
-	if got := elementsIntervals(shuffled); !slices.Equal(got, in) {
-		t.Fatalf("round trip = %v, want %v", got, in)
+	for _, tt := range tests {
+		t.Run(tt.f.name, func(t *testing.T) {
+			elems := intervalElements(tt.in)
+			// The open-ended last interval has no end element.
+			if got, want := len(elems), 2*len(tt.in)-1; got != want {
+				t.Fatalf("%d elements, want %d", got, want)
+			}
+			// The kernel dumps elements in its own order, and sets nft
+			// filled carry an extra end element at the zero address.
+			shuffled := append([]nftables.SetElement{{Key: tt.zero, IntervalEnd: true}}, elems...)
+			slices.Reverse(shuffled)
+			if got := elementsIntervals(tt.f, shuffled); !slices.Equal(got, tt.in) {
+				t.Fatalf("round trip = %v, want %v", got, tt.in)
+			}
+			// Keys of the other family are not this set's.
+			other := ipv6
+			if tt.f == ipv6 {
+				other = ipv4
+			}
+			if got := elementsIntervals(other, elems); len(got) != 0 {
+				t.Fatalf("elements read as %s: %v", other.name, got)
+			}
+		})
+	}
+}
+
+// IPv4 intervals are what cidrset.Intervals computes, as before IPv6.
+func TestIvalsMatchCidrsetIntervals(t *testing.T) {
+	ps := prefixes("10.0.1.0/24", "10.0.2.0/23", "192.168.0.0/16", "255.255.255.0/24", "0.0.0.0/32")
+	want := cidrset.Intervals(ps)
+	got := prefixIvals(cidrset.Merge(ps))
+	if len(got) != len(want) {
+		t.Fatalf("%d intervals, want %d", len(got), len(want))
+	}
+	for i := range got {
+		e, ok := want[i].EndAddr()
+		if !ok {
+			e = netip.Addr{}
+		}
+		if got[i].start != want[i].StartAddr() || got[i].end != e {
+			t.Errorf("interval %d = %v, want %v", i, got[i], want[i])
+		}
 	}
 }
 
 func TestDiffIntervals(t *testing.T) {
-	iv := func(ps ...string) []cidrset.Interval { return cidrset.Intervals(prefixes(ps...)) }
+	iv := func(ps ...string) []ival {
+		v4, v6, _ := packetfilter.Split(prefixes(ps...))
+		return append(prefixIvals(cidrset.Merge(v4)), prefixIvals(cidrset.Merge6(v6))...)
+	}
 	tests := []struct {
 		name           string
-		have, want     []cidrset.Interval
-		wantDel, wantA []cidrset.Interval
+		have, want     []ival
+		wantDel, wantA []ival
 	}{
 		{"equal", iv("10.0.0.0/8"), iv("10.0.0.0/8"), nil, nil},
 		{"add", iv("10.0.0.0/8"), iv("10.0.0.0/8", "192.168.0.0/16"), nil, iv("192.168.0.0/16")},
 		{"delete", iv("10.0.0.0/8", "192.168.0.0/16"), iv("192.168.0.0/16"), iv("10.0.0.0/8"), nil},
 		{"grow", iv("10.0.0.0/25"), iv("10.0.0.0/24"), iv("10.0.0.0/25"), iv("10.0.0.0/24")},
 		{"from empty", nil, iv("10.0.0.0/8"), nil, iv("10.0.0.0/8")},
+		{"ipv6 grow", iv("fd01::/49"), iv("fd01::/48"), iv("fd01::/49"), iv("fd01::/48")},
+		{"ipv6 to the end", iv("fd01::/48"), iv("fd01::/48", "ff00::/8"), nil, iv("ff00::/8")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,8 +212,109 @@ func TestElementMessages(t *testing.T) {
 		for i := range tt.intervals {
 			ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(2 * i / 256), byte(2 * i % 256), 0}), 24))
 		}
-		if got := elementMessages(intervalElements(cidrset.Intervals(ps))); got != tt.want {
+		if got := elementMessages(intervalElements(prefixIvals(cidrset.Merge(ps)))); got != tt.want {
 			t.Errorf("%d intervals: %d messages, want %d", tt.intervals, got, tt.want)
 		}
+	}
+}
+
+func dualModel() packetfilter.Model {
+	m := baseModel()
+	m.LocalCIDRs = append(m.LocalCIDRs, prefixes("fd01::/48", "fd01:101::/108")...)
+	m.RemoteCIDRs = append(m.RemoteCIDRs, prefixes("fd02::/48", "fd02:102::/108")...)
+	m.CNIIP = netip.MustParseAddr("10.1.2.1")
+	m.CNIIP6 = netip.MustParseAddr("fd01:0:0:2::1")
+	return m
+}
+
+func TestRenderFamilies(t *testing.T) {
+	countSNAT := func(d *desired, f *family) int {
+		n := 0
+		for _, tag := range tableTags(d, f, ChainNAT) {
+			if strings.HasPrefix(tag, tagPrefix+"host-snat:") {
+				n++
+			}
+		}
+		return n
+	}
+	tests := []struct {
+		name        string
+		edit        func(*packetfilter.Model)
+		tables      []string
+		snat, snat6 int
+	}{
+		{"ipv4 only", func(m *packetfilter.Model) { *m = baseModel(); m.CNIIP = netip.MustParseAddr("10.1.2.1") }, []string{"ip"}, 2, 0},
+		{"ipv4 only, a CNI IPv6 address alone renders no ip6 table", func(m *packetfilter.Model) {
+			*m = baseModel()
+			m.CNIIP6 = netip.MustParseAddr("fd01::1")
+		}, []string{"ip"}, 0, 0},
+		{"dual stack", func(*packetfilter.Model) {}, []string{"ip", "ip6"}, 2, 2},
+		{"dual stack, IPv6 CNI address unknown", func(m *packetfilter.Model) { m.CNIIP6 = netip.Addr{} }, []string{"ip", "ip6"}, 2, 0},
+		{"ipv6 only: ip weft stays, empty", func(m *packetfilter.Model) {
+			m.LocalCIDRs, m.RemoteCIDRs, m.CNIIP = prefixes("fd01::/48"), prefixes("fd02::/48"), netip.Addr{}
+		}, []string{"ip", "ip6"}, 0, 2},
+		{"only remote IPv6", func(m *packetfilter.Model) { m.LocalCIDRs = baseModel().LocalCIDRs }, []string{"ip", "ip6"}, 2, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := dualModel()
+			tt.edit(&m)
+			d := mustRender(t, m)
+			var names []string
+			for _, dt := range d.tables {
+				names = append(names, dt.fam.name)
+				for set, ivs := range dt.sets {
+					for _, iv := range ivs {
+						if iv.start.BitLen() != int(dt.fam.addrLen)*8 {
+							t.Errorf("table %s set %s holds %v", dt.fam.name, set, iv)
+						}
+					}
+				}
+			}
+			if !slices.Equal(names, tt.tables) {
+				t.Fatalf("tables %v, want %v", names, tt.tables)
+			}
+			if got := countSNAT(d, ipv4); got != tt.snat {
+				t.Errorf("%d ip host-snat rules, want %d", got, tt.snat)
+			}
+			if got := countSNAT(d, ipv6); got != tt.snat6 {
+				t.Errorf("%d ip6 host-snat rules, want %d", got, tt.snat6)
+			}
+		})
+	}
+	// The IPv4 table of a dual-stack model is the IPv4-only model's table.
+	v4 := baseModel()
+	v4.CNIIP = netip.MustParseAddr("10.1.2.1")
+	a, b := mustRender(t, v4).table(ipv4), mustRender(t, dualModel()).table(ipv4)
+	for _, ch := range []string{ChainNAT, ChainMSS, ChainInput, ChainForward} {
+		if !slices.Equal(tableTags(&desired{tables: []*desiredTable{a}}, ipv4, ch), tableTags(&desired{tables: []*desiredTable{b}}, ipv4, ch)) {
+			t.Errorf("chain %s of ip weft differs with IPv6 in the model", ch)
+		}
+	}
+	if !slices.Equal(a.sets[SetLocal], b.sets[SetLocal]) || !slices.Equal(a.sets[SetRemote], b.sets[SetRemote]) {
+		t.Error("sets of ip weft differ with IPv6 in the model")
+	}
+}
+
+func TestRenderRejectsWrongFamily(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*packetfilter.Model)
+		want string
+	}{
+		{"IPv6 in CNIIP", func(m *packetfilter.Model) { m.CNIIP = netip.MustParseAddr("fd00::1") }, "not IPv4"},
+		{"IPv4 in CNIIP6", func(m *packetfilter.Model) { m.CNIIP6 = netip.MustParseAddr("10.1.2.1") }, "not IPv6"},
+		{"short IPv4-mapped CIDR", func(m *packetfilter.Model) {
+			m.RemoteCIDRs = append(m.RemoteCIDRs, netip.MustParsePrefix("::ffff:0:0/64"))
+		}, "neither IPv4 nor IPv6"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := dualModel()
+			tt.edit(&m)
+			if _, err := render(m); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("render = %v, want an error saying %q", err, tt.want)
+			}
+		})
 	}
 }

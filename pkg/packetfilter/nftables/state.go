@@ -6,15 +6,17 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
-
-	"github.com/weft-net/weft/pkg/cidrset"
 )
 
-// kernelState is what weft's table holds, as far as Apply cares.
+// kernelState is what weft's tables hold, as far as Apply cares.
 type kernelState struct {
-	tableExists bool
-	chains      map[string]chainState
-	sets        map[string]setState
+	tables map[*family]*tableState // only the tables that exist
+}
+
+// tableState is one of weft's tables as the kernel holds it.
+type tableState struct {
+	chains map[string]chainState
+	sets   map[string]setState
 	// unreadable notes why the table's content could not be read (a rule
 	// the library cannot parse): the table is then rebuilt.
 	unreadable string
@@ -27,34 +29,40 @@ type chainState struct {
 }
 
 type setState struct {
-	ok        bool // ipv4_addr, interval, nothing else
-	intervals []cidrset.Interval
+	ok        bool // the family's address type, interval, nothing else
+	intervals []ival
 }
 
-func weftTable() *nftables.Table {
-	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
-}
+// weftTable is table ip weft.
+func weftTable() *nftables.Table { return ipv4.weftTable() }
 
-// readState lists weft's table: its chains, their rules' tags and the
+// readState lists weft's tables: their chains, their rules' tags and the
 // named sets with their elements.
 func readState(cc *nftables.Conn) (*kernelState, error) {
-	st := &kernelState{chains: map[string]chainState{}, sets: map[string]setState{}}
-	tables, err := cc.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	st := &kernelState{tables: map[*family]*tableState{}}
+	tables, err := cc.ListTables()
 	if err != nil {
-		return nil, fmt.Errorf("list ip tables: %w", err)
+		return nil, fmt.Errorf("list tables: %w", err)
 	}
-	for _, t := range tables {
-		if t.Name == TableName {
-			st.tableExists = true
+	for _, f := range families {
+		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == TableName && t.Family == f.table }) {
+			continue
 		}
+		ts, err := readTable(cc, f)
+		if err != nil {
+			return nil, err
+		}
+		st.tables[f] = ts
 	}
-	if !st.tableExists {
-		return st, nil
-	}
-	table := weftTable()
-	chains, err := cc.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	return st, nil
+}
+
+func readTable(cc *nftables.Conn, f *family) (*tableState, error) {
+	ts := &tableState{chains: map[string]chainState{}, sets: map[string]setState{}}
+	table := f.weftTable()
+	chains, err := cc.ListChainsOfTableFamily(f.table)
 	if err != nil {
-		return nil, fmt.Errorf("list ip chains: %w", err)
+		return nil, fmt.Errorf("list %s chains: %w", f.name, err)
 	}
 	for _, c := range chains {
 		if c.Table == nil || c.Table.Name != TableName {
@@ -70,49 +78,49 @@ func readState(cc *nftables.Conn) (*kernelState, error) {
 		}
 		rules, err := cc.GetRules(table, c)
 		if err != nil {
-			st.unreadable = fmt.Sprintf("rules of chain %s: %v", c.Name, err)
+			ts.unreadable = fmt.Sprintf("rules of chain %s: %v", c.Name, err)
 			continue
 		}
 		for _, r := range rules {
 			cs.tags = append(cs.tags, ruleTag(r))
 		}
-		st.chains[c.Name] = cs
+		ts.chains[c.Name] = cs
 	}
 	sets, err := cc.GetSets(table)
 	if err != nil {
-		return nil, fmt.Errorf("list sets of table ip %s: %w", TableName, err)
+		return nil, fmt.Errorf("list sets of table %s %s: %w", f.name, TableName, err)
 	}
 	for _, s := range sets {
 		if s.Anonymous || strings.HasPrefix(s.Name, "__") {
 			continue
 		}
-		ss := setState{ok: s.KeyType.Name == nftables.TypeIPAddr.Name && s.Interval &&
+		ss := setState{ok: s.KeyType.Name == f.key.Name && s.Interval &&
 			!s.IsMap && !s.HasTimeout && !s.Constant && !s.Concatenation && !s.Dynamic}
 		elems, err := cc.GetSetElements(s)
 		if err != nil {
-			return nil, fmt.Errorf("list elements of set %s: %w", s.Name, err)
+			return nil, fmt.Errorf("list elements of set %s in table %s %s: %w", s.Name, f.name, TableName, err)
 		}
-		ss.intervals = elementsIntervals(elems)
-		st.sets[s.Name] = ss
+		ss.intervals = elementsIntervals(f, elems)
+		ts.sets[s.Name] = ss
 	}
-	return st, nil
+	return ts, nil
 }
 
 // mismatch says why the table's structure differs from d (empty: it does
-// not; only set elements may differ).
-func (st *kernelState) mismatch(d *desired) string {
+// not; only set elements may differ). ts is nil for a missing table.
+func (ts *tableState) mismatch(d *desiredTable) string {
 	switch {
-	case !st.tableExists:
+	case ts == nil:
 		return "table missing"
-	case st.unreadable != "":
-		return "unreadable " + st.unreadable
-	case len(st.sets) != len(d.sets):
-		return fmt.Sprintf("%d sets, want %d", len(st.sets), len(d.sets))
-	case len(st.chains) != len(d.chains):
-		return fmt.Sprintf("%d chains, want %d", len(st.chains), len(d.chains))
+	case ts.unreadable != "":
+		return "unreadable " + ts.unreadable
+	case len(ts.sets) != len(d.sets):
+		return fmt.Sprintf("%d sets, want %d", len(ts.sets), len(d.sets))
+	case len(ts.chains) != len(d.chains):
+		return fmt.Sprintf("%d chains, want %d", len(ts.chains), len(d.chains))
 	}
 	for name := range d.sets {
-		s, ok := st.sets[name]
+		s, ok := ts.sets[name]
 		if !ok {
 			return "set " + name + " missing"
 		}
@@ -121,7 +129,7 @@ func (st *kernelState) mismatch(d *desired) string {
 		}
 	}
 	for _, dc := range d.chains {
-		c, ok := st.chains[dc.spec.name]
+		c, ok := ts.chains[dc.spec.name]
 		if !ok {
 			return "chain " + dc.spec.name + " missing"
 		}
@@ -141,30 +149,34 @@ func (st *kernelState) mismatch(d *desired) string {
 
 // stateOf is the state d renders into, for the cache.
 func stateOf(d *desired) *kernelState {
-	st := &kernelState{tableExists: true, chains: map[string]chainState{}, sets: map[string]setState{}}
-	for _, dc := range d.chains {
-		cs := chainState{spec: dc.spec, base: true}
-		for _, r := range dc.rules {
-			cs.tags = append(cs.tags, r.tag())
+	st := &kernelState{tables: map[*family]*tableState{}}
+	for _, dt := range d.tables {
+		ts := &tableState{chains: map[string]chainState{}, sets: map[string]setState{}}
+		for _, dc := range dt.chains {
+			cs := chainState{spec: dc.spec, base: true}
+			for _, r := range dc.rules {
+				cs.tags = append(cs.tags, r.tag())
+			}
+			ts.chains[dc.spec.name] = cs
 		}
-		st.chains[dc.spec.name] = cs
-	}
-	for name, ivs := range d.sets {
-		st.sets[name] = setState{ok: true, intervals: ivs}
+		for name, ivs := range dt.sets {
+			ts.sets[name] = setState{ok: true, intervals: ivs}
+		}
+		st.tables[dt.fam] = ts
 	}
 	return st
 }
 
 // diffIntervals returns the intervals to delete from have and to add to it
 // to get want; both inputs are sorted.
-func diffIntervals(have, want []cidrset.Interval) (del, add []cidrset.Interval) {
+func diffIntervals(have, want []ival) (del, add []ival) {
 	i, j := 0, 0
 	for i < len(have) || j < len(want) {
 		switch {
-		case j == len(want) || (i < len(have) && less(have[i], want[j])):
+		case j == len(want) || (i < len(have) && compareIval(have[i], want[j]) < 0):
 			del = append(del, have[i])
 			i++
-		case i == len(have) || less(want[j], have[i]):
+		case i == len(have) || compareIval(want[j], have[i]) < 0:
 			add = append(add, want[j])
 			j++
 		default:
@@ -173,11 +185,4 @@ func diffIntervals(have, want []cidrset.Interval) (del, add []cidrset.Interval) 
 		}
 	}
 	return del, add
-}
-
-func less(a, b cidrset.Interval) bool {
-	if a.Start != b.Start {
-		return a.Start < b.Start
-	}
-	return a.End < b.End
 }
