@@ -340,42 +340,63 @@ table ip kube-proxy {
 `
 
 func TestCoexistence(t *testing.T) {
-	n := netnstest.New(t)
-	if out, err := n.Exec("sh", "-c", "nft -f - <<'EOF'\n"+foreignRuleset+"EOF\n"); err != nil {
-		t.Fatalf("load foreign ruleset: %v %s", err, out)
+	v4 := baseModel()
+	v4.CNIIP = netip.MustParseAddr("10.1.2.1")
+	tests := []struct {
+		name    string
+		ruleset string
+		foreign []string // "family name" of each foreign table
+		model   packetfilter.Model
+		added   string
+	}{
+		{"ipv4", foreignRuleset, []string{"ip filter", "ip kube-proxy"}, v4, "10.3.0.0/16"},
+		{"dual stack", foreignRuleset + foreignRuleset6, []string{"ip filter", "ip kube-proxy", "ip6 filter", "ip6 kube-proxy"}, dualModel(), "fd09::/48"},
 	}
-	list := func() string {
-		return n.MustExec(t, "nft", "list", "table", "ip", "filter") + n.MustExec(t, "nft", "list", "table", "ip", "kube-proxy")
-	}
-	before := list()
-	b := newBackend(t, n)
-	m := baseModel()
-	m.CNIIP = netip.MustParseAddr("10.1.2.1")
-	apply(t, b, m)
-	m.RemoteCIDRs = append(m.RemoteCIDRs, netip.MustParsePrefix("10.3.0.0/16"))
-	apply(t, b, m)
-	if after := list(); after != before {
-		t.Fatalf("foreign tables changed by Apply:\n%s\n--- before\n%s", after, before)
-	}
-	if f := b.Findings(context.Background()); len(f) != 0 {
-		t.Errorf("findings with accept policies: %+v", f)
-	}
-	ctx := context.Background()
-	if err := b.Cleanup(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Cleanup(ctx); err != nil {
-		t.Fatalf("second Cleanup: %v", err)
-	}
-	if after := list(); after != before {
-		t.Fatalf("foreign tables changed by Cleanup:\n%s\n--- before\n%s", after, before)
-	}
-	if out, err := n.Exec("nft", "list", "table", "ip", TableName); err == nil {
-		t.Fatalf("table still there after Cleanup:\n%s", out)
-	}
-	// After Cleanup the next Apply rebuilds from nothing.
-	if st := apply(t, b, m); !st.Full {
-		t.Fatalf("apply after cleanup: %+v", st)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := netnstest.New(t)
+			if out, err := n.Exec("sh", "-c", "nft -f - <<'EOF'\n"+tt.ruleset+"EOF\n"); err != nil {
+				t.Fatalf("load foreign ruleset: %v %s", err, out)
+			}
+			list := func() string {
+				var s string
+				for _, tb := range tt.foreign {
+					s += n.MustExec(t, "nft", append([]string{"-a", "list", "table"}, strings.Fields(tb)...)...)
+				}
+				return s
+			}
+			before := list()
+			b := newBackend(t, n)
+			m := tt.model
+			apply(t, b, m)
+			m.RemoteCIDRs = append(m.RemoteCIDRs, netip.MustParsePrefix(tt.added))
+			apply(t, b, m)
+			if after := list(); after != before {
+				t.Fatalf("foreign tables changed by Apply:\n%s\n--- before\n%s", after, before)
+			}
+			if f := b.Findings(context.Background()); len(f) != 0 {
+				t.Errorf("findings with accept policies: %+v", f)
+			}
+			ctx := context.Background()
+			if err := b.Cleanup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Cleanup(ctx); err != nil {
+				t.Fatalf("second Cleanup: %v", err)
+			}
+			if after := list(); after != before {
+				t.Fatalf("foreign tables changed by Cleanup:\n%s\n--- before\n%s", after, before)
+			}
+			for _, fam := range []string{"ip", "ip6"} {
+				if out, err := n.Exec("nft", "list", "table", fam, TableName); err == nil {
+					t.Fatalf("table %s %s still there after Cleanup:\n%s", fam, TableName, out)
+				}
+			}
+			// After Cleanup the next Apply rebuilds from nothing.
+			if st := apply(t, b, m); !st.Full {
+				t.Fatalf("apply after cleanup: %+v", st)
+			}
+		})
 	}
 }
 
