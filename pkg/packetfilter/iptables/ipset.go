@@ -14,12 +14,13 @@ import (
 )
 
 // IPSets is the narrow view of the kernel's ipsets the backend needs: sets
-// of type hash:net, family inet.
+// of type hash:net, family inet or inet6.
 type IPSets interface {
 	// List returns the members of the set; exists is false (and err nil)
 	// when there is no such set. typ is the set's type name.
 	List(name string) (members []netip.Prefix, typ string, exists bool, err error)
-	Create(name string) error
+	// Create makes a hash:net set of family inet, or inet6 with ipv6.
+	Create(name string, ipv6 bool) error
 	// Add and Del change many members at once; the error names each
 	// member that failed.
 	Add(name string, ps []netip.Prefix) error
@@ -76,9 +77,13 @@ func (NetlinkIPSets) List(name string) ([]netip.Prefix, string, bool, error) {
 }
 
 // Create implements IPSets.
-func (NetlinkIPSets) Create(name string) error {
+func (NetlinkIPSets) Create(name string, ipv6 bool) error {
+	family := uint8(unix.AF_INET)
+	if ipv6 {
+		family = unix.AF_INET6
+	}
 	err := safely("create ipset "+name, func() error {
-		return netlink.IpsetCreate(name, setType, netlink.IpsetCreateOptions{Family: unix.AF_INET})
+		return netlink.IpsetCreate(name, setType, netlink.IpsetCreateOptions{Family: family})
 	})
 	if err != nil {
 		return fmt.Errorf("create ipset %s: %w", name, err)
@@ -120,8 +125,8 @@ func ipsetBatch(cmd int, verb, name string, ps []netip.Prefix) error {
 }
 
 // ipsetRequest is what the netlink library's IpsetAdd / IpsetDel send for a
-// hash:net member (set name, IPv4 address, prefix length, line number 0),
-// with NLM_F_EXCL on adds.
+// hash:net member (set name, IPv4 or IPv6 address, prefix length, line
+// number 0), with NLM_F_EXCL on adds.
 func ipsetRequest(cmd int, name string, p netip.Prefix) *nl.NetlinkRequest {
 	flags := nl.GetIpsetFlags(cmd) &^ unix.NLM_F_REQUEST
 	if cmd == nl.IPSET_CMD_ADD {
@@ -132,7 +137,11 @@ func ipsetRequest(cmd int, name string, p netip.Prefix) *nl.NetlinkRequest {
 	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_PROTOCOL, nl.Uint8Attr(nl.IPSET_PROTOCOL)))
 	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_SETNAME, nl.ZeroTerminated(name)))
 	ip := nl.NewRtAttr(nl.IPSET_ATTR_IP|int(nl.NLA_F_NESTED), nil)
-	ip.AddChild(nl.NewRtAttr(nl.IPSET_ATTR_IPADDR_IPV4|int(nl.NLA_F_NET_BYTEORDER), p.Addr().AsSlice()))
+	addrAttr := nl.IPSET_ATTR_IPADDR_IPV4
+	if p.Addr().Is6() {
+		addrAttr = nl.IPSET_ATTR_IPADDR_IPV6
+	}
+	ip.AddChild(nl.NewRtAttr(addrAttr|int(nl.NLA_F_NET_BYTEORDER), p.Addr().AsSlice()))
 	data := nl.NewRtAttr(nl.IPSET_ATTR_DATA|int(nl.NLA_F_NESTED), nil)
 	data.AddChild(ip)
 	data.AddChild(nl.NewRtAttr(nl.IPSET_ATTR_CIDR, nl.Uint8Attr(uint8(p.Bits()))))

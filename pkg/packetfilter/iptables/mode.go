@@ -18,11 +18,13 @@ type binaries struct {
 	save, restore string
 }
 
-func binariesFor(mode string) binaries {
-	if mode == ModeLegacy {
-		return binaries{save: "iptables-legacy-save", restore: "iptables-legacy-restore"}
+// binariesFor names family f's binaries of mode: iptables-nft-save,
+// ip6tables-legacy-restore, ...
+func binariesFor(f *family, mode string) binaries {
+	if mode != ModeLegacy {
+		mode = ModeNFT
 	}
-	return binaries{save: "iptables-nft-save", restore: "iptables-nft-restore"}
+	return binaries{save: f.name + "-" + mode + "-save", restore: f.name + "-" + mode + "-restore"}
 }
 
 func otherMode(mode string) string {
@@ -47,6 +49,17 @@ const detectTimeout = 5 * time.Second
 // without -t because naming a table would make the kernel create it.
 // It also returns a sentence saying why, for logs and status.
 func DetectMode(ctx context.Context, r Runner) (mode, reason string) {
+	return detectMode(ctx, r, ipv4)
+}
+
+// DetectMode6 is DetectMode for ip6tables: a host may, rarely, use the
+// other mode there (kubelet creates its hint chains in both), so the IPv6
+// rules follow what the host's ip6tables hold.
+func DetectMode6(ctx context.Context, r Runner) (mode, reason string) {
+	return detectMode(ctx, r, ipv6)
+}
+
+func detectMode(ctx context.Context, r Runner, f *family) (mode, reason string) {
 	run := func(name string, args ...string) string {
 		c, cancel := context.WithTimeout(ctx, detectTimeout)
 		defer cancel()
@@ -56,18 +69,19 @@ func DetectMode(ctx context.Context, r Runner) (mode, reason string) {
 		}
 		return string(out)
 	}
-	nftMangle := run("iptables-nft-save", "-t", "mangle")
+	nftBin, legacyBin := binariesFor(f, ModeNFT), binariesFor(f, ModeLegacy)
+	nftMangle := run(nftBin.save, "-t", "mangle")
 	if m := kubeletHintRe.FindStringSubmatch(nftMangle); m != nil {
-		return ModeNFT, fmt.Sprintf("chain %s exists in iptables-nft mangle", m[1])
+		return ModeNFT, fmt.Sprintf("chain %s exists in %s-nft mangle", m[1], f.name)
 	}
-	legacy := run("iptables-legacy-save")
+	legacy := run(legacyBin.save)
 	if m := kubeletHintRe.FindStringSubmatch(legacy); m != nil {
-		return ModeLegacy, fmt.Sprintf("chain %s exists in iptables-legacy mangle", m[1])
+		return ModeLegacy, fmt.Sprintf("chain %s exists in %s-legacy mangle", m[1], f.name)
 	}
 	nLegacy := countRules(legacy)
-	nNFT := countRules(run("iptables-nft-save"))
+	nNFT := countRules(run(nftBin.save))
 	if nLegacy > nNFT {
-		return ModeLegacy, fmt.Sprintf("no kubelet hint chain; iptables-legacy holds more rules (%d) than iptables-nft (%d)", nLegacy, nNFT)
+		return ModeLegacy, fmt.Sprintf("no kubelet hint chain; %[1]s-legacy holds more rules (%[2]d) than %[1]s-nft (%[3]d)", f.name, nLegacy, nNFT)
 	}
-	return ModeNFT, fmt.Sprintf("no kubelet hint chain; iptables-nft holds %d rules, iptables-legacy %d: nft is the default", nNFT, nLegacy)
+	return ModeNFT, fmt.Sprintf("no kubelet hint chain; %[1]s-nft holds %[2]d rules, %[1]s-legacy %[3]d: nft is the default", f.name, nNFT, nLegacy)
 }

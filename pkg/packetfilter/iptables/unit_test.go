@@ -61,7 +61,7 @@ func (m *memSets) List(name string) ([]netip.Prefix, string, bool, error) {
 	s, ok := m.sets[name]
 	return slices.Clone(s), setType, ok, nil
 }
-func (m *memSets) Create(name string) error { m.creates++; m.sets[name] = nil; return nil }
+func (m *memSets) Create(name string, _ bool) error { m.creates++; m.sets[name] = nil; return nil }
 func (m *memSets) Add(name string, ps []netip.Prefix) error {
 	if m.failAdd != nil {
 		return m.failAdd
