@@ -265,4 +265,3 @@ func TestProbeErrorPerFamily(t *testing.T) {
 		t.Error("Only on an empty error")
 	}
 }
-
