@@ -149,6 +149,7 @@ func New(opts ...Option) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("iptables mode %q: want legacy, nft or empty (detect)", b.mode)
 	}
+	b.mode6 = b.mode // a pinned mode holds for both families
 	return b, nil
 }
 

@@ -78,7 +78,13 @@ func newBackend(t *testing.T, mode string) *Backend {
 // timestamps), so two saves can be compared as text.
 func saveText(t *testing.T, n *netnstest.NS, mode string) string {
 	t.Helper()
-	out := n.MustExec(t, "iptables-"+mode+"-save")
+	return saveFamilyText(t, n, ipv4, mode)
+}
+
+// saveFamilyText is saveText for family f (iptables-save or ip6tables-save).
+func saveFamilyText(t *testing.T, n *netnstest.NS, f *family, mode string) string {
+	t.Helper()
+	out := n.MustExec(t, binariesFor(f, mode).save)
 	var keep []string
 	for _, l := range strings.Split(out, "\n") {
 		if !strings.HasPrefix(l, "#") {
@@ -103,11 +109,17 @@ func wantRules(t *testing.T, restore string) map[string][]string {
 
 func checkRendered(t *testing.T, n *netnstest.NS, mode string, want map[string][]string) {
 	t.Helper()
-	d := parseSave(saveText(t, n, mode))
+	checkRenderedFamily(t, n, ipv4, mode, want)
+}
+
+// checkRenderedFamily is checkRendered for family f.
+func checkRenderedFamily(t *testing.T, n *netnstest.NS, f *family, mode string, want map[string][]string) {
+	t.Helper()
+	d := parseSave(saveFamilyText(t, n, f, mode))
 	for _, h := range hooks {
 		tb := d.tables[h.table]
 		if tb == nil {
-			t.Fatalf("table %s missing from iptables-%s-save", h.table, mode)
+			t.Fatalf("table %s missing from %s-%s-save", h.table, f.name, mode)
 		}
 		if got := tb.rules[h.chain]; !slices.Equal(got, want[h.chain]) {
 			t.Errorf("%s %s:\n got %q\nwant %q", h.table, h.chain, got, want[h.chain])
