@@ -2,8 +2,10 @@ package weftd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/weft-net/weft/pkg/config"
 	"github.com/weft-net/weft/pkg/packetfilter"
@@ -19,7 +21,7 @@ func SelectBackend(ctx context.Context, cfg *config.Config, log *slog.Logger) (p
 	if mode == "auto" || mode == "nftables" {
 		b, err := nftbackend.New(nftbackend.WithLogger(log))
 		if err == nil {
-			err = b.Probe(ctx)
+			err = probeVerdict(b.Probe(ctx), needsIPv6(cfg), log)
 		}
 		switch {
 		case err == nil:
@@ -48,6 +50,29 @@ func SelectBackend(ctx context.Context, cfg *config.Config, log *slog.Logger) (p
 		return b, nil
 	}
 	return nil, fmt.Errorf("packetFilter: unknown backend %q", mode)
+}
+
+// probeVerdict is the nftables probe's result as far as this node needs:
+// a kernel that cannot carry the IPv6 rules (no IPv6 NAT, say) serves an
+// IPv4-only cluster well. It is logged, and nil is returned.
+func probeVerdict(err error, ipv6 bool, log *slog.Logger) error {
+	var perr *nftbackend.ProbeError
+	if err == nil || ipv6 || !errors.As(err, &perr) || !perr.Only("ip6") {
+		return err
+	}
+	log.Info("nftables cannot carry IPv6 rules on this kernel; the cluster is IPv4-only, so nftables is used", "err", err)
+	return nil
+}
+
+// needsIPv6 reports whether the node's cluster has an IPv6 pod or service
+// CIDR, i.e. whether weft's packet filter must carry IPv6.
+func needsIPv6(cfg *config.Config) bool {
+	for _, p := range slices.Concat(cfg.Parsed.PodCIDRs, cfg.Parsed.ServiceCIDRs) {
+		if p.Addr().Is6() && !p.Addr().Is4In6() {
+			return true
+		}
+	}
+	return false
 }
 
 // cleanupBackends removes what either backend owns: a node may have been
