@@ -266,8 +266,10 @@ func TestFamilyMembers(t *testing.T) {
 
 func TestRenderFamilyRejects(t *testing.T) {
 	for name, edit := range map[string]func(*packetfilter.Model){
-		"IPv4 in CNIIP6":       func(m *packetfilter.Model) { m.CNIIP6 = netip.MustParseAddr("10.1.2.1") },
-		"short mapped CIDR":    func(m *packetfilter.Model) { m.LocalCIDRs = append(m.LocalCIDRs, netip.MustParsePrefix("::ffff:0:0/80")) },
+		"IPv4 in CNIIP6": func(m *packetfilter.Model) { m.CNIIP6 = netip.MustParseAddr("10.1.2.1") },
+		"short mapped CIDR": func(m *packetfilter.Model) {
+			m.LocalCIDRs = append(m.LocalCIDRs, netip.MustParsePrefix("::ffff:0:0/80"))
+		},
 		"IPv6 CNI IP in CNIIP": func(m *packetfilter.Model) { m.CNIIP = netip.MustParseAddr("fd00::1") },
 	} {
 		m := dualModel()
