@@ -240,10 +240,16 @@ type plan struct {
 // while m holds an IPv6 CIDR. Nothing touches the kernel before every
 // family rendered.
 func plans(m packetfilter.Model) ([]plan, error) {
-	l4, l6, bad := packetfilter.Split(m.LocalCIDRs)
-	r4, r6, bad2 := packetfilter.Split(m.RemoteCIDRs)
-	if bad = append(bad, bad2...); len(bad) > 0 {
-		return nil, fmt.Errorf("CIDR %v is neither IPv4 nor IPv6", bad[0])
+	if err := m.CheckCIDRs(); err != nil {
+		return nil, err
+	}
+	// Without IPv6 the lists are IPv4 already: no split, no copy of
+	// 20,000 CIDRs per Apply.
+	l4, r4 := m.LocalCIDRs, m.RemoteCIDRs
+	var l6, r6 []netip.Prefix
+	if m.HasIPv6() {
+		l4, l6, _ = packetfilter.Split(m.LocalCIDRs)
+		r4, r6, _ = packetfilter.Split(m.RemoteCIDRs)
 	}
 	var out []plan
 	for _, p := range []struct {

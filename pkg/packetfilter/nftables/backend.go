@@ -25,7 +25,6 @@ package nftbackend
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -426,10 +425,9 @@ func (b *Backend) SetIntervals(ctx context.Context, set string) ([]cidrset.Inter
 	}
 	out := make([]cidrset.Interval, len(ivs))
 	for i, iv := range ivs {
-		out[i].Start = uint64(binary.BigEndian.Uint32(iv.start.AsSlice()))
-		out[i].End = 1 << 32
-		if iv.end.IsValid() {
-			out[i].End = uint64(binary.BigEndian.Uint32(iv.end.AsSlice()))
+		out[i] = cidrset.Interval{Start: iv.start.lo, End: iv.end.lo}
+		if iv.open {
+			out[i].End = 1 << 32
 		}
 	}
 	return out, nil
@@ -453,9 +451,9 @@ func (b *Backend) SetPrefixes(ctx context.Context, family, set string) ([]netip.
 	}
 	out := make([]netip.Prefix, len(ivs))
 	for i, iv := range ivs {
-		p, ok := ivalPrefix(iv)
+		p, ok := iv.prefix()
 		if !ok {
-			return nil, fmt.Errorf("set %s of table %s %s: interval %s-%s is not a CIDR", set, f.name, TableName, iv.start, iv.end)
+			return nil, fmt.Errorf("set %s of table %s %s: interval from %s is not a CIDR", set, f.name, TableName, iv.start.addr(iv.v6))
 		}
 		out[i] = p
 	}
@@ -479,18 +477,4 @@ func (b *Backend) setIvals(ctx context.Context, f *family, set string) ([]ival, 
 		return nil, fmt.Errorf("list elements of set %s of table %s %s: %w", set, f.name, TableName, err)
 	}
 	return elementsIntervals(f, elems), nil
-}
-
-// ivalPrefix is the CIDR iv spans, if it spans exactly one.
-func ivalPrefix(iv ival) (netip.Prefix, bool) {
-	for bits := 0; bits <= iv.start.BitLen(); bits++ {
-		p := netip.PrefixFrom(iv.start, bits)
-		if p.Masked().Addr() != iv.start {
-			continue
-		}
-		if lastAddr(p).Next() == iv.end {
-			return p, true
-		}
-	}
-	return netip.Prefix{}, false
 }

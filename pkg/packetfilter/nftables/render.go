@@ -56,45 +56,6 @@ func (f *family) weftTable() *nftables.Table {
 	return &nftables.Table{Name: TableName, Family: f.table}
 }
 
-// ival is one interval of an interval set: [start, end), end invalid when
-// it runs to the last address of the family (such an interval has no end
-// element in the kernel).
-type ival struct{ start, end netip.Addr }
-
-func compareIval(a, b ival) int {
-	if c := a.start.Compare(b.start); c != 0 {
-		return c
-	}
-	switch {
-	case a.end == b.end:
-		return 0
-	case !a.end.IsValid():
-		return 1
-	case !b.end.IsValid():
-		return -1
-	}
-	return a.end.Compare(b.end)
-}
-
-// prefixIvals turns merged prefixes into one interval each.
-func prefixIvals(ps []netip.Prefix) []ival {
-	out := make([]ival, len(ps))
-	for i, p := range ps {
-		out[i] = ival{start: p.Addr(), end: lastAddr(p).Next()}
-	}
-	return out
-}
-
-// lastAddr is the last address of p.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
 // desired is the rendered form of a Model: every table weft must own, each
 // with everything it must hold.
 type desired struct {
@@ -164,7 +125,7 @@ func (m *intervalMemo) intervals(f *family, in []netip.Prefix) []ival {
 		if f == ipv6 {
 			return prefixIvals(cidrset.Merge6(in))
 		}
-		return prefixIvals(cidrset.Merge(in))
+		return v4Ivals(cidrset.Intervals(in))
 	}
 	if m == nil {
 		return merge()
@@ -188,8 +149,8 @@ func render(m packetfilter.Model) (*desired, error) {
 // is always rendered, as before IPv6; table ip6 weft only when the model
 // holds an IPv6 CIDR.
 func renderMemo(m packetfilter.Model, mm memos) (*desired, error) {
-	if _, _, bad := packetfilter.Split(slices.Concat(m.LocalCIDRs, m.RemoteCIDRs)); len(bad) > 0 {
-		return nil, fmt.Errorf("CIDR %v is neither IPv4 nor IPv6", bad[0])
+	if err := m.CheckCIDRs(); err != nil {
+		return nil, err
 	}
 	if m.CNIIP.IsValid() && !m.CNIIP.Unmap().Is4() {
 		return nil, fmt.Errorf("CNI IP %s is not IPv4 (an IPv6 one goes in CNIIP6)", m.CNIIP)
@@ -449,69 +410,4 @@ func ruleUserData(tag string) []byte {
 func ruleTag(r *nftables.Rule) string {
 	s, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 	return s
-}
-
-// intervalElements turns intervals into nft interval-set elements: a start
-// element and, unless the interval runs to the family's last address, an
-// end element.
-func intervalElements(ivs []ival) []nftables.SetElement {
-	out := make([]nftables.SetElement, 0, 2*len(ivs))
-	for _, iv := range ivs {
-		out = append(out, nftables.SetElement{Key: iv.start.AsSlice()})
-		if iv.end.IsValid() {
-			out = append(out, nftables.SetElement{Key: iv.end.AsSlice(), IntervalEnd: true})
-		}
-	}
-	return out
-}
-
-// elementsIntervals reads f's interval-set elements back into intervals.
-// The kernel dumps them in any order and, for sets nft filled, with an
-// extra end element at the zero address; an end element with no open start
-// is ignored.
-func elementsIntervals(f *family, elems []nftables.SetElement) []ival {
-	type point struct {
-		key netip.Addr
-		end bool
-	}
-	pts := make([]point, 0, len(elems))
-	for _, e := range elems {
-		if len(e.Key) != int(f.addrLen) {
-			continue
-		}
-		a, _ := netip.AddrFromSlice(e.Key)
-		pts = append(pts, point{a, e.IntervalEnd})
-	}
-	// At one key an end sorts before a start: touching intervals.
-	slices.SortFunc(pts, func(a, b point) int {
-		if c := a.key.Compare(b.key); c != 0 {
-			return c
-		}
-		if a.end == b.end {
-			return 0
-		}
-		if a.end {
-			return -1
-		}
-		return 1
-	})
-	var out []ival
-	open, start := false, netip.Addr{}
-	for _, p := range pts {
-		switch {
-		case !p.end && !open:
-			open, start = true, p.key
-		case !p.end && open:
-			// Two starts in a row: the first runs up to the second.
-			out = append(out, ival{start: start, end: p.key})
-			start = p.key
-		case p.end && open:
-			out = append(out, ival{start: start, end: p.key})
-			open = false
-		}
-	}
-	if open {
-		out = append(out, ival{start: start})
-	}
-	return out
 }

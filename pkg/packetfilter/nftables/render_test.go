@@ -155,16 +155,19 @@ func TestIvalsMatchCidrsetIntervals(t *testing.T) {
 	ps := prefixes("10.0.1.0/24", "10.0.2.0/23", "192.168.0.0/16", "255.255.255.0/24", "0.0.0.0/32")
 	want := cidrset.Intervals(ps)
 	got := prefixIvals(cidrset.Merge(ps))
+	if fast := v4Ivals(want); !slices.Equal(fast, got) {
+		t.Errorf("v4Ivals = %+v, prefixIvals = %+v", fast, got)
+	}
 	if len(got) != len(want) {
 		t.Fatalf("%d intervals, want %d", len(got), len(want))
 	}
 	for i := range got {
-		e, ok := want[i].EndAddr()
-		if !ok {
-			e = netip.Addr{}
+		end := got[i].end.lo
+		if got[i].open {
+			end = 1 << 32
 		}
-		if got[i].start != want[i].StartAddr() || got[i].end != e {
-			t.Errorf("interval %d = %v, want %v", i, got[i], want[i])
+		if got[i].start.lo != want[i].Start || end != want[i].End || got[i].start.hi != 0 || got[i].v6 {
+			t.Errorf("interval %d = %+v, want %v", i, got[i], want[i])
 		}
 	}
 }
@@ -265,8 +268,8 @@ func TestRenderFamilies(t *testing.T) {
 				names = append(names, dt.fam.name)
 				for set, ivs := range dt.sets {
 					for _, iv := range ivs {
-						if iv.start.BitLen() != int(dt.fam.addrLen)*8 {
-							t.Errorf("table %s set %s holds %v", dt.fam.name, set, iv)
+						if iv.v6 != (dt.fam == ipv6) {
+							t.Errorf("table %s set %s holds %+v", dt.fam.name, set, iv)
 						}
 					}
 				}
@@ -316,5 +319,22 @@ func TestRenderRejectsWrongFamily(t *testing.T) {
 				t.Fatalf("render = %v, want an error saying %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestIvalPrefix(t *testing.T) {
+	for _, s := range []string{"10.0.0.0/8", "0.0.0.0/0", "255.255.255.255/32", "255.0.0.0/8", "fd01::/48", "::/0", "ffff::/16", "8000::/1", "fd01::1/128", "::/65", "0:0:0:1::/64"} {
+		p := netip.MustParsePrefix(s)
+		ivs := prefixIvals([]netip.Prefix{p})
+		got, ok := ivs[0].prefix()
+		if !ok || got != p {
+			t.Errorf("%s: interval %+v reads back as %v (%t)", s, ivs[0], got, ok)
+		}
+	}
+	// Two CIDRs' span is not one CIDR.
+	iv := prefixIvals([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")})[0]
+	iv.end.lo += 512 // 10.0.0.0-10.0.2.255: three /24s
+	if p, ok := iv.prefix(); ok {
+		t.Errorf("10.0.0.0-10.0.2.255 read as %v", p)
 	}
 }

@@ -172,6 +172,12 @@ func stateOf(d *desired) *kernelState {
 func diffIntervals(have, want []ival) (del, add []ival) {
 	i, j := 0, 0
 	for i < len(have) || j < len(want) {
+		if i < len(have) && j < len(want) && have[i] == want[j] {
+			// The common case by far: one comparison of plain memory.
+			i++
+			j++
+			continue
+		}
 		switch {
 		case j == len(want) || (i < len(have) && compareIval(have[i], want[j]) < 0):
 			del = append(del, have[i])
