@@ -3,6 +3,7 @@ package iptbackend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -295,4 +296,35 @@ func rulesOf(save string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// With IPv6, each family gets one restore through its own binary, the IPv6
+// one naming the IPv6 sets; the IPv4 restore input is the IPv4-only one.
+func TestApplyRecordsOneRestorePerFamily(t *testing.T) {
+	rec := &recorder{save: map[string]string{"iptables-nft-save": emptySave, "ip6tables-nft-save": strings.ReplaceAll(emptySave, "10.1.0.0/16", "fd01::/48")}}
+	sets := &memSets{sets: map[string][]netip.Prefix{}}
+	b, err := New(WithMode(ModeNFT), WithRunner(rec), WithIPSets(sets))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Apply(context.Background(), dualModel()); err != nil {
+		t.Fatal(err)
+	}
+	rs := rec.restores()
+	if len(rs) != 2 || rs[0].argv != "iptables-nft-restore -w 5 --noflush" || rs[1].argv != "ip6tables-nft-restore -w 5 --noflush" {
+		t.Fatalf("restores %+v, want one per family", rs)
+	}
+	if rs[0].stdin != wantRestore {
+		t.Errorf("iptables restore input:\n%s\nwant:\n%s", rs[0].stdin, wantRestore)
+	}
+	if rs[1].stdin != wantRestore6 {
+		t.Errorf("ip6tables restore input:\n%s\nwant:\n%s", rs[1].stdin, wantRestore6)
+	}
+	for set, want := range map[string]string{SetLocal6: "[fd01::/48 fd01:101::/108]", SetRemote6: "[fd02::/48 fd02:102::/108]", SetRemote: "[10.2.0.0/16 10.102.0.0/16]"} {
+		got := slices.Clone(sets.sets[set])
+		slices.SortFunc(got, netip.Prefix.Compare)
+		if s := fmt.Sprint(got); s != want {
+			t.Errorf("%s = %s, want %s", set, s, want)
+		}
+	}
 }
