@@ -222,6 +222,16 @@ func TestForeignNativeRulesIPv6(t *testing.T) {
 		n.MustExec(t, a[0], a[1:]...)
 	}
 	foreign := n.MustExec(t, "nft", "-a", "list", "table", "ip6", "filter")
+	// What ip6tables-nft-restore does when asked to touch that chain: exit
+	// status 3, classified as incompatible, not as unavailable.
+	rerr := inNS(t, n, func() error {
+		_, err := OSRunner{}.Run(context.Background(), []byte("*filter\n-D FORWARD -j ACCEPT\nCOMMIT\n"), "ip6tables-nft-restore", "--noflush")
+		return err
+	})
+	var ee *ExecError
+	if !errors.As(rerr, &ee) || ee.ExitCode != 3 || !errors.Is(rerr, ErrIncompatibleTable) || errors.Is(rerr, ErrUnavailable) {
+		t.Errorf("ip6tables-nft-restore -D over a native rule: %v, want exit 3 classified ErrIncompatibleTable", rerr)
+	}
 	b := newBackend(t, ModeNFT)
 	err := apply(t, n, b, dualModel())
 	var ite *IncompatibleTableError
