@@ -10,11 +10,12 @@
 // rebuilt (deleted and re-created in the same transaction) when it is
 // missing or its chains, rules or set definitions differ from the rendered
 // model; otherwise only the set elements that changed are sent. Table ip6
-// weft is deleted in that transaction when the model no longer holds IPv6. Kernel state is re-read whenever the
-// ruleset generation changed since weft's last commit, so drift (`nft delete
-// table ip weft`, `nft flush ruleset`, a deleted rule) is repaired on the next
-// Apply, and the commit carries the generation it was computed from, so a
-// concurrent change makes it fail and be retried rather than clobber.
+// weft is deleted in that transaction when the model no longer holds IPv6.
+// Kernel state is re-read whenever the ruleset generation changed since
+// weft's last commit, so drift (`nft delete table ip weft`, `nft flush
+// ruleset`, a deleted rule) is repaired on the next Apply, and the commit
+// carries the generation it was computed from, so a concurrent change makes
+// it fail and be retried rather than clobber.
 //
 // Apply and Findings share one netlink socket that stays open between calls
 // (see lastingConn): closing an nfnetlink socket waits for the kernel to
