@@ -2,7 +2,6 @@ package iptbackend
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -208,56 +207,6 @@ func TestDetectModePerFamily(t *testing.T) {
 	checkRenderedFamily(t, n, ipv6, ModeLegacy, wantRules(t, wantRestore6))
 	if out := save6Text(t, n, ModeNFT); strings.Contains(out, "WEFT") {
 		t.Errorf("IPv6 rules written with ip6tables-nft too:\n%s", out)
-	}
-}
-
-// Native nftables rules in ip6 filter make ip6tables-nft exit 3: the IPv6
-// filter table is left alone and reported (degraded), nat and mangle are
-// programmed, and the foreign table is untouched.
-func TestForeignNativeRulesIPv6(t *testing.T) {
-	n := newNS(t, ModeNFT)
-	for _, a := range nativeForward {
-		a = slices.Clone(a)
-		a[3] = "ip6" // nft add table|chain|rule ip6 filter ...
-		n.MustExec(t, a[0], a[1:]...)
-	}
-	foreign := n.MustExec(t, "nft", "-a", "list", "table", "ip6", "filter")
-	// What ip6tables-nft-restore does when asked to touch that chain: exit
-	// status 3, classified as incompatible, not as unavailable.
-	rerr := inNS(t, n, func() error {
-		_, err := OSRunner{}.Run(context.Background(), []byte("*filter\n-D FORWARD -j ACCEPT\nCOMMIT\n"), "ip6tables-nft-restore", "--noflush")
-		return err
-	})
-	var ee *ExecError
-	if !errors.As(rerr, &ee) || ee.ExitCode != 3 || !errors.Is(rerr, ErrIncompatibleTable) || errors.Is(rerr, ErrUnavailable) {
-		t.Errorf("ip6tables-nft-restore -D over a native rule: %v, want exit 3 classified ErrIncompatibleTable", rerr)
-	}
-	b := newBackend(t, ModeNFT)
-	err := apply(t, n, b, dualModel())
-	var ite *IncompatibleTableError
-	if !errors.As(err, &ite) || !ite.IPv6 || !slices.Equal(ite.Tables, []string{"filter"}) || !errors.Is(err, packetfilter.ErrDegraded) {
-		t.Fatalf("Apply: %v, want a degraded IncompatibleTableError for ip6tables filter", err)
-	}
-	if !strings.Contains(err.Error(), "ip6tables-nft cannot parse") {
-		t.Errorf("error %q does not name ip6tables", err)
-	}
-	checkRendered(t, n, ModeNFT, wantRules(t, wantRestore))
-	d := parseSave(n.MustExec(t, "ip6tables-nft-save"))
-	want := wantRules(t, wantRestore6)
-	for _, ch := range []struct{ table, chain string }{{"nat", ChainPostrouting}, {"mangle", ChainMSS}} {
-		if got := d.tables[ch.table].rules[ch.chain]; !slices.Equal(got, want[ch.chain]) {
-			t.Errorf("ip6tables %s must still be programmed: got %q", ch.chain, got)
-		}
-	}
-	if after := n.MustExec(t, "nft", "-a", "list", "table", "ip6", "filter"); after != foreign {
-		t.Errorf("foreign table changed:\n%s\n---\n%s", foreign, after)
-	}
-	var fs []packetfilter.Finding
-	_ = inNS(t, n, func() error { fs = b.Findings(context.Background()); return nil })
-	if !slices.ContainsFunc(fs, func(f packetfilter.Finding) bool {
-		return f.Type == FindingUnparsable && strings.Contains(f.Message, "ip6tables-nft cannot parse table filter") && strings.Contains(f.Fix, "nft list table ip6 filter")
-	}) {
-		t.Errorf("findings %+v lack the incompatible ip6 filter table", fs)
 	}
 }
 

@@ -370,67 +370,95 @@ var nativeForward = [][]string{
 	{"nft", "add", "rule", "ip", "filter", "FORWARD", "ct", "state", "established,related", "accept"},
 }
 
+// TestForeignNativeRules: with nativeForward in the family's filter table
+// (ip, or ip6 for ip6tables), that filter table is left alone and reported
+// (degraded), nat and mangle are programmed, the foreign table is never
+// touched, and with IPv6 iptables is fully programmed.
 func TestForeignNativeRules(t *testing.T) {
-	n := newNS(t, ModeNFT)
-	for _, a := range nativeForward {
-		n.MustExec(t, a[0], a[1:]...)
-	}
-	if out := n.MustExec(t, "iptables-nft-save"); !strings.Contains(out, "Table `filter' is incompatible") {
-		t.Fatalf("native ct rule did not make filter incompatible:\n%s", out)
-	}
-	foreign := n.MustExec(t, "nft", "-a", "list", "table", "ip", "filter")
-	b := newBackend(t, ModeNFT)
+	for _, tc := range []struct {
+		f       *family
+		nftFam  string
+		model   packetfilter.Model
+		restore string
+	}{
+		{ipv4, "ip", testModel(), wantRestore},
+		{ipv6, "ip6", dualModel(), wantRestore6},
+	} {
+		t.Run(tc.f.name, func(t *testing.T) {
+			n := newNS(t, ModeNFT)
+			for _, a := range nativeForward {
+				a = slices.Clone(a)
+				a[3] = tc.nftFam // nft add table|chain|rule <family> filter ...
+				n.MustExec(t, a[0], a[1:]...)
+			}
+			bins := binariesFor(tc.f, ModeNFT)
+			if out := n.MustExec(t, bins.save); !strings.Contains(out, "Table `filter' is incompatible") {
+				t.Fatalf("native ct rule did not make filter incompatible:\n%s", out)
+			}
+			foreign := n.MustExec(t, "nft", "-a", "list", "table", tc.nftFam, "filter")
+			b := newBackend(t, ModeNFT)
 
-	// What the real binary does when asked to touch that chain (exit 3,
-	// "Parsing nftables rule failed") is classified as incompatible.
-	rerr := inNS(t, n, func() error {
-		_, err := OSRunner{}.Run(context.Background(), []byte("*filter\n-D FORWARD -j ACCEPT\nCOMMIT\n"), "iptables-nft-restore", "--noflush")
-		return err
-	})
-	var ee *ExecError
-	if !errors.As(rerr, &ee) || ee.ExitCode != 3 || !errors.Is(rerr, ErrIncompatibleTable) || errors.Is(rerr, ErrUnavailable) {
-		t.Errorf("iptables-nft-restore -D over a native rule: %v, want exit 3 classified ErrIncompatibleTable", rerr)
-	}
+			// What the real binary does when asked to touch that chain (exit
+			// 3, "Parsing nftables rule failed") is classified as
+			// incompatible.
+			rerr := inNS(t, n, func() error {
+				_, err := OSRunner{}.Run(context.Background(), []byte("*filter\n-D FORWARD -j ACCEPT\nCOMMIT\n"), bins.restore, "--noflush")
+				return err
+			})
+			var ee *ExecError
+			if !errors.As(rerr, &ee) || ee.ExitCode != 3 || !errors.Is(rerr, ErrIncompatibleTable) || errors.Is(rerr, ErrUnavailable) {
+				t.Errorf("%s -D over a native rule: %v, want exit 3 classified ErrIncompatibleTable", bins.restore, rerr)
+			}
 
-	for i := range 2 {
-		err := apply(t, n, b, testModel())
-		var ite *IncompatibleTableError
-		if !errors.Is(err, ErrIncompatibleTable) || !errors.As(err, &ite) || !slices.Equal(ite.Tables, []string{"filter"}) {
-			t.Fatalf("Apply %d: err = %v, want IncompatibleTableError for filter", i, err)
-		}
-		if st := b.LastApplyStats(); i == 1 && st.Restores != 0 {
-			t.Errorf("second Apply restored again: %+v", st)
-		}
-	}
-	d := parseSave(n.MustExec(t, "iptables-nft-save"))
-	want := wantRules(t, wantRestore)
-	for _, ch := range []struct{ table, chain string }{{"nat", ChainPostrouting}, {"mangle", ChainMSS}} {
-		if got := d.tables[ch.table].rules[ch.chain]; !slices.Equal(got, want[ch.chain]) {
-			t.Errorf("%s still must be programmed: got %q", ch.chain, got)
-		}
-	}
-	if after := n.MustExec(t, "nft", "-a", "list", "table", "ip", "filter"); after != foreign {
-		t.Errorf("foreign table changed:\n%s\n---\n%s", foreign, after)
-	}
+			for i := range 2 {
+				err := apply(t, n, b, tc.model)
+				var ite *IncompatibleTableError
+				if !errors.Is(err, ErrIncompatibleTable) || !errors.As(err, &ite) || !slices.Equal(ite.Tables, []string{"filter"}) || ite.IPv6 != tc.f.ipv6 || !errors.Is(err, packetfilter.ErrDegraded) {
+					t.Fatalf("Apply %d: err = %v, want a degraded IncompatibleTableError for %s filter", i, err, tc.f.name)
+				}
+				if !strings.Contains(err.Error(), tc.f.name+"-nft cannot parse") {
+					t.Errorf("error %q does not name %s", err, tc.f.name)
+				}
+				if st := b.LastApplyStats(); i == 1 && st.Restores != 0 {
+					t.Errorf("second Apply restored again: %+v", st)
+				}
+			}
+			d := parseSave(n.MustExec(t, bins.save))
+			want := wantRules(t, tc.restore)
+			for _, ch := range []struct{ table, chain string }{{"nat", ChainPostrouting}, {"mangle", ChainMSS}} {
+				if got := d.tables[ch.table].rules[ch.chain]; !slices.Equal(got, want[ch.chain]) {
+					t.Errorf("%s still must be programmed: got %q", ch.chain, got)
+				}
+			}
+			if tc.f.ipv6 {
+				checkRendered(t, n, ModeNFT, wantRules(t, wantRestore))
+			}
+			if after := n.MustExec(t, "nft", "-a", "list", "table", tc.nftFam, "filter"); after != foreign {
+				t.Errorf("foreign table changed:\n%s\n---\n%s", foreign, after)
+			}
 
-	var fs []packetfilter.Finding
-	_ = inNS(t, n, func() error { fs = b.Findings(context.Background()); return nil })
-	if !slices.ContainsFunc(fs, func(f packetfilter.Finding) bool {
-		return f.Type == FindingUnparsable && f.Reason == ReasonIncompatible && strings.Contains(f.Message, "table filter") && f.Fix != ""
-	}) {
-		t.Errorf("findings %+v lack the incompatible filter table", fs)
-	}
+			var fs []packetfilter.Finding
+			_ = inNS(t, n, func() error { fs = b.Findings(context.Background()); return nil })
+			if !slices.ContainsFunc(fs, func(f packetfilter.Finding) bool {
+				return f.Type == FindingUnparsable && f.Reason == ReasonIncompatible && strings.Contains(f.Message, tc.f.name+"-nft cannot parse table filter") &&
+					strings.Contains(f.Fix, "nft list table "+tc.nftFam+" filter")
+			}) {
+				t.Errorf("findings %+v lack the incompatible filter table", fs)
+			}
 
-	// Cleanup removes what it can see and says what it could not check.
-	err := inNS(t, n, func() error { return b.Cleanup(context.Background()) })
-	if !errors.Is(err, ErrIncompatibleTable) {
-		t.Errorf("Cleanup: %v, want ErrIncompatibleTable", err)
-	}
-	if out := n.MustExec(t, "iptables-nft-save"); strings.Contains(out, "WEFT") {
-		t.Errorf("WEFT chains left in parseable tables:\n%s", out)
-	}
-	if after := n.MustExec(t, "nft", "-a", "list", "table", "ip", "filter"); after != foreign {
-		t.Errorf("Cleanup changed the foreign table:\n%s", after)
+			// Cleanup removes what it can see and says what it could not
+			// check.
+			err := inNS(t, n, func() error { return b.Cleanup(context.Background()) })
+			if !errors.Is(err, ErrIncompatibleTable) {
+				t.Errorf("Cleanup: %v, want ErrIncompatibleTable", err)
+			}
+			if out := n.MustExec(t, bins.save); strings.Contains(out, "WEFT") {
+				t.Errorf("WEFT chains left in parseable tables:\n%s", out)
+			}
+			if after := n.MustExec(t, "nft", "-a", "list", "table", tc.nftFam, "filter"); after != foreign {
+				t.Errorf("Cleanup changed the foreign table:\n%s", after)
+			}
+		})
 	}
 }
 
