@@ -287,3 +287,28 @@ func TestApplyRecordsOneRestorePerFamily(t *testing.T) {
 		}
 	}
 }
+
+// A DROP policy on ip6tables FORWARD is a finding once weft carries IPv6,
+// and not before (an IPv4-only weft never runs ip6tables).
+func TestFindingsForwardDropIPv6(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		n := newNS(t, mode)
+		n.MustExec(t, "ip6tables-"+mode, "-P", "FORWARD", "DROP")
+		b := newBackend(t, mode)
+		drop6 := func() bool {
+			var fs []packetfilter.Finding
+			_ = inNS(t, n, func() error { fs = b.Findings(context.Background()); return nil })
+			return slices.ContainsFunc(fs, func(f packetfilter.Finding) bool {
+				return f.Type == FindingForwardDrop && strings.Contains(f.Message, "ip6tables-"+mode) && strings.Contains(f.Fix, SetLocal6)
+			})
+		}
+		mustApply(t, n, b, testModel())
+		if drop6() {
+			t.Error("IPv4-only weft reports the ip6tables FORWARD policy")
+		}
+		mustApply(t, n, b, dualModel())
+		if !drop6() {
+			t.Error("dual-stack weft does not report the ip6tables FORWARD DROP policy")
+		}
+	})
+}
