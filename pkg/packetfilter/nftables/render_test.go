@@ -338,3 +338,26 @@ func TestIvalPrefix(t *testing.T) {
 		t.Errorf("10.0.0.0-10.0.2.255 read as %v", p)
 	}
 }
+
+// The tags of ip weft's rules are the ones weft wrote before IPv6 (taken
+// from that version): a node upgraded from it keeps its table as it is —
+// the first Apply finds every rule in place and sends nothing — with or
+// without IPv6 in the model.
+func TestIPv4TagsUnchangedByIPv6(t *testing.T) {
+	before := map[string][]string{
+		ChainNAT:     {"weft:keep-local-remote:28a9234fc4ab", "weft:keep-remote-local:1f793f03d090", "weft:host-snat:409b719bfb70", "weft:host-snat:3fdb8d3ad159"},
+		ChainMSS:     {"weft:mss-local-remote:d258a081f300", "weft:mss-remote-local:7dc14d191b73"},
+		ChainInput:   {"weft:accept-vxlan:6b2fe7b97125", "weft:accept-iif:e2c9a7800ebd", "weft:accept-iif:e8d8c8dff96e"},
+		ChainForward: {"weft:accept-iif:e2c9a7800ebd", "weft:accept-iif:e8d8c8dff96e", "weft:accept-oif:a3d0d64666fd", "weft:accept-oif:1f628cfaddef"},
+	}
+	v4 := baseModel()
+	v4.CNIIP = netip.MustParseAddr("10.1.2.1")
+	for name, m := range map[string]packetfilter.Model{"IPv4-only": v4, "dual stack": dualModel()} {
+		d := mustRender(t, m)
+		for chain, want := range before {
+			if got := tags(d, chain); !slices.Equal(got, want) {
+				t.Errorf("%s model: ip weft chain %s tags %q, want the pre-IPv6 %q", name, chain, got, want)
+			}
+		}
+	}
+}
