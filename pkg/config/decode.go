@@ -27,22 +27,29 @@ func decode(data []byte) (*Config, error) {
 	// common in hand-written JSON.
 	isJSON := trimmed[0] == '{' && json.Valid(trimmed)
 
-	jsonBytes := trimmed
-	if !isJSON {
-		var err error
-		// Strict: YAML forbids duplicate keys, and silently taking one of
-		// them would hide an operator's mistake.
-		jsonBytes, err = yaml.YAMLToJSONStrict(data)
-		if err != nil {
-			return nil, fmt.Errorf("parse YAML: %w", err)
-		}
-	}
-
 	var generic any
-	dec := json.NewDecoder(bytes.NewReader(jsonBytes))
-	dec.UseNumber()
-	if err := dec.Decode(&generic); err != nil {
-		return nil, fmt.Errorf("parse JSON: %w", err)
+	jsonBytes := trimmed
+	fast := false
+	if !isJSON {
+		// The plain YAML files are written in, read without the full
+		// parser; anything else takes it.
+		generic, fast = plainYAML(data)
+	}
+	if !fast {
+		if !isJSON {
+			var err error
+			// Strict: YAML forbids duplicate keys, and silently taking one
+			// of them would hide an operator's mistake.
+			jsonBytes, err = yaml.YAMLToJSONStrict(data)
+			if err != nil {
+				return nil, fmt.Errorf("parse YAML: %w", err)
+			}
+		}
+		dec := json.NewDecoder(bytes.NewReader(jsonBytes))
+		dec.UseNumber()
+		if err := dec.Decode(&generic); err != nil {
+			return nil, fmt.Errorf("parse JSON: %w", err)
+		}
 	}
 	if generic == nil {
 		return nil, fmt.Errorf("configuration is empty")
@@ -58,16 +65,22 @@ func decode(data []byte) (*Config, error) {
 	}
 
 	cfg := &Config{}
-	// Without a scalar to coerce, the JSON already converted is what
-	// sigs.k8s.io/yaml would decode: decoding it spares a second YAML
-	// parse, most of the cost of a file with 20,000 CIDRs. A coerced
-	// scalar needs the YAML's own text ("01" must stay "01"), which only
-	// the target-guided conversion keeps.
-	if isJSON || !sc.coerced {
+	if isJSON {
 		d := json.NewDecoder(bytes.NewReader(jsonBytes))
 		d.DisallowUnknownFields()
 		if err := d.Decode(cfg); err != nil {
 			return nil, fmt.Errorf("decode JSON: %w", err)
+		}
+		return cfg, nil
+	}
+	// Without a scalar to coerce, the generic value is what
+	// sigs.k8s.io/yaml would decode: storing it spares a second YAML parse
+	// (and a JSON round trip), most of the cost of a file with 20,000
+	// CIDRs. A coerced scalar needs the YAML's own text ("01" must stay
+	// "01"), which only the target-guided conversion keeps.
+	if !sc.coerced {
+		if err := fill(generic, reflect.ValueOf(cfg).Elem()); err != nil {
+			return nil, fmt.Errorf("decode YAML: %w", err)
 		}
 		return cfg, nil
 	}
