@@ -11,14 +11,13 @@ import (
 	"reflect"
 	"strings"
 	"time"
-
-	"github.com/fsnotify/fsnotify"
 )
 
 // Watcher defaults.
 const (
-	DefaultDebounce  = 50 * time.Millisecond
-	DefaultWatchPoll = 10 * time.Second
+	DefaultDebounce   = 50 * time.Millisecond
+	DefaultWriteStall = time.Second
+	DefaultWatchPoll  = 10 * time.Second
 )
 
 // Watcher follows a configuration file and reports each new valid
@@ -27,18 +26,34 @@ const (
 // symlink and deleting the old timestamped directory, so a watch on the
 // file (or on what it resolved to) would go silent after the first update.
 // Editors that write in place or rename a new file over the old one are
-// seen through the same directory watch. Every event only triggers a
-// re-read; what changed is decided by comparing content, never by event
-// type, so missed or coalesced events cannot leave a stale config.
+// seen through the same directory watch. What changed is decided by
+// comparing content, never by event type, so missed or coalesced events
+// cannot leave a stale config; the event type only decides when to read.
+//
+// A file that is complete when its event arrives (renamed into place, the
+// ConfigMap swap, closed by its writer) is read at once and applied if
+// valid: waiting for the burst to end would be most of what a reload
+// costs. A problem is reported only by the read after the burst (Debounce
+// of quiet, or WriteStall while a writer still has the file open), so a
+// half-written file never reaches status, and is never applied: events of
+// a write under way (truncate, a chunk written) do not trigger a read.
 type Watcher struct {
 	// Env is passed to ParseWith for the defaults. Zero value = OSEnv().
 	Env Env
 	// Last is the configuration currently in force. When nil, Watch reports
 	// the file's first valid content through onChange.
 	Last *Config
-	// Debounce is how long events must stay quiet before a re-read, so a
-	// burst (write + chmod, temp symlink + rename + remove) reads once.
+	// LastData is the file content Last was parsed from, if known: the
+	// first read then skips the parse when the file is unchanged (weftd
+	// has just parsed it at start).
+	LastData []byte
+	// Debounce is how long events must stay quiet before the read that
+	// settles a burst (and reports a refusal).
 	Debounce time.Duration
+	// WriteStall is how long that read waits instead while the file was
+	// written in place and not closed yet (a writer pausing between
+	// chunks). Zero = DefaultWriteStall.
+	WriteStall time.Duration
 	// Poll is the period of a fallback re-read that repairs missed events
 	// (an inotify queue overflow, a watched directory replaced wholesale).
 	// A re-read with unchanged content costs one read and one hash.
@@ -58,6 +73,11 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 	if debounce <= 0 {
 		debounce = DefaultDebounce
 	}
+	stall := w.WriteStall
+	if stall <= 0 {
+		stall = DefaultWriteStall
+	}
+	stall = max(stall, debounce)
 	poll := w.Poll
 	if poll == 0 {
 		poll = DefaultWatchPoll
@@ -71,7 +91,7 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 		log = slog.Default()
 	}
 
-	fw, err := fsnotify.NewWatcher()
+	fw, err := newDirWatch()
 	if err != nil {
 		return fmt.Errorf("watch config %s: %w", path, err)
 	}
@@ -79,6 +99,9 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 	dir := filepath.Dir(path)
 	s := &watchState{path: path, dir: dir, env: env, last: w.Last, fw: fw, log: log,
 		onChange: onChange, onError: onError}
+	if w.Last != nil && w.LastData != nil {
+		s.seen = contentKey(w.LastData)
+	}
 	// The watch is in place before the first read so no update between
 	// the two can be missed. A directory that does not exist yet (a
 	// ConfigMap volume not mounted, a typo being fixed) is not the end of
@@ -94,7 +117,8 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	pending := false // the timer is armed: a burst is under way
+	var lastEvent time.Time
+	writing := false // written in place, not closed since: a writer is at work
 	var tick <-chan time.Time
 	if poll > 0 {
 		t := time.NewTicker(poll)
@@ -105,7 +129,7 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-fw.Events:
+		case ev, ok := <-fw.events:
 			if !ok {
 				return nil
 			}
@@ -116,26 +140,26 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 				continue
 			}
 			log.Debug("config directory event", "event", ev.String())
-			if !pending {
-				// The first event after a quiet period is read at once:
-				// a ConfigMap update or an editor's rename is complete
-				// when its event arrives, and waiting the debounce would
-				// be most of the time a reload takes. A half-written file
-				// is not reported from here: the trailing read decides.
-				s.checkTentative()
-			}
+			lastEvent = time.Now()
 			timer.Reset(debounce)
-			pending = true
-		case err, ok := <-fw.Errors:
-			if !ok {
-				return nil
+			if ev.complete() {
+				writing = false
+				s.checkTentative()
+			} else if ev.inPlaceWrite() {
+				writing = true
 			}
+		case err := <-fw.errs:
 			// Typically an overflowed event queue: re-read rather than trust
 			// what was seen.
 			log.Warn("config watch error", "path", path, "err", err)
+			writing = false
 			timer.Reset(debounce)
 		case <-timer.C:
-			pending = false
+			if quiet := time.Since(lastEvent); writing && quiet < stall {
+				timer.Reset(stall - quiet)
+				continue
+			}
+			writing = false
 			s.check()
 		case <-tick:
 			s.rewatch()
@@ -156,7 +180,7 @@ type watchState struct {
 	seen      string // hash of the last content (or error) handled
 	refused   bool   // the last content handled was refused
 	targetDir string // directory of the file the path resolves to, also watched
-	fw        *fsnotify.Watcher
+	fw        *dirWatch
 	log       *slog.Logger
 	onChange  func(*Config)
 	onError   func(error)
@@ -164,9 +188,10 @@ type watchState struct {
 
 func (s *watchState) check() { s.read(false) }
 
-// checkTentative reads the file at the start of a burst of events: a good
-// configuration is taken at once, a refusal is left to the read at the end
-// of the burst (the file may be half written).
+// checkTentative reads the file on an event that leaves it complete, in
+// the middle of a burst: a good configuration is taken at once, a refusal
+// is left to the read at the end of the burst (another writer may not be
+// done).
 func (s *watchState) checkTentative() { s.read(true) }
 
 func (s *watchState) read(tentative bool) {
@@ -176,8 +201,7 @@ func (s *watchState) read(tentative bool) {
 	if err != nil {
 		key = "error:" + err.Error()
 	} else {
-		sum := sha256.Sum256(data)
-		key = hex.EncodeToString(sum[:])
+		key = contentKey(data)
 	}
 	if key == s.seen {
 		return
@@ -210,6 +234,12 @@ func (s *watchState) read(tentative bool) {
 	if s.onChange != nil {
 		s.onChange(cfg)
 	}
+}
+
+// contentKey identifies a content read: the same bytes are not parsed twice.
+func contentKey(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 func (s *watchState) report(err error) {
@@ -262,14 +292,7 @@ func (s *watchState) relevant(name string) bool {
 }
 
 // watching reports whether the directory watch is in place.
-func (s *watchState) watching() bool {
-	for _, w := range s.fw.WatchList() {
-		if w == s.dir {
-			return true
-		}
-	}
-	return false
-}
+func (s *watchState) watching() bool { return s.fw.Watching(s.dir) }
 
 // rewatch restores the directory watch if the directory was removed and
 // recreated (the kernel drops a watch with its inode).

@@ -127,9 +127,14 @@ func (cm *configMap) writeVersion(content []byte) {
 
 // update swaps ..data atomically and removes the old version, as the
 // kubelet does.
-func (cm *configMap) update(content []byte) {
+func (cm *configMap) update(content []byte) { cm.updatePaused(content, 0) }
+
+// updatePaused is update with a pause between writing the new version and
+// the swap, as when the kubelet writes several keys' files.
+func (cm *configMap) updatePaused(content []byte, pause time.Duration) {
 	old := cm.cur
 	cm.writeVersion(content)
+	time.Sleep(pause)
 	tmp := filepath.Join(cm.dir, "..data_tmp")
 	if err := os.Symlink(cm.cur, tmp); err != nil {
 		cm.t.Fatal(err)
@@ -392,5 +397,145 @@ func TestWatchLeadingEdge(t *testing.T) {
 	r.waitFor(t, 2, 1)
 	if d := time.Since(t0); d < 400*time.Millisecond {
 		t.Errorf("refusal reported after %v, before the burst could end", d)
+	}
+}
+
+// remoteCIDRs is a valid config whose remote c2 has the pod CIDRs
+// 10.2.0.0/24 … 10.2.(n-1).0/24, one per line at the end of the file: any
+// prefix of it cut after a line is valid too, which is what makes a
+// half-written file dangerous.
+func remoteCIDRs(n int) []byte {
+	var b strings.Builder
+	b.WriteString("nodeName: c1-n1\ncluster:\n  id: c1\n  podCIDRs: [10.1.0.0/16]\n  gateway: c1-n1\n  nodes:\n    - {name: c1-n1, ip: 192.168.10.11}\n" +
+		"remotes:\n  - id: c2\n    gatewayIP: 192.168.20.11\n    podCIDRs:\n")
+	for i := range n {
+		b.WriteString("      - 10.2." + string(rune('0'+i)) + ".0/24\n")
+	}
+	return []byte(b.String())
+}
+
+func remoteCount(c *Config) int { return len(c.Parsed.Remotes[0].PodCIDRs) }
+
+// A file written in place is read when its writer closes it, never in
+// between: a writer pausing longer than the debounce (an editor writing in
+// chunks, a slow disk) must neither have its half file applied (routes of
+// the missing CIDRs deleted, then restored) nor reported as a refusal.
+func TestWatchInPlaceWriteNeverHalfRead(t *testing.T) {
+	full := remoteCIDRs(6)
+	for _, tc := range []struct {
+		name string
+		cut  int // bytes written before the pause
+	}{
+		{"valid prefix", len(remoteCIDRs(3))},       // a config with 3 of the 6 CIDRs
+		{"invalid prefix", len(remoteCIDRs(3)) + 10}, // "      - 10.2.3": not a CIDR
+		{"truncated only", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "weft.yaml")
+			os.WriteFile(p, remoteCIDRs(1), 0o644)
+			r := runWatcher(t, p, &Watcher{Env: testEnv("", ""), Debounce: 50 * time.Millisecond, Poll: -1, Logger: quietLog})
+			r.waitFor(t, 1, 0)
+
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write(full[:tc.cut])
+			time.Sleep(300 * time.Millisecond) // six debounces
+			if c, e := r.counts(); c != 1 || e != 0 {
+				t.Fatalf("during the write: %d changes, %d errors (%v); want none new", c-1, e, r.errs)
+			}
+			t0 := time.Now()
+			f.Write(full[tc.cut:])
+			f.Close()
+			r.waitFor(t, 2, 0)
+			if d := time.Since(t0); d > 40*time.Millisecond {
+				t.Logf("closed file read after %v (the debounce is 50 ms)", d)
+			}
+			if n := remoteCount(r.lastChange()); n != 6 {
+				t.Fatalf("applied %d remote CIDRs, want 6", n)
+			}
+			r.quiet(t, 2, 0)
+		})
+	}
+}
+
+// Each complete version of a burst is read at once, the last one
+// included: a reload does not wait for the burst to end.
+func TestWatchBurstOfRenames(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "weft.yaml")
+	os.WriteFile(p, remoteCIDRs(1), 0o644)
+	r := runWatcher(t, p, &Watcher{Env: testEnv("", ""), Debounce: 400 * time.Millisecond, Poll: -1, Logger: quietLog})
+	r.waitFor(t, 1, 0)
+
+	var t0 time.Time
+	for n := 2; n <= 4; n++ {
+		tmp := filepath.Join(dir, ".weft.yaml.tmp")
+		os.WriteFile(tmp, remoteCIDRs(n), 0o644)
+		t0 = time.Now()
+		os.Rename(tmp, p)
+		time.Sleep(20 * time.Millisecond)
+	}
+	deadline := time.Now().Add(time.Second)
+	for {
+		c, e := r.counts()
+		if e != 0 {
+			t.Fatalf("errors: %v", r.errs)
+		}
+		if c > 1 && remoteCount(r.lastChange()) == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("last version not applied within 1 s (%d changes)", c)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if d := time.Since(t0); d >= 400*time.Millisecond {
+		t.Errorf("last version of the burst applied %v after its rename: it waited for the debounce", d)
+	}
+}
+
+// The kubelet's ConfigMap update (new timestamped directory, "..data"
+// swapped by a rename, the old directory removed) is applied when "..data"
+// moves, not after the burst of events around it.
+func TestWatchConfigMapSwapAtOnce(t *testing.T) {
+	cm := newConfigMap(t, remoteCIDRs(1))
+	r := runWatcher(t, cm.path(), &Watcher{Env: testEnv("", ""), Debounce: 400 * time.Millisecond, Poll: -1, Logger: quietLog})
+	r.waitFor(t, 1, 0)
+	for n := 2; n <= 3; n++ {
+		t0 := time.Now()
+		cm.updatePaused(remoteCIDRs(n), 50*time.Millisecond)
+		r.waitFor(t, n, 0)
+		if d := time.Since(t0); d >= 400*time.Millisecond {
+			t.Errorf("update %d applied %v after it began: it waited for the debounce", n, d)
+		}
+		if got := remoteCount(r.lastChange()); got != n {
+			t.Fatalf("applied %d CIDRs, want %d", got, n)
+		}
+		time.Sleep(500 * time.Millisecond) // the burst ends
+	}
+	r.quiet(t, 3, 0)
+}
+
+// A writer that keeps the file open is not waited for forever: after
+// WriteStall of quiet the file is read (and, here, refused) as it is.
+func TestWatchWriteStall(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "weft.yaml")
+	os.WriteFile(p, remoteCIDRs(1), 0o644)
+	r := runWatcher(t, p, &Watcher{Env: testEnv("", ""), Debounce: 20 * time.Millisecond, WriteStall: 300 * time.Millisecond, Poll: -1, Logger: quietLog})
+	r.waitFor(t, 1, 0)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	t0 := time.Now()
+	f.Write([]byte("nodeName: [\n"))
+	r.waitFor(t, 1, 1)
+	if d := time.Since(t0); d < 300*time.Millisecond {
+		t.Errorf("file still open for writing read after %v, before WriteStall", d)
 	}
 }
