@@ -426,7 +426,7 @@ func TestWatchInPlaceWriteNeverHalfRead(t *testing.T) {
 		name string
 		cut  int // bytes written before the pause
 	}{
-		{"valid prefix", len(remoteCIDRs(3))},       // a config with 3 of the 6 CIDRs
+		{"valid prefix", len(remoteCIDRs(3))},        // a config with 3 of the 6 CIDRs
 		{"invalid prefix", len(remoteCIDRs(3)) + 10}, // "      - 10.2.3": not a CIDR
 		{"truncated only", 0},
 	} {
