@@ -36,12 +36,25 @@ func StartupOf(cfg *Config) Startup {
 // CIDR does not move the socket the plugin talks to — and else from env's
 // defaults (weftd run's flags, then DESIGN.md's /run/weft/...).
 func LoadStartup(path string, env Env) (*Config, Startup, error) {
-	cfg, err := LoadWith(path, env)
-	if err == nil {
-		return cfg, StartupOf(cfg), nil
+	cfg, st, _, err := LoadStartupData(path, env)
+	return cfg, st, err
+}
+
+// LoadStartupData is LoadStartup that also returns the bytes it read (nil
+// when the file could not be read): given to Watcher.LastData, the
+// watcher's first read does not parse the same content again.
+func LoadStartupData(path string, env Env) (*Config, Startup, []byte, error) {
+	data, rerr := os.ReadFile(path)
+	var err error
+	if rerr != nil {
+		data, err = nil, &FileError{Path: path, Read: true, Err: rerr}
+	} else if cfg, perr := ParseWith(data, env); perr != nil {
+		err = &FileError{Path: path, Data: data, Err: perr}
+	} else {
+		return cfg, StartupOf(cfg), data, nil
 	}
 	st := Startup{Socket: env.socket(), SpoolDir: env.spoolDir(), StateDir: env.stateDir(), MetricsAddress: env.metrics()}
-	if data, rerr := os.ReadFile(path); rerr == nil {
+	if data != nil {
 		salvage(data, &st)
 	}
 	if st.NodeName == "" && env.Getenv != nil {
@@ -50,7 +63,7 @@ func LoadStartup(path string, env Env) (*Config, Startup, error) {
 	if st.NodeName == "" && env.Hostname != nil {
 		st.NodeName, _ = env.Hostname()
 	}
-	return nil, st, err
+	return nil, st, data, err
 }
 
 // salvage takes from a file that does not validate the Startup fields it

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"time"
 )
@@ -225,7 +224,7 @@ func (s *watchState) read(tentative bool) {
 	// An unchanged config is no news (e.g. a comment changed), unless the
 	// file was refused in between: then the good file coming back must
 	// clear the refusal.
-	if s.last != nil && reflect.DeepEqual(s.last, cfg) && !s.refused {
+	if s.last != nil && s.last.Equal(cfg) && !s.refused {
 		return
 	}
 	s.refused = false

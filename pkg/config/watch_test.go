@@ -539,3 +539,48 @@ func TestWatchWriteStall(t *testing.T) {
 		t.Errorf("file still open for writing read after %v, before WriteStall", d)
 	}
 }
+
+// weftd parsed the file at start: given those bytes (LastData), the
+// watcher's first read does not parse them again (at 20,000 CIDRs a parse
+// is most of the start-up's CPU), and still parses content that differs.
+func TestWatchLastDataSkipsTheSecondParse(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		lastData  func(file []byte) []byte
+		wantParse bool
+	}{
+		{"same bytes", func(b []byte) []byte { return b }, false},
+		{"other bytes", func(b []byte) []byte { return append(b, "# edited\n"...) }, true},
+		{"none", func([]byte) []byte { return nil }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "weft.yaml")
+			data := []byte(strings.Replace(string(remoteCIDRs(2)), "nodeName: c1-n1\n", "", 1))
+			os.WriteFile(p, data, 0o644)
+			var mu sync.Mutex
+			parses := 0
+			env := Env{Getenv: func(k string) string {
+				if k == "NODE_NAME" { // SetDefaults asks once per parse
+					mu.Lock()
+					parses++
+					mu.Unlock()
+					return "c1-n1"
+				}
+				return ""
+			}}
+			last, err := ParseWith(data, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parses = 0
+			r := runWatcher(t, p, &Watcher{Env: env, Last: last, LastData: tc.lastData(data), Poll: -1, Logger: quietLog})
+			r.quiet(t, 0, 0) // unchanged content: no news either way
+			mu.Lock()
+			defer mu.Unlock()
+			if (parses > 0) != tc.wantParse {
+				t.Errorf("%d parses on the first read, want parse %t", parses, tc.wantParse)
+			}
+		})
+	}
+}

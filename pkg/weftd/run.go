@@ -95,7 +95,7 @@ func Run(ctx context.Context, o Options) error {
 	if env.Getenv == nil && env.Hostname == nil {
 		env.Getenv, env.Hostname = os.Getenv, os.Hostname
 	}
-	cfg, boot, loadErr := config.LoadStartup(o.ConfigPath, env)
+	cfg, boot, cfgData, loadErr := config.LoadStartupData(o.ConfigPath, env)
 	store, err := state.Open(boot.StateDir, log)
 	if err != nil {
 		return fmt.Errorf("open state: %w", err)
@@ -163,7 +163,8 @@ func Run(ctx context.Context, o Options) error {
 	goRun(func() {
 		// Without a valid file at start (Last nil), the first valid content
 		// is reported through SetConfig: ready without a restart.
-		w := &config.Watcher{Last: cfg, Env: env, Logger: log}
+		// LastData: the file parsed above is not parsed again.
+		w := &config.Watcher{Last: cfg, LastData: cfgData, Env: env, Logger: log}
 		if err := w.Watch(ctx, o.ConfigPath, a.SetConfig, a.ConfigRejected); err != nil {
 			log.Error("config watch stopped; reloads need a restart", "err", err)
 		}
