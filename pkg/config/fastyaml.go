@@ -50,15 +50,17 @@ type plainParser struct {
 }
 
 // split cuts data into content lines, declining any byte outside printable
-// ASCII (a tab, a CR, a BOM, non-ASCII text) and document markers.
+// ASCII (a tab, a CR, a BOM, non-ASCII text) and document markers. The
+// lines are slices of one copy of data: no allocation per line.
 func (p *plainParser) split(data []byte) bool {
+	all := string(data)
 	p.lines = make([]plainLine, 0, bytes.Count(data, []byte{'\n'})+1)
-	for len(data) > 0 {
-		var raw []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			raw, data = data[:i], data[i+1:]
+	for len(all) > 0 {
+		var raw string
+		if i := strings.IndexByte(all, '\n'); i >= 0 {
+			raw, all = all[:i], all[i+1:]
 		} else {
-			raw, data = data, nil
+			raw, all = all, ""
 		}
 		indent := 0
 		for indent < len(raw) && raw[indent] == ' ' {
@@ -66,7 +68,8 @@ func (p *plainParser) split(data []byte) bool {
 		}
 		text := raw[indent:]
 		end := len(text)
-		for j, c := range text {
+		for j := 0; j < len(text); j++ {
+			c := text[j]
 			if c < 0x20 || c >= 0x7f {
 				return false
 			}
@@ -74,14 +77,14 @@ func (p *plainParser) split(data []byte) bool {
 				end = j // a comment; what follows is checked for bytes only
 			}
 		}
-		text = bytes.TrimRight(text[:end], " ")
+		text = strings.TrimRight(text[:end], " ")
 		if len(text) == 0 {
 			continue
 		}
 		if c := text[0]; (c == '-' || c == '.') && len(text) >= 3 && text[1] == c && text[2] == c || c == '%' {
 			return false
 		}
-		p.lines = append(p.lines, plainLine{indent: indent, text: string(text)})
+		p.lines = append(p.lines, plainLine{indent: indent, text: text})
 	}
 	return true
 }
