@@ -3,8 +3,6 @@ package config
 import (
 	"bytes"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -117,13 +115,7 @@ func TestPlainYAMLDeclinesOrAgrees(t *testing.T) {
 // FuzzPlainYAML: on any input plainYAML accepts, it reads what the full
 // parser reads.
 func FuzzPlainYAML(f *testing.F) {
-	for _, name := range []string{"valid.yaml", "minimal.yaml"} {
-		b, err := os.ReadFile(filepath.Join("testdata", name))
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	seedTestdata(f)
 	f.Add(scaleDoc(3))
 	f.Add([]byte("a:\n- x\n- y: 1\n  z: [p, q]\nb: 'c'\n"))
 	f.Add([]byte(strings.Repeat("k: v\n", 3)))

@@ -10,13 +10,7 @@ import (
 // FuzzParse checks that no input makes Parse panic, and that whatever it
 // accepts is internally consistent.
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"valid.yaml", "minimal.yaml"} {
-		b, err := os.ReadFile(filepath.Join("testdata", name))
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	seedTestdata(f)
 	f.Add([]byte(`{"cluster": {"id": "c1"}}`))
 	f.Add([]byte("remotes: [{id: c2, podCIDRs: [10.2.0.0/33]}]\n"))
 	env := testEnv("c1-n1", "")
@@ -53,4 +47,15 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("re-validate: %v", err)
 		}
 	})
+}
+
+// seedTestdata adds the example configs to f's corpus.
+func seedTestdata(f *testing.F) {
+	for _, name := range []string{"valid.yaml", "minimal.yaml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 }
