@@ -162,6 +162,9 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 			s.check()
 		case <-tick:
 			s.rewatch()
+			if writing && time.Since(lastEvent) < stall {
+				continue // the write under way ends with its own read
+			}
 			s.check()
 		case <-retry.C:
 			if !s.watching() {

@@ -584,3 +584,31 @@ func TestWatchLastDataSkipsTheSecondParse(t *testing.T) {
 		})
 	}
 }
+
+// The fallback poll does not read a file its writer is still writing
+// either.
+func TestWatchPollWaitsForTheWriter(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "weft.yaml")
+	os.WriteFile(p, remoteCIDRs(1), 0o644)
+	r := runWatcher(t, p, &Watcher{Env: testEnv("", ""), Debounce: 20 * time.Millisecond, WriteStall: time.Second,
+		Poll: 30 * time.Millisecond, Logger: quietLog})
+	r.waitFor(t, 1, 0)
+	full := remoteCIDRs(6)
+	cut := len(remoteCIDRs(3))
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(full[:cut])
+	time.Sleep(300 * time.Millisecond) // ten polls
+	if c, e := r.counts(); c != 1 || e != 0 {
+		t.Fatalf("during the write: %d changes, %d errors; want none new", c-1, e)
+	}
+	f.Write(full[cut:])
+	f.Close()
+	r.waitFor(t, 2, 0)
+	if n := remoteCount(r.lastChange()); n != 6 {
+		t.Fatalf("applied %d remote CIDRs, want 6", n)
+	}
+}
