@@ -47,6 +47,7 @@ type plainLine struct {
 type plainParser struct {
 	lines []plainLine
 	i     int
+	depth int
 }
 
 // split cuts data into content lines, declining any byte outside printable
@@ -89,8 +90,16 @@ func (p *plainParser) split(data []byte) bool {
 	return true
 }
 
+// maxPlainDepth bounds the nesting plainYAML reads (a config nests four
+// deep); deeper documents take the full parser and its own limits.
+const maxPlainDepth = 32
+
 // block parses the mapping or sequence whose lines start at indent.
 func (p *plainParser) block(indent int) (any, bool) {
+	if p.depth++; p.depth > maxPlainDepth {
+		return nil, false
+	}
+	defer func() { p.depth-- }()
 	if isSeqItem(p.lines[p.i].text) {
 		return p.sequence(indent)
 	}
@@ -361,7 +370,9 @@ func plainKey(k string) bool {
 			return false
 		}
 	}
-	return k != "" && !yamlWord(k)
+	// YAML refuses an implicit key over 1024 characters; config keys are
+	// short, the full parser names a long one.
+	return k != "" && len(k) <= 128 && !yamlWord(k)
 }
 
 // yamlWord reports the words YAML 1.1 resolves to a bool or null.
