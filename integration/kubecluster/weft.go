@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/weft-net/weft/pkg/netnstest"
+	"github.com/weft-net/weft/pkg/state"
 )
 
 // Attachment is what weftd's state file records for one pod interface (the
@@ -25,25 +26,18 @@ type Attachment struct {
 }
 
 // Attachments reads the attachments weftd has recorded on the node, from
-// its state file under /run/weft (weftd writes it by rename, so a read sees
-// one whole version). No file: none.
+// its state directory /run/weft (the snapshot and the journal after it,
+// read as the next weftd would, without changing them). No state: none.
 func (n *Node) Attachments() ([]Attachment, error) {
-	b, err := os.ReadFile(filepath.Join(n.RunWeft, "state.json"))
-	if os.IsNotExist(err) {
-		return nil, nil
-	}
+	c, err := state.Read(n.RunWeft)
 	if err != nil {
-		return nil, fmt.Errorf("node %s: %w", n.Name, err)
-	}
-	var env struct {
-		Data struct {
-			Attachments []Attachment `json:"attachments"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(b, &env); err != nil {
 		return nil, fmt.Errorf("node %s: weftd state: %w", n.Name, err)
 	}
-	return env.Data.Attachments, nil
+	out := make([]Attachment, 0, len(c.Attachments))
+	for _, a := range c.Attachments {
+		out = append(out, Attachment{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns, PodNamespace: a.PodNamespace, PodName: a.PodName})
+	}
+	return out, nil
 }
 
 // PodNS opens the network namespace of the pod namespace/name on the node,

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"github.com/weft-net/weft/integration/harness"
 	"github.com/weft-net/weft/pkg/api"
 	"github.com/weft-net/weft/pkg/client"
+	"github.com/weft-net/weft/pkg/state"
 )
 
 // Promise 2a: kill -9 while remote CIDRs are being applied. Each round
@@ -270,16 +270,16 @@ func TestCrashDuringChurn(t *testing.T) {
 // extraRecords names the recorded attachments that are not live pods, with
 // the weftd log lines that mention them (for a failure message).
 func extraRecords(n *harness.Node, live map[string]*harness.Pod) string {
-	b, err := os.ReadFile(filepath.Join(n.StateDir, "state.json"))
+	c, err := state.Read(n.StateDir)
 	if err != nil {
 		return err.Error()
 	}
-	var out []string
-	for _, m := range regexp.MustCompile(`"containerID":\s*"([^"]+)"`).FindAllStringSubmatch(string(b), -1) {
-		if live[m[1]] != nil {
+	out := c.Problems
+	for _, a := range c.Attachments {
+		if live[a.ContainerID] != nil {
 			continue
 		}
-		out = append(out, "extra "+m[1], mentions(n, m[1]))
+		out = append(out, "extra "+a.ContainerID, mentions(n, a.ContainerID))
 	}
 	return strings.Join(out, "\n")
 }

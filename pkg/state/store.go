@@ -1,18 +1,22 @@
 // Package state keeps weftd's durable record: the attachments the plugin
-// reported and the CNI interface the daemon discovered. The record is one
-// JSON document with a checksum, written to a temp file and renamed over the
-// old one, so a reader only ever sees a whole version. A torn or corrupt
-// file is detected, set aside and rebuilt, never a crash.
+// reported, the DELs it remembers (tombstones.go) and the CNI interface the
+// daemon discovered. The record is a snapshot (one JSON document with a
+// checksum, written to a temp file and renamed over the old one) and a
+// journal of the mutations since (journal.go): a mutation appends one
+// checksummed record, whatever the number of attachments; the snapshot is
+// rewritten off the request path when the journal grows. A torn or corrupt
+// file or record is detected, reported, set aside or dropped, and the state
+// rebuilt, never a crash.
 //
-// Durability: a mutation returns once the document containing it is in the
-// kernel's page cache under its final name. That survives anything that
-// happens to weftd (kill -9, OOM kill, upgrade): the page cache belongs to
-// the kernel, not to the process. The fsync of the file and its directory
-// follows off the request path (coalesced); it only matters for a power cut
-// or kernel crash with stateDir on disk, and then only for the last moment's
-// writes. Production keeps stateDir on tmpfs (/run), which a reboot empties
-// anyway, and after a reboot the runtime re-runs ADD for every pod. Writes
-// are group-committed: concurrent mutations share one document write.
+// Durability: a mutation returns once its record is in the kernel's page
+// cache. That survives anything that happens to weftd (kill -9, OOM kill,
+// upgrade): the page cache belongs to the kernel, not to the process. The
+// fsync of the journal follows off the request path (coalesced); it only
+// matters for a power cut or kernel crash with stateDir on disk, and then
+// only for the last moment's writes. Production keeps stateDir on tmpfs
+// (/run), which a reboot empties anyway, and after a reboot the runtime
+// re-runs ADD for every pod. Writes are group-committed: concurrent
+// mutations share one append.
 package state
 
 import (
@@ -26,6 +30,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,10 +41,12 @@ import (
 
 const (
 	fileName = "state.json"
-	// tombFileName holds the remembered DELs (tombstones.go). They live
-	// apart from the attachments because only a DEL changes them: an ADD
-	// writes state.json alone, whatever the number of DELs remembered.
+	// tombFileName held the remembered DELs of a weftd before the journal;
+	// it is read once and folded into the snapshot.
 	tombFileName = "tombstones.json"
+	// minCompact is the journal size below which it is never compacted:
+	// ~2,500 ADD+DEL pairs, replayed at start in a few milliseconds.
+	minCompact = 1 << 20
 )
 
 // Attachment is one pod interface the plugin reported on ADD.
@@ -60,23 +67,21 @@ func (a Attachment) Key() api.AttachmentKey {
 	return api.AttachmentKey{ContainerID: a.ContainerID, IfName: a.IfName}
 }
 
-// document is what is written to disk (inside the checksummed envelope).
+// document is the snapshot written to disk (inside the checksummed
+// envelope).
 type document struct {
 	Attachments []Attachment      `json:"attachments"`
 	CNI         *api.CNIInterface `json:"cniInterface,omitempty"`
 	Tombstones  []Tombstone       `json:"tombstones,omitempty"`
+	// Journal is the sequence number of the first journal file the
+	// snapshot does not include; 0 (a snapshot from before the journal)
+	// replays them all.
+	Journal uint64 `json:"journal,omitempty"`
 }
 
-// tombDocument is the tombstones file's document (same envelope).
+// tombDocument is the document of the tombstones file of earlier versions.
 type tombDocument struct {
 	Tombstones []Tombstone `json:"tombstones"`
-}
-
-func joinProblems(a, b string) string {
-	if a == "" {
-		return b
-	}
-	return a + "; " + b
 }
 
 type envelope struct {
@@ -90,16 +95,12 @@ type Store struct {
 	dir string
 	log *slog.Logger
 
-	mu          sync.Mutex
-	attachments map[api.AttachmentKey]Attachment
-	tombstones  map[api.AttachmentKey]time.Time // see tombstones.go
-	cni         *api.CNIInterface
-	gen         uint64 // bumped by every mutation
-	tombGen     uint64 // bumped by every change of tombstones
-	tombWritten uint64 // tombGen of the tombstones file on disk
+	mu sync.Mutex
+	contents
+	gen         uint64   // bumped by every mutation
+	pending     []record // the mutations after flushedGen, in order
 	flushedGen  uint64
-	flushing    bool
-	flushErr    error
+	flushing    bool // a writer owns the journal (appending or switching it)
 	flushed     *sync.Cond
 	loadProblem string
 	writes      uint64
@@ -107,75 +108,112 @@ type Store struct {
 	// volatile is true when dir is on tmpfs/ramfs: there fsync has nothing
 	// to write back, so none is scheduled at all.
 	volatile bool
+
+	journal      *os.File // the current journal, nil while broken
+	seq          uint64   // its sequence number
+	journalBytes int64
+	// broken: the current journal cannot take appends (a failed or short
+	// write may have left a partial record): the next commit writes a
+	// snapshot and a new journal before it acknowledges anything.
+	broken        bool
+	compacting    bool  // a background snapshot is being written
+	snapshotBytes int64 // size of the last snapshot written
+	minCompact    int64
+	dirDirty      bool // a journal was created since the last directory fsync
+	bg            sync.WaitGroup
+
+	// snapMu orders the snapshot writers (a background compaction and a
+	// rebuild after a failed append): an older snapshot must never land
+	// over a newer one, whose journals may be gone already.
+	snapMu   sync.Mutex
+	snapNext uint64 // the journal number of the last snapshot written
 }
 
-// Open loads the store from dir (created 0700 if missing). A missing file is
-// an empty store; a corrupt one is renamed aside and reported by
-// LoadProblem, and the store starts empty.
+// Open loads the store from dir (created 0700 if missing): the snapshot and
+// the journals after it. A missing file is an empty store; a corrupt one is
+// renamed aside, a torn or corrupt journal record dropped with what follows
+// it in its file, each reported by LoadProblem. Open then writes what it
+// loaded as a new snapshot and starts a new journal, so nothing is ever
+// appended after a torn record.
 func Open(dir string, log *slog.Logger) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, log: log, attachments: map[api.AttachmentKey]Attachment{}, tombstones: map[api.AttachmentKey]time.Time{}, volatile: inMemory(dir)}
-	s.flushed = sync.NewCond(&s.mu)
-	if err := s.loadTombstones(); err != nil {
+	l, err := load(dir)
+	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, fileName)
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return s, nil
-	case err != nil:
-		return nil, fmt.Errorf("read state %s: %w", path, err)
-	}
-	doc, err := decode(data)
-	if err != nil {
-		aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().UnixNano())
-		if rerr := os.Rename(path, aside); rerr != nil {
-			return nil, fmt.Errorf("set aside corrupt state %s: %w", path, rerr)
+	s := &Store{dir: dir, log: log, contents: l.contents, volatile: inMemory(dir), minCompact: minCompact}
+	s.flushed = sync.NewCond(&s.mu)
+	problems := l.problems
+	for _, c := range l.corrupt {
+		aside := fmt.Sprintf("%s.corrupt-%d", c.path, time.Now().UnixNano())
+		if err := os.Rename(c.path, aside); err != nil {
+			return nil, fmt.Errorf("set aside corrupt %s %s: %w", c.what, c.path, err)
 		}
-		s.loadProblem = joinProblems(s.loadProblem, fmt.Sprintf("state file %s was corrupt (%v); moved to %s and rebuilt from events", path, err, aside))
-		log.Warn("state file corrupt, starting empty", "path", path, "err", err, "movedTo", aside)
-		return s, nil
+		problems = append(problems, fmt.Sprintf("%s %s was corrupt (%v); moved to %s and rebuilt from the journal and events", c.what, c.path, c.err, aside))
+		log.Warn(c.what+" corrupt, set aside", "path", c.path, "err", c.err, "movedTo", aside)
 	}
-	for _, a := range doc.Attachments {
-		s.attachments[a.Key()] = a
+	for _, p := range l.problems {
+		log.Warn("state journal damaged; the records up to the damage are kept", "problem", p)
 	}
-	// Tombstones in state.json come from a weftd that kept them there.
-	for _, t := range doc.Tombstones {
-		s.tombstones[t.Key()] = t.Deleted
+	s.loadProblem = strings.Join(problems, "; ")
+	removeTemps(dir)
+	// The new journal's number is above every file present, so a journal
+	// left with a torn tail is never appended to.
+	last := uint64(0)
+	for _, seqs := range [][]uint64{l.journals, l.stale} {
+		for _, q := range seqs {
+			last = max(last, q)
+		}
 	}
-	s.cni = doc.CNI
+	s.seq = last
+	s.mu.Lock()
+	err = s.rebuildLocked()
+	s.mu.Unlock()
+	if err != nil {
+		// Not fatal: the daemon serves without a writable state dir and
+		// the next mutation tries again (and reports its error).
+		log.Warn("cannot write the state; retried at the next change", "dir", dir, "err", err)
+		s.loadProblem = joinProblems(s.loadProblem, fmt.Sprintf("cannot write the state: %v", err))
+	}
+	if l.legacyTombs && err == nil {
+		_ = os.Remove(filepath.Join(dir, tombFileName)) // folded into the snapshot
+	}
 	return s, nil
 }
 
-// loadTombstones reads the tombstones file; a corrupt one is set aside and
-// reported like a corrupt state file (spooled ADDs are then ordered by the
-// attachments' own times only).
-func (s *Store) loadTombstones() error {
-	path := filepath.Join(s.dir, tombFileName)
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
+func joinProblems(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+// removeTemps removes the temp files of snapshot writes a crash cut short.
+func removeTemps(dir string) {
+	matches, _ := filepath.Glob(filepath.Join(dir, ".state-*.tmp"))
+	for _, m := range matches {
+		_ = os.Remove(m)
+	}
+}
+
+// Close waits for a background snapshot and closes the journal. The store
+// must not be used after it. (weftd does not need it to be durable: every
+// acknowledged mutation already is.)
+func (s *Store) Close() error {
+	s.bg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.flushing {
+		s.flushed.Wait()
+	}
+	if s.journal == nil {
 		return nil
-	case err != nil:
-		return fmt.Errorf("read tombstones %s: %w", path, err)
 	}
-	var doc tombDocument
-	if err := decodeInto(data, &doc); err != nil {
-		aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().UnixNano())
-		if rerr := os.Rename(path, aside); rerr != nil {
-			return fmt.Errorf("set aside corrupt tombstones %s: %w", path, rerr)
-		}
-		s.loadProblem = fmt.Sprintf("tombstones file %s was corrupt (%v); moved to %s", path, err, aside)
-		s.log.Warn("tombstones file corrupt, starting without remembered DELs", "path", path, "err", err, "movedTo", aside)
-		return nil
-	}
-	for _, t := range doc.Tombstones {
-		s.tombstones[t.Key()] = t.Deleted
-	}
-	return nil
+	err := s.journal.Close()
+	s.journal, s.broken = nil, true
+	return err
 }
 
 func decode(data []byte) (*document, error) {
@@ -205,27 +243,35 @@ func decodeInto(data []byte, v any) error {
 	return nil
 }
 
-// LoadProblem describes a corrupt file found at Open, or "".
+// LoadProblem describes the corrupt files and records found at Open, or "".
 func (s *Store) LoadProblem() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.loadProblem
 }
 
-// Writes is the number of documents written (for benchmarks and tests).
+// Writes is the number of journal appends and snapshots written on the
+// request path (for benchmarks and tests).
 func (s *Store) Writes() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.writes
 }
 
+// mutateLocked applies r and queues it for the journal; it returns the
+// generation to commit.
+func (s *Store) mutateLocked(r record) uint64 {
+	s.apply(r)
+	s.pending = append(s.pending, r)
+	s.gen++
+	return s.gen
+}
+
 // Put records an attachment (replacing one with the same key) and returns
 // once it is durable (see the package comment for what that means).
 func (s *Store) Put(ctx context.Context, a Attachment) error {
 	s.mu.Lock()
-	s.attachments[a.Key()] = a
-	s.gen++
-	g := s.gen
+	g := s.mutateLocked(record{Op: opPut, A: &a})
 	s.mu.Unlock()
 	return s.commit(ctx, g)
 }
@@ -234,14 +280,11 @@ func (s *Store) Put(ctx context.Context, a Attachment) error {
 // removal is durable. Deleting an unknown key writes nothing.
 func (s *Store) Delete(ctx context.Context, k api.AttachmentKey) (bool, error) {
 	s.mu.Lock()
-	_, ok := s.attachments[k]
-	if !ok {
+	if _, ok := s.attachments[k]; !ok {
 		s.mu.Unlock()
 		return false, nil
 	}
-	delete(s.attachments, k)
-	s.gen++
-	g := s.gen
+	g := s.mutateLocked(record{Op: opDel, K: &k, Forget: true})
 	s.mu.Unlock()
 	return true, s.commit(ctx, g)
 }
@@ -254,21 +297,19 @@ func (s *Store) GC(ctx context.Context, network string, valid []api.AttachmentKe
 		keep[k] = true
 	}
 	s.mu.Lock()
-	removed := 0
+	var gone []api.AttachmentKey
 	for k, a := range s.attachments {
 		if a.Network == network && !keep[k] {
-			delete(s.attachments, k)
-			removed++
+			gone = append(gone, k)
 		}
 	}
-	if removed == 0 {
+	if len(gone) == 0 {
 		s.mu.Unlock()
 		return 0, nil
 	}
-	s.gen++
-	g := s.gen
+	g := s.mutateLocked(record{Op: opGC, Keys: gone})
 	s.mu.Unlock()
-	return removed, s.commit(ctx, g)
+	return len(gone), s.commit(ctx, g)
 }
 
 // SetCNI records the CNI interface (nil clears it) durably.
@@ -278,9 +319,7 @@ func (s *Store) SetCNI(ctx context.Context, c *api.CNIInterface) error {
 		cp := *c
 		c = &cp
 	}
-	s.cni = c
-	s.gen++
-	g := s.gen
+	g := s.mutateLocked(record{Op: opCNI, CNI: c})
 	s.mu.Unlock()
 	return s.commit(ctx, g)
 }
@@ -315,27 +354,30 @@ func (s *Store) Len() int {
 func (s *Store) List() []Attachment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sortedLocked()
+	return s.sorted()
 }
 
-func (s *Store) sortedLocked() []Attachment {
-	out := make([]Attachment, 0, len(s.attachments))
-	for _, a := range s.attachments {
+func (c *contents) sorted() []Attachment {
+	out := make([]Attachment, 0, len(c.attachments))
+	for _, a := range c.attachments {
 		out = append(out, a)
 	}
+	sortAttachments(out)
+	return out
+}
+
+func sortAttachments(out []Attachment) {
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].ContainerID != out[j].ContainerID {
 			return out[i].ContainerID < out[j].ContainerID
 		}
 		return out[i].IfName < out[j].IfName
 	})
-	return out
 }
 
 // commit waits until generation g is written. The first waiter that finds no
-// flush in progress becomes the writer for everything pending; the others
-// wait for it: one document write serves every mutation that arrived
-// meanwhile.
+// writer in progress becomes the writer for everything pending; the others
+// wait for it: one append serves every mutation that arrived meanwhile.
 func (s *Store) commit(ctx context.Context, g uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -347,61 +389,231 @@ func (s *Store) commit(ctx context.Context, g uint64) error {
 			s.flushed.Wait()
 			continue
 		}
-		s.flushing = true
-		target, tombTarget := s.gen, s.tombGen
-		var tombData []byte
 		var err error
-		if tombTarget != s.tombWritten {
-			tombData, err = s.encodeTombstonesLocked()
-		}
-		var data []byte
-		if err == nil {
-			data, err = s.encodeLocked()
-		}
-		s.mu.Unlock()
-		// The tombstones first: a DEL is acknowledged only once both are
-		// written, and a crash between them leaves a tombstone for an
-		// attachment still recorded, which the plugin's retried DEL clears.
-		if err == nil && tombData != nil {
-			err = s.writeFile(tombFileName, tombData)
-		}
-		if err == nil {
-			err = s.writeFile(fileName, data)
-		}
-		s.mu.Lock()
-		s.flushing = false
-		if err == nil && tombData != nil && tombTarget > s.tombWritten {
-			s.tombWritten = tombTarget
+		if s.broken {
+			err = s.rebuildLocked()
+		} else {
+			err = s.appendLocked()
 		}
 		if err != nil {
-			s.flushErr = err
-			s.flushed.Broadcast()
 			return fmt.Errorf("write state: %w", err)
 		}
-		s.writes++
-		s.flushErr = nil
-		if target > s.flushedGen {
-			s.flushedGen = target
-		}
-		s.flushed.Broadcast()
 	}
 	return nil
 }
 
-func (s *Store) encodeLocked() ([]byte, error) {
-	data, err := json.Marshal(document{Attachments: s.sortedLocked(), CNI: s.cni})
-	if err != nil {
-		return nil, fmt.Errorf("encode state: %w", err)
+// appendLocked writes the pending records to the journal as the writer
+// (s.mu is released during the write). When the journal has grown past its
+// bound, it then switches to a new one and leaves the snapshot that covers
+// the old one to a background goroutine.
+func (s *Store) appendLocked() error {
+	s.flushing = true
+	target, recs, j := s.gen, s.pending, s.journal
+	s.pending = nil
+	// The snapshot must hold exactly what the old journal will: the
+	// records written by this append, no later ones. So it is copied now.
+	rotate := !s.compacting && s.journalBytes >= max(s.minCompact, 2*s.snapshotBytes)
+	var snap snapshot
+	if rotate {
+		snap = s.captureLocked(s.seq + 1)
+		s.compacting = true
 	}
-	return seal(data), nil
+	s.mu.Unlock()
+	n, err := writeRecords(j, recs)
+	var next *os.File
+	var jerr error
+	if err == nil && rotate {
+		next, jerr = s.createJournal(snap.next)
+	}
+	s.mu.Lock()
+	s.flushing = false
+	defer s.flushed.Broadcast()
+	s.journalBytes += int64(n)
+	if err != nil {
+		s.broken = true // a partial record may end the file
+		s.compacting = s.compacting && !rotate
+		return err
+	}
+	s.writes++
+	s.flushedGen = max(s.flushedGen, target)
+	if rotate {
+		if jerr != nil {
+			s.log.Warn("cannot start a new state journal; the current one keeps growing", "err", jerr)
+			s.compacting = false
+		} else {
+			old := s.journal
+			s.journal, s.seq, s.journalBytes, s.dirDirty = next, snap.next, 0, true
+			s.bg.Add(1)
+			go s.compact(old, snap)
+		}
+	}
+	s.syncSoonLocked()
+	return nil
 }
 
-func (s *Store) encodeTombstonesLocked() ([]byte, error) {
-	data, err := json.Marshal(tombDocument{Tombstones: s.tombstonesLocked()})
-	if err != nil {
-		return nil, fmt.Errorf("encode tombstones: %w", err)
+// rebuildLocked writes a snapshot of everything and starts a new journal,
+// as the writer (s.mu released meanwhile): at Open, and after a failed
+// append, before anything more is acknowledged.
+func (s *Store) rebuildLocked() error {
+	s.flushing = true
+	target := s.gen
+	s.pending = nil // the snapshot holds them
+	snap := s.captureLocked(s.seq + 1)
+	s.mu.Unlock()
+	size, err := s.writeSnapshot(snap, true)
+	var next *os.File
+	if err == nil {
+		next, err = s.createJournal(snap.next)
 	}
-	return seal(data), nil
+	if err == nil && !s.volatile {
+		err = syncPath(s.dir)
+	}
+	if err == nil {
+		s.removeJournalsBelow(snap.next)
+	}
+	s.mu.Lock()
+	s.flushing = false
+	defer s.flushed.Broadcast()
+	if err != nil {
+		s.broken = true
+		return err
+	}
+	if s.journal != nil {
+		s.journal.Close()
+	}
+	s.journal, s.seq, s.journalBytes, s.broken, s.snapshotBytes = next, snap.next, 0, false, size
+	s.writes++
+	s.flushedGen = max(s.flushedGen, target)
+	return nil
+}
+
+// compact writes the snapshot that covers old (closed here) and the
+// journals before it, then removes them.
+func (s *Store) compact(old *os.File, snap snapshot) {
+	defer s.bg.Done()
+	if !s.volatile {
+		_ = old.Sync() // until the snapshot is down, it is the record
+	}
+	old.Close()
+	size, err := s.writeSnapshot(snap, true)
+	s.mu.Lock()
+	s.compacting = false
+	if err == nil {
+		s.snapshotBytes = size
+	}
+	s.mu.Unlock()
+	if errors.Is(err, errSuperseded) {
+		return
+	}
+	if err != nil {
+		// The journals stay, and Open replays them all.
+		s.log.Warn("cannot write the state snapshot; the journal is kept", "err", err)
+		return
+	}
+	s.removeJournalsBelow(snap.next)
+}
+
+// snapshot is a copy of the contents at one point of the record sequence.
+type snapshot struct {
+	attachments []Attachment
+	tombstones  []Tombstone
+	cni         *api.CNIInterface
+	next        uint64 // the journal that starts after it
+}
+
+// captureLocked copies the contents (sorted later, outside the lock).
+func (s *Store) captureLocked(next uint64) snapshot {
+	snap := snapshot{attachments: make([]Attachment, 0, len(s.attachments)), next: next}
+	for _, a := range s.attachments {
+		snap.attachments = append(snap.attachments, a)
+	}
+	if len(s.tombstones) > 0 {
+		snap.tombstones = make([]Tombstone, 0, len(s.tombstones))
+		for k, t := range s.tombstones {
+			snap.tombstones = append(snap.tombstones, Tombstone{ContainerID: k.ContainerID, IfName: k.IfName, Deleted: t})
+		}
+	}
+	if s.cni != nil {
+		c := *s.cni
+		snap.cni = &c
+	}
+	return snap
+}
+
+// writeSnapshot writes snap as state.json (temp file and rename; with
+// fsync, on disk, the file is fsynced before the rename and the directory
+// after it, since the journals it replaces are removed next), unless a
+// newer snapshot was written meanwhile (errSuperseded). It returns the
+// file's size.
+func (s *Store) writeSnapshot(snap snapshot, fsync bool) (int64, error) {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	if snap.next < s.snapNext {
+		return 0, errSuperseded
+	}
+	fsync = fsync && !s.volatile
+	sortAttachments(snap.attachments)
+	sortTombstones(snap.tombstones)
+	data, err := json.Marshal(document{Attachments: snap.attachments, CNI: snap.cni, Tombstones: snap.tombstones, Journal: snap.next})
+	if err != nil {
+		return 0, fmt.Errorf("encode state: %w", err)
+	}
+	data = seal(data)
+	if err := replaceFile(s.dir, fileName, ".state-*.tmp", data, fsync); err != nil {
+		return 0, err
+	}
+	if fsync {
+		if err := syncPath(s.dir); err != nil {
+			return 0, err
+		}
+	}
+	s.snapNext = snap.next
+	return int64(len(data)), nil
+}
+
+// errSuperseded: a newer snapshot is on disk already.
+var errSuperseded = errors.New("a newer snapshot was written meanwhile")
+
+func (s *Store) createJournal(seq uint64) (*os.File, error) {
+	path := filepath.Join(s.dir, journalName(seq))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create journal: %w", err)
+	}
+	return f, nil
+}
+
+// removeJournalsBelow removes the journal files a durable snapshot covers.
+func (s *Store) removeJournalsBelow(next uint64) {
+	seqs, err := journalFiles(s.dir)
+	if err != nil {
+		s.log.Warn("list old state journals", "err", err)
+		return
+	}
+	for _, q := range seqs {
+		if q >= next {
+			break
+		}
+		if err := os.Remove(filepath.Join(s.dir, journalName(q))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("remove old state journal", "seq", q, "err", err)
+		}
+	}
+}
+
+// writeRecords appends recs to j in one write.
+func writeRecords(j *os.File, recs []record) (int, error) {
+	buf := make([]byte, 0, 384*len(recs))
+	for _, r := range recs {
+		var err error
+		if buf, err = appendRecord(buf, r); err != nil {
+			return 0, err
+		}
+	}
+	n, err := j.Write(buf)
+	if err != nil {
+		return n, fmt.Errorf("append to journal: %w", err)
+	}
+	return n, nil
 }
 
 // seal wraps a document in the checksummed envelope, by hand: json.Marshal
@@ -418,44 +630,32 @@ func seal(data []byte) []byte {
 	return append(out, '}')
 }
 
-func (s *Store) writeFile(name string, data []byte) error {
-	if err := replaceFile(s.dir, name, ".state-*.tmp", data, false); err != nil {
-		return err
-	}
-	s.syncSoon()
-	return nil
-}
-
-// syncSoon fsyncs the state file and its directory in the background. One
-// sync at a time is scheduled: writes that land before it starts are
-// covered by it, a write after it started schedules the next.
-func (s *Store) syncSoon() {
-	if s.volatile {
-		return
-	}
-	s.mu.Lock()
-	if s.syncPending {
-		s.mu.Unlock()
+// syncSoonLocked fsyncs the journal (and the directory, after a new
+// journal) in the background. One sync at a time is scheduled: appends
+// that land before it starts are covered by it, one after it started
+// schedules the next.
+func (s *Store) syncSoonLocked() {
+	if s.volatile || s.syncPending {
 		return
 	}
 	s.syncPending = true
-	s.mu.Unlock()
 	go func() {
 		s.mu.Lock()
 		s.syncPending = false
+		j, dir := s.journal, s.dirDirty
+		s.dirDirty = false
 		s.mu.Unlock()
-		for _, name := range []string{tombFileName, fileName} {
-			err := syncPath(filepath.Join(s.dir, name))
-			if name == tombFileName && errors.Is(err, os.ErrNotExist) {
-				continue // no DEL remembered yet
-			}
-			if err != nil {
-				s.log.Warn("background fsync of the state failed; it matters only if the machine loses power", "file", name, "err", err)
-				return
+		if j != nil {
+			// A journal closed meanwhile was switched out; its snapshot
+			// is fsynced by compact.
+			if err := j.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+				s.log.Warn("background fsync of the state journal failed; it matters only if the machine loses power", "err", err)
 			}
 		}
-		if err := syncPath(s.dir); err != nil {
-			s.log.Warn("background fsync of the state directory failed; it matters only if the machine loses power", "err", err)
+		if dir {
+			if err := syncPath(s.dir); err != nil {
+				s.log.Warn("background fsync of the state directory failed; it matters only if the machine loses power", "err", err)
+			}
 		}
 	}()
 }

@@ -77,6 +77,9 @@ func TestCorruptFileIsSetAsideAndRebuilt(t *testing.T) {
 			if err := s.Put(ctx, att("a")); err != nil {
 				t.Fatal(err)
 			}
+			s.Close()
+			s, _ = Open(dir, quiet()) // a is in the snapshot now, not in the journal
+			s.Close()
 			path := filepath.Join(dir, fileName)
 			b, _ := os.ReadFile(path)
 			if err := os.WriteFile(path, tc.mangle(b), 0o600); err != nil {

@@ -14,10 +14,10 @@ import (
 const MaxTombstones = 4096
 
 // Tombstone records that the plugin saw a DEL of an attachment at Deleted
-// (its clock, as in api.Event.Time). It is durable (tombstones.json, written
-// by DELs only, so an ADD's write does not grow with the DELs remembered):
-// a spooled ADD replayed by the next weftd, after a restart, is ordered
-// against it as exactly as by this one.
+// (its clock, as in api.Event.Time). It is durable (the DEL's journal
+// record, then the snapshot), so a spooled ADD replayed by the next weftd,
+// after a restart, is ordered against it as exactly as by this one; an ADD's
+// write does not grow with the DELs remembered (one record either way).
 type Tombstone struct {
 	ContainerID string    `json:"containerID"`
 	IfName      string    `json:"ifName"`
@@ -50,22 +50,17 @@ func (s *Store) deleteAt(ctx context.Context, k api.AttachmentKey, at time.Time,
 	if known && spooled && cur.Added.After(at) {
 		known = false
 	}
-	if known {
-		delete(s.attachments, k)
-	}
 	prev, had := s.tombstones[k]
 	newer := !had || at.After(prev)
-	if newer {
-		s.tombstones[k] = at
-		s.pruneTombstonesLocked()
-		s.tombGen++
-	}
 	if !known && !newer {
 		s.mu.Unlock()
 		return false, nil
 	}
-	s.gen++
-	g := s.gen
+	r := record{Op: opDel, K: &k, Forget: known}
+	if newer {
+		r.Tomb = &at
+	}
+	g := s.mutateLocked(r)
 	s.mu.Unlock()
 	return known, s.commit(ctx, g)
 }
@@ -86,9 +81,7 @@ func (s *Store) Replay(ctx context.Context, a Attachment, at time.Time) (bool, e
 		s.mu.Unlock()
 		return false, nil
 	}
-	s.attachments[k] = a
-	s.gen++
-	g := s.gen
+	g := s.mutateLocked(record{Op: opPut, A: &a})
 	s.mu.Unlock()
 	return true, s.commit(ctx, g)
 }
@@ -97,17 +90,22 @@ func (s *Store) Replay(ctx context.Context, a Attachment, at time.Time) (bool, e
 func (s *Store) Tombstones() []Tombstone {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.tombstonesLocked()
+	return s.sortedTombstones()
 }
 
-func (s *Store) tombstonesLocked() []Tombstone {
-	if len(s.tombstones) == 0 {
+func (c *contents) sortedTombstones() []Tombstone {
+	if len(c.tombstones) == 0 {
 		return nil
 	}
-	out := make([]Tombstone, 0, len(s.tombstones))
-	for k, t := range s.tombstones {
+	out := make([]Tombstone, 0, len(c.tombstones))
+	for k, t := range c.tombstones {
 		out = append(out, Tombstone{ContainerID: k.ContainerID, IfName: k.IfName, Deleted: t})
 	}
+	sortTombstones(out)
+	return out
+}
+
+func sortTombstones(out []Tombstone) {
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Deleted.Equal(out[j].Deleted) {
 			return out[i].Deleted.Before(out[j].Deleted)
@@ -117,17 +115,17 @@ func (s *Store) tombstonesLocked() []Tombstone {
 		}
 		return out[i].IfName < out[j].IfName
 	})
-	return out
 }
 
-// pruneTombstonesLocked forgets the oldest quarter once there are more
-// than MaxTombstones: amortised O(1) per DEL.
-func (s *Store) pruneTombstonesLocked() {
-	if len(s.tombstones) <= MaxTombstones {
+// pruneTombstones forgets the oldest quarter once there are more than
+// MaxTombstones: amortised O(1) per DEL. It is deterministic (by time, then
+// key), so a replayed journal prunes exactly what the live store did.
+func (c *contents) pruneTombstones() {
+	if len(c.tombstones) <= MaxTombstones {
 		return
 	}
-	all := s.tombstonesLocked()
+	all := c.sortedTombstones()
 	for _, t := range all[:len(all)-MaxTombstones*3/4] {
-		delete(s.tombstones, t.Key())
+		delete(c.tombstones, t.Key())
 	}
 }

@@ -3,11 +3,6 @@ package state
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -104,55 +99,5 @@ func TestTombstonesBounded(t *testing.T) {
 	}
 	if ts[len(ts)-1].ContainerID != "newest" || ts[0].ContainerID == "c00000" {
 		t.Fatalf("pruning must drop the oldest: first %s last %s", ts[0].ContainerID, ts[len(ts)-1].ContainerID)
-	}
-}
-
-// An ADD's write leaves the tombstones file alone: its cost must not grow
-// with the DELs remembered (4,096 of them made every ADD ~7 ms of CPU when
-// they were part of state.json).
-func TestPutDoesNotRewriteTombstones(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := Open(dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Unix(1700000000, 0)
-	k := api.AttachmentKey{ContainerID: "gone", IfName: "eth0"}
-	if err := s.Put(ctx, Attachment{ContainerID: k.ContainerID, IfName: k.IfName, Added: t0}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.DeleteAt(ctx, k, t0.Add(time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, tombFileName)
-	before, err := os.Stat(path)
-	if err != nil {
-		t.Fatalf("DEL did not write the tombstones file: %v", err)
-	}
-	if err := s.Put(ctx, Attachment{ContainerID: "new", IfName: "eth0", Added: t0.Add(2 * time.Second)}); err != nil {
-		t.Fatal(err)
-	}
-	after, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !os.SameFile(before, after) {
-		t.Error("an ADD rewrote the tombstones file")
-	}
-	state, err := os.ReadFile(filepath.Join(dir, fileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(state), "gone") {
-		t.Errorf("state.json carries the tombstone: %s", state)
-	}
-	// Reopened, the DEL still orders a spooled ADD made before it.
-	s2, err := Open(dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := s2.Replay(ctx, Attachment{ContainerID: k.ContainerID, IfName: k.IfName, Added: t0}, t0); err != nil || ok {
-		t.Errorf("replay of an ADD older than the remembered DEL after reopen: recorded=%v err=%v", ok, err)
 	}
 }

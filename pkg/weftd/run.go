@@ -100,6 +100,9 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("open state: %w", err)
 	}
+	// After the API server and the loops are done (defers run last in,
+	// first out): a snapshot being written in the background completes.
+	defer store.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
