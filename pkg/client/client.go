@@ -240,6 +240,11 @@ func (c *Client) exchange(ctx context.Context, method, path string, body []byte)
 	}
 	var r io.Reader = br
 	switch {
+	case status == 204 || status == 304 || status < 200:
+		// No body by definition (RFC 9112 §6.3): answer now instead of
+		// waiting for the daemon to close the connection, one wakeup
+		// (two context switches) less on every ADD and DEL.
+		return status, nil, nil
 	case strings.EqualFold(hdr.Get("Transfer-Encoding"), "chunked"):
 		r = &chunkedReader{r: br}
 	case hdr.Get("Content-Length") != "":

@@ -220,6 +220,12 @@ func TestPeerCredentialCheck(t *testing.T) {
 // rawServer answers every connection on a unix socket with reply, after
 // reading the request head.
 func rawServer(t *testing.T, reply string) string {
+	return holdingServer(t, reply, 0)
+}
+
+// holdingServer is rawServer keeping each connection open for hold after
+// the reply.
+func holdingServer(t *testing.T, reply string, hold time.Duration) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "raw.sock")
 	ln, err := net.Listen("unix", sock)
@@ -243,10 +249,24 @@ func rawServer(t *testing.T, reply string) string {
 					}
 				}
 				io.WriteString(c, reply)
+				time.Sleep(hold)
 			}()
 		}
 	}()
 	return sock
+}
+
+// A 204 (the answer to every ADD and DEL) has no body: the client returns
+// once it has the head, without waiting for the server to close.
+func TestNoContentDoesNotWaitForClose(t *testing.T) {
+	c := newClient(holdingServer(t, "HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n", 10*time.Second), 2*time.Second, -1)
+	t0 := time.Now()
+	if err := c.Add(context.Background(), api.Event{Verb: api.VerbAdd, ContainerID: "c", IfName: "eth0"}); err != nil {
+		t.Fatalf("ADD answered 204 by a server that keeps the connection open: %v", err)
+	}
+	if d := time.Since(t0); d > time.Second {
+		t.Fatalf("ADD took %v: it waited for the connection to close", d)
+	}
 }
 
 // The client speaks HTTP/1.1 itself (no net/http in the plugin): the
