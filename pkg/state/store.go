@@ -47,6 +47,10 @@ const (
 	// minCompact is the journal size below which it is never compacted:
 	// ~2,500 ADD+DEL pairs, replayed at start in a few milliseconds.
 	minCompact = 1 << 20
+	// syncDelay is how long an append waits for its background fsync (on
+	// disk): the window a power cut can take, shorter than ext4's own
+	// 5 s commit interval for anything not fsynced.
+	syncDelay = time.Second
 )
 
 // Attachment is one pod interface the plugin reported on ADD.
@@ -105,6 +109,8 @@ type Store struct {
 	loadProblem string
 	writes      uint64
 	syncPending bool // a background fsync is scheduled and has not started
+	syncTimer   *time.Timer
+	syncDelay   time.Duration
 	// volatile is true when dir is on tmpfs/ramfs: there fsync has nothing
 	// to write back, so none is scheduled at all.
 	volatile bool
@@ -143,7 +149,7 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, log: log, contents: l.contents, volatile: inMemory(dir), minCompact: minCompact}
+	s := &Store{dir: dir, log: log, contents: l.contents, volatile: inMemory(dir), minCompact: minCompact, syncDelay: syncDelay}
 	s.flushed = sync.NewCond(&s.mu)
 	problems := l.problems
 	for _, c := range l.corrupt {
@@ -198,16 +204,22 @@ func removeTemps(dir string) {
 	}
 }
 
-// Close waits for a background snapshot and closes the journal. The store
-// must not be used after it. (weftd does not need it to be durable: every
-// acknowledged mutation already is.)
+// Close waits for a background snapshot, runs a scheduled fsync now and
+// closes the journal. The store must not be used after it. (weftd does not
+// need it to survive kill -9: every acknowledged mutation already does.)
 func (s *Store) Close() error {
 	s.bg.Wait()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for s.flushing {
 		s.flushed.Wait()
 	}
+	t := s.syncTimer
+	s.mu.Unlock()
+	if t != nil && t.Stop() {
+		s.syncNow()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.journal == nil {
 		return nil
 	}
@@ -630,34 +642,39 @@ func seal(data []byte) []byte {
 	return append(out, '}')
 }
 
-// syncSoonLocked fsyncs the journal (and the directory, after a new
-// journal) in the background. One sync at a time is scheduled: appends
-// that land before it starts are covered by it, one after it started
-// schedules the next.
+// syncSoonLocked schedules the fsync of the journal (and of the
+// directory, after a new journal) syncDelay from now, in the background.
+// One sync at a time is scheduled: appends that land before it starts are
+// covered by it, one after it started schedules the next. The delay keeps
+// the fsync (and the filesystem journal commit it forces) from competing
+// for the CPU with the plugin that just got its answer, and makes a burst
+// of pods share one: at most one a syncDelay.
 func (s *Store) syncSoonLocked() {
 	if s.volatile || s.syncPending {
 		return
 	}
 	s.syncPending = true
-	go func() {
-		s.mu.Lock()
-		s.syncPending = false
-		j, dir := s.journal, s.dirDirty
-		s.dirDirty = false
-		s.mu.Unlock()
-		if j != nil {
-			// A journal closed meanwhile was switched out; its snapshot
-			// is fsynced by compact.
-			if err := j.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
-				s.log.Warn("background fsync of the state journal failed; it matters only if the machine loses power", "err", err)
-			}
+	s.syncTimer = time.AfterFunc(s.syncDelay, s.syncNow)
+}
+
+func (s *Store) syncNow() {
+	s.mu.Lock()
+	s.syncPending = false
+	j, dir := s.journal, s.dirDirty
+	s.dirDirty = false
+	s.mu.Unlock()
+	if j != nil {
+		// A journal closed meanwhile was switched out; its snapshot is
+		// fsynced by compact.
+		if err := j.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			s.log.Warn("background fsync of the state journal failed; it matters only if the machine loses power", "err", err)
 		}
-		if dir {
-			if err := syncPath(s.dir); err != nil {
-				s.log.Warn("background fsync of the state directory failed; it matters only if the machine loses power", "err", err)
-			}
+	}
+	if dir {
+		if err := syncPath(s.dir); err != nil {
+			s.log.Warn("background fsync of the state directory failed; it matters only if the machine loses power", "err", err)
 		}
-	}()
+	}
 }
 
 // inMemory reports whether dir is on a filesystem without backing store.
