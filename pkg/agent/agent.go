@@ -185,7 +185,7 @@ func New(cfg *config.Config, d Deps) *Agent {
 		a.setCond(CondConfigValid, false, "NotLoaded", "no configuration read yet", "")
 	}
 	if p := d.Store.LoadProblem(); p != "" {
-		a.setCond(CondStateHealthy, false, "CorruptStateRebuilt", p, "none needed: attachments are rebuilt from plugin events; keep the .corrupt file for a bug report")
+		a.setCond(CondStateHealthy, false, "CorruptStateRebuilt", p, "none needed: attachments are rebuilt from plugin events; keep any state.json.corrupt-* file for a bug report")
 	} else {
 		a.setCond(CondStateHealthy, true, "Loaded", "", "")
 	}
