@@ -263,9 +263,22 @@ func StartupCost(ctx context.Context, env *harness.Env, o Options) ([]Row, error
 			return nil, err
 		}
 	}
+	ticks0 := map[*startupNode]int64{}
+	for _, sn := range nodes {
+		ticks0[sn], _ = cpuTicks(sn.w.PID)
+	}
 	for i := 0; i < cycles; i++ {
 		if err := round(i, true); err != nil {
 			return nil, err
+		}
+	}
+	// What each daemon spent on the CPU per round (its weft ADD+DEL and
+	// the netlink events of all three chains' veths): the share of the
+	// machine weft takes from the chains next to it.
+	daemonCPU := map[string]float64{}
+	for _, sn := range nodes {
+		if t, err := cpuTicks(sn.w.PID); err == nil {
+			daemonCPU[sn.n.Name] = float64(t-ticks0[sn]) * 1000 / clockTicks / float64(cycles)
 		}
 	}
 	// Every ADD was DELeted, over the socket: a daemon that recorded
@@ -308,6 +321,7 @@ func StartupCost(ctx context.Context, env *harness.Env, o Options) ([]Row, error
 		"addedMsTmpfsNode":    map[string]Summary{"weft": sw, "tuning": st},
 		"daemonCountProblems": countErrs,
 		"cnitoolAddMs":        viaCNITool.raw,
+		"daemonCPUMsPerRound": daemonCPU,
 	}
 	if perr != nil {
 		extra["pluginPhasesError"] = perr.Error()
