@@ -201,8 +201,23 @@ type loaded struct {
 }
 
 // load reads dir's snapshot and replays its journals. A missing directory
-// or file is an empty state; a corrupt file is reported, never an error.
+// or file is an empty state; a corrupt file is reported, never an error. A
+// reader beside a running weftd (Read) can see a journal vanish between
+// the listing and its read, compacted into a newer snapshot meanwhile:
+// then it starts over.
 func load(dir string) (*loaded, error) {
+	for attempt := 0; ; attempt++ {
+		l, err := loadOnce(dir)
+		if errors.Is(err, errJournalGone) && attempt < 5 {
+			continue
+		}
+		return l, err
+	}
+}
+
+var errJournalGone = errors.New("journal removed while reading")
+
+func loadOnce(dir string) (*loaded, error) {
 	l := &loaded{contents: newContents()}
 	// tombstones.json: the DELs an earlier weftd remembered in a file of
 	// their own. Read once; the next snapshot carries them.
@@ -250,13 +265,21 @@ func load(dir string) (*loaded, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	for _, seq := range seqs {
+	for i, seq := range seqs {
 		if seq < next {
 			l.stale = append(l.stale, seq)
 			continue
 		}
+		if seq > next && next > 0 && (i == 0 || seqs[i-1] < next) {
+			// The snapshot's own journal is gone: a newer snapshot
+			// replaced the one read above.
+			return nil, fmt.Errorf("%w: %s", errJournalGone, journalName(next))
+		}
 		jpath := filepath.Join(dir, journalName(seq))
 		data, err := os.ReadFile(jpath)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s", errJournalGone, jpath)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("read journal %s: %w", jpath, err)
 		}

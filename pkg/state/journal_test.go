@@ -420,3 +420,46 @@ func TestLegacyFilesMigrate(t *testing.T) {
 		t.Fatalf("a spooled ADD older than the migrated DEL was replayed: %v %v", ok, err)
 	}
 }
+
+// Read beside a live store that keeps compacting never fails and never
+// goes back in time: a journal that vanishes under it (compacted into a
+// newer snapshot) makes it start over.
+func TestReadBesideCompaction(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.minCompact = 2 << 10
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 400 {
+			if err := s.Put(ctx, att(fmt.Sprintf("r%04d", i))); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	last := 0
+	for reading := true; reading; {
+		select {
+		case <-done:
+			reading = false
+		default:
+		}
+		c, err := Read(dir)
+		if err != nil {
+			t.Fatalf("Read beside compaction: %v", err)
+		}
+		if len(c.Attachments) < last {
+			t.Fatalf("Read went back from %d to %d attachments", last, len(c.Attachments))
+		}
+		last = len(c.Attachments)
+	}
+	if c, err := Read(dir); err != nil || len(c.Attachments) != 400 {
+		t.Fatalf("final Read: %d attachments, %v", len(c.Attachments), err)
+	}
+}
