@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -93,9 +94,9 @@ func watchOnce(ctx context.Context, table func() int, notify func(Event)) error 
 		default:
 		}
 	}
-	links := make(chan netlink.LinkUpdate, 256)
-	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		return fmt.Errorf("subscribe links: %w", err)
+	links, err := subscribeLinks(done, onErr)
+	if err != nil {
+		return err
 	}
 	addrs := make(chan netlink.AddrUpdate, 256)
 	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
@@ -125,14 +126,7 @@ func watchOnce(ctx context.Context, table func() int, notify func(Event)) error 
 			// A deleted ip rule may be weft's; the library has no rule
 			// subscription, so this is a raw one.
 			notify(Event{Kind: "rule-deleted"})
-		case u, ok := <-links:
-			if !ok {
-				return fmt.Errorf("link subscription closed")
-			}
-			ev := Event{Kind: "link", Index: int(u.Index), Deleted: u.Header.Type == unix.RTM_DELLINK, Port: u.Family == unix.AF_BRIDGE}
-			if u.Link != nil {
-				ev.Link, ev.LinkKind = u.Attrs().Name, u.Type()
-			}
+		case ev := <-links:
 			notify(ev)
 		case u, ok := <-addrs:
 			if !ok {
@@ -151,6 +145,111 @@ func watchOnce(ctx context.Context, table func() int, notify func(Event)) error 
 			notify(Event{Kind: "route-deleted"})
 		}
 	}
+}
+
+// subscribeLinks reports every link message as an Event, read only as far
+// as Event goes: the header, the name and the kind. The library's
+// subscription decodes every attribute of every message (statistics, XDP,
+// protinfo… into a new Link each): with pods starting, a dozen messages
+// per veth, that was a quarter of weftd's CPU.
+func subscribeLinks(done <-chan struct{}, onErr func(error)) (<-chan Event, error) {
+	sock, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe links: %w", err)
+	}
+	out := make(chan Event, 256)
+	go func() {
+		<-done
+		sock.Close() // unblocks Receive
+	}()
+	go func() {
+		for {
+			msgs, from, err := sock.Receive()
+			if err != nil {
+				select {
+				case <-done:
+				default:
+					onErr(fmt.Errorf("receive link events: %w", err))
+				}
+				return
+			}
+			if from.Pid != nl.PidKernel {
+				continue // only the kernel speaks for the links
+			}
+			for _, m := range msgs {
+				if m.Header.Type != unix.RTM_NEWLINK && m.Header.Type != unix.RTM_DELLINK {
+					continue
+				}
+				select {
+				case out <- linkEvent(m.Header.Type, m.Data):
+				case <-done:
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// linkEvent reads an RTM_NEWLINK/RTM_DELLINK message. LinkKind is what the
+// netlink library's Link.Type says for the same message: IFLA_INFO_KIND,
+// "device" without one, "tuntap" for "tun". A message too short for its
+// header is still an event (of an unknown link): something changed.
+func linkEvent(typ uint16, data []byte) Event {
+	ev := Event{Kind: "link", Deleted: typ == unix.RTM_DELLINK}
+	if len(data) < unix.SizeofIfInfomsg {
+		return ev
+	}
+	ev.Port = data[0] == unix.AF_BRIDGE
+	ev.Index = int(int32(binary.NativeEndian.Uint32(data[4:8])))
+	kind := ""
+	eachAttr(data[unix.SizeofIfInfomsg:], func(typ uint16, v []byte) {
+		switch typ {
+		case unix.IFLA_IFNAME:
+			ev.Link = cString(v)
+		case unix.IFLA_LINKINFO:
+			eachAttr(v, func(typ uint16, v []byte) {
+				if typ == unix.IFLA_INFO_KIND {
+					kind = cString(v)
+				}
+			})
+		}
+	})
+	switch kind {
+	case "":
+		ev.LinkKind = "device"
+	case "tun":
+		ev.LinkKind = "tuntap"
+	default:
+		ev.LinkKind = kind
+	}
+	return ev
+}
+
+// eachAttr calls f with the type and value of each netlink attribute in b,
+// in place (nl.ParseRouteAttr copies every attribute of the message into a
+// new slice, most of a link message's cost); it stops at a malformed one.
+func eachAttr(b []byte, f func(typ uint16, v []byte)) {
+	for len(b) >= unix.SizeofRtAttr {
+		l := int(binary.NativeEndian.Uint16(b[0:2]))
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return
+		}
+		f(binary.NativeEndian.Uint16(b[2:4])&^(unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER), b[unix.SizeofRtAttr:l])
+		next := (l + unix.NLA_ALIGNTO - 1) &^ (unix.NLA_ALIGNTO - 1)
+		if next >= len(b) {
+			return
+		}
+		b = b[next:]
+	}
+}
+
+// cString is a netlink string attribute without its NUL.
+func cString(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
 }
 
 // subscribeDeletions reports every message of type del in the IPv4
