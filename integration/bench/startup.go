@@ -346,7 +346,7 @@ func StartupCost(ctx context.Context, env *harness.Env, o Options) ([]Row, error
 	}, {
 		ID: "1e", Figure: "CPU time added by the plugin per ADD, median, through cnitool (plugin process + weftd)", Unit: "ms",
 		Weft: viaCNITool.weftCPU, RefName: "tuning", Ref: &viaCNITool.tuningCPU,
-		Note: "1d's runs: rusage of the chain's process tree plus weftd's threads (schedstat) during the ADD, minus the bare chain's in the same round; CPU time does not include waiting for a CPU, so load does not inflate it; no goal in the issue",
+		Note: "1d's runs: rusage of the chain's process tree plus weftd's threads (schedstat) during the ADD, minus the bare chain's in the same round; CPU time leaves out waiting for a CPU (contention still moves it: caches, SMT); no goal in the issue",
 	}}
 	if !countsOK {
 		return rows, fmt.Errorf("daemon counts: %s", strings.Join(countErrs, "; "))
@@ -408,8 +408,8 @@ func (sn *startupNode) cnitoolRounds(ctx context.Context, env *harness.Env, roun
 	// cpu is what the last run cost on the CPU: the process tree
 	// (rusage of ip netns exec, its shell, cnitool and the plugins, which
 	// each waited for its children) and the node's weftd meanwhile. Unlike
-	// the latency it does not grow with the time spent waiting for a CPU
-	// on a loaded machine.
+	// the latency it leaves out the time spent waiting for a CPU on a
+	// loaded machine.
 	var cpu time.Duration
 	run := func(verb string, c *chain) (time.Duration, error) {
 		d0, derr := threadsCPU(sn.w.PID)
