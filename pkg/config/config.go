@@ -9,24 +9,25 @@ import (
 
 // Config is the daemon configuration. Field names follow the YAML keys.
 type Config struct {
-	NodeName       string   `json:"nodeName"`
-	NodeIP         string   `json:"nodeIP"`
-	Cluster        Cluster  `json:"cluster"`
-	Remotes        []Remote `json:"remotes"`
-	Cable          string   `json:"cable"` // vxlan | none
-	CNIInterface   string   `json:"cniInterface"`
-	VXLAN          VXLAN    `json:"vxlan"`
-	CableVXLAN     VXLAN    `json:"cableVxlan"`
-	PacketFilter   string   `json:"packetFilter"` // auto | nftables | iptables
-	IptablesMode   string   `json:"iptablesMode"` // "" (detect) | legacy | nft
-	MSS            MSS      `json:"mss"`
-	RouteTable     int      `json:"routeTable"`
-	RulePriority   int      `json:"rulePriority"`
-	Socket         string   `json:"socket"`
-	SpoolDir       string   `json:"spoolDir"`
-	StateDir       string   `json:"stateDir"`
-	MetricsAddress *string  `json:"metricsAddress"` // nil = default; "" disables
-	ResyncInterval Duration `json:"resyncInterval"`
+	NodeName       string      `json:"nodeName"`
+	NodeIP         string      `json:"nodeIP"`
+	Cluster        Cluster     `json:"cluster"`
+	Remotes        []Remote    `json:"remotes"`
+	Cable          string      `json:"cable"` // vxlan | none
+	CNIInterface   string      `json:"cniInterface"`
+	VXLAN          VXLAN       `json:"vxlan"`
+	CableVXLAN     VXLAN       `json:"cableVxlan"`
+	PacketFilter   string      `json:"packetFilter"` // auto | nftables | iptables
+	IptablesMode   string      `json:"iptablesMode"` // "" (detect) | legacy | nft
+	MSS            MSS         `json:"mss"`
+	RouteTable     int         `json:"routeTable"`
+	RulePriority   int         `json:"rulePriority"`
+	Socket         string      `json:"socket"`
+	SpoolDir       string      `json:"spoolDir"`
+	StateDir       string      `json:"stateDir"`
+	MetricsAddress *string     `json:"metricsAddress"` // nil = default; "" disables
+	ResyncInterval Duration    `json:"resyncInterval"`
+	HealthCheck    HealthCheck `json:"healthCheck"`
 
 	// Topology is where cluster.nodes, cluster.gateway and remotes come
 	// from: file (this file) or kubernetes (the API, see Kubernetes).
@@ -59,6 +60,10 @@ type Remote struct {
 	PodCIDRs     []string `json:"podCIDRs"`
 	ServiceCIDRs []string `json:"serviceCIDRs"`
 	GatewayIP    string   `json:"gatewayIP"`
+	// HealthCheckIP is the address on the remote gateway that the whole
+	// path probe targets (its CNI interface IP, as Submariner's Endpoint
+	// spec.healthCheckIP); "" = that path is not probed.
+	HealthCheckIP string `json:"healthCheckIP,omitempty"`
 }
 
 // VXLAN configures one of weft's VXLAN devices.
@@ -106,4 +111,6 @@ type ParsedRemote struct {
 	PodCIDRs     []netip.Prefix
 	ServiceCIDRs []netip.Prefix
 	GatewayIP    netip.Addr // may be invalid when cable is none
+	// HealthCheckIP is invalid when not known.
+	HealthCheckIP netip.Addr
 }

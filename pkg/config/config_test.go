@@ -80,6 +80,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("Parse: %v", err)
 	}
 	metrics := "127.0.0.1:9469"
+	on := true
 	want := Config{
 		NodeName: "c1-n2",
 		Cluster:  cfg.Cluster,
@@ -98,6 +99,7 @@ func TestDefaults(t *testing.T) {
 		StateDir:       "/run/weft",
 		MetricsAddress: &metrics,
 		ResyncInterval: Duration{30 * time.Second},
+		HealthCheck:    HealthCheck{Enabled: &on, Port: 4803, Interval: Duration{100 * time.Millisecond}, LossThreshold: 5},
 		Topology:       "file",
 		Kubernetes: Kubernetes{
 			Endpoints: "submariner", Namespace: "submariner-operator", GatewayLabel: "weft.dev/gateway",
@@ -361,6 +363,14 @@ func TestInvalid(t *testing.T) {
 		{"resync number", []mutation{{"resyncInterval", 30}}, []string{"resyncInterval"}, "not a duration"},
 		{"socket relative", []mutation{{"socket", "weft.sock"}}, []string{"socket"}, "absolute"},
 		{"metrics address garbage", []mutation{{"metricsAddress", "metrics"}}, []string{"metricsAddress"}, "host:port"},
+		{"healthCheckIP garbage", []mutation{{"remotes[0].healthCheckIP", "gw"}}, []string{"remotes[0].healthCheckIP"}, "not an IP"},
+		{"healthCheckIP outside the remote", []mutation{{"remotes[0].healthCheckIP", "10.3.0.1"}}, []string{"remotes[0].healthCheckIP"}, "not inside any of remotes[0].podCIDRs"},
+		{"healthCheck port is the VXLAN port", []mutation{{"healthCheck.port", 4800}}, []string{"healthCheck.port"}, "also vxlan.port"},
+		{"healthCheck port out of range", []mutation{{"healthCheck.port", 70000}}, []string{"healthCheck.port"}, "out of range"},
+		{"healthCheck interval too short", []mutation{{"healthCheck.interval", "1ms"}}, []string{"healthCheck.interval"}, "outside 10ms..1m"},
+		{"healthCheck interval number", []mutation{{"healthCheck.interval", 100}}, []string{"healthCheck.interval"}, "not a duration"},
+		{"healthCheck lossThreshold negative", []mutation{{"healthCheck.lossThreshold", -1}}, []string{"healthCheck.lossThreshold"}, "outside 1..100"},
+		{"healthCheck enabled not a bool", []mutation{{"healthCheck.enabled", "yes please"}}, []string{"healthCheck.enabled"}, ""},
 		{"list where mapping", []mutation{{"cluster", []any{"c1"}}}, []string{"cluster"}, "expected a mapping"},
 		{"string where list", []mutation{{"cluster.podCIDRs", "10.1.0.0/16"}}, []string{"cluster.podCIDRs"}, "expected a list"},
 		{"every problem at once", []mutation{

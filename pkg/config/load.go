@@ -185,6 +185,7 @@ func (c *Config) SetDefaults(env Env) {
 	if c.ResyncInterval.Duration == 0 {
 		c.ResyncInterval.Duration = DefaultResyncInterval
 	}
+	c.HealthCheck.setDefaults()
 	c.defaultTopology()
 }
 

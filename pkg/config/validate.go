@@ -144,6 +144,14 @@ func (c *Config) Validate() error {
 		case c.Cable == CableVXLAN:
 			errs.add(path+".gatewayIP", "required with cable: vxlan")
 		}
+		if r.HealthCheckIP != "" {
+			pr.HealthCheckIP = parseIPv4(&errs, path+".healthCheckIP", r.HealthCheckIP)
+			if pr.HealthCheckIP.IsValid() && !insideAny(pr.HealthCheckIP, r.PodCIDRs, r.ServiceCIDRs) {
+				// Only weft's routes to the remote's CIDRs make the probe
+				// test the path real traffic takes.
+				errs.add(path+".healthCheckIP", fmt.Sprintf("%s is not inside any of %s.podCIDRs or %s.serviceCIDRs", pr.HealthCheckIP, path, path))
+			}
+		}
 	}
 
 	if c.CNIInterface != "" {
@@ -166,6 +174,7 @@ func (c *Config) Validate() error {
 
 	p.Warnings = cidrs.sweep(&errs)
 	c.validateTopology(&errs)
+	c.validateHealthCheck(&errs)
 
 	switch c.PacketFilter {
 	case PacketFilterAuto, PacketFilterNftables, PacketFilterIptables:
@@ -222,6 +231,18 @@ func (c *Config) Validate() error {
 	cidrs.fill()
 	c.Parsed = p
 	return nil
+}
+
+// insideAny reports whether a is inside one of the (unvalidated) CIDRs.
+func insideAny(a netip.Addr, lists ...[]string) bool {
+	for _, l := range lists {
+		for _, s := range l {
+			if p, err := netip.ParsePrefix(s); err == nil && p.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func validateVXLAN(errs *errorList, path string, v VXLAN, cidrs *cidrList) netip.Prefix {
