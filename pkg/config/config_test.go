@@ -370,7 +370,7 @@ func TestInvalid(t *testing.T) {
 		{"healthCheck interval too short", []mutation{{"healthCheck.interval", "1ms"}}, []string{"healthCheck.interval"}, "outside 10ms..1m"},
 		{"healthCheck interval number", []mutation{{"healthCheck.interval", 100}}, []string{"healthCheck.interval"}, "not a duration"},
 		{"healthCheck lossThreshold negative", []mutation{{"healthCheck.lossThreshold", -1}}, []string{"healthCheck.lossThreshold"}, "outside 1..100"},
-		{"healthCheck enabled not a bool", []mutation{{"healthCheck.enabled", "yes please"}}, []string{"healthCheck.enabled"}, ""},
+		{"healthCheck enabled not a bool", []mutation{{"healthCheck.enabled", "yes please"}}, []string{"healthCheck.enabled"}, "expected true or false"},
 		{"list where mapping", []mutation{{"cluster", []any{"c1"}}}, []string{"cluster"}, "expected a mapping"},
 		{"string where list", []mutation{{"cluster.podCIDRs", "10.1.0.0/16"}}, []string{"cluster.podCIDRs"}, "expected a list"},
 		{"every problem at once", []mutation{

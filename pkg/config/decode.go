@@ -176,6 +176,10 @@ func (sc *shapeChecker) check(v any, t reflect.Type, path string) {
 		if i < lo || (i >= 0 && uint64(i) > hi) {
 			errs.add(path, fmt.Sprintf("%s is out of range (%d..%d)", n, lo, hi))
 		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			errs.add(path, fmt.Sprintf("expected true or false, got %s", describe(v)))
+		}
 	default:
 		// Every field of Config is one of the kinds above; a new kind must
 		// be taught here rather than silently accepted.
