@@ -147,6 +147,7 @@ type Status struct {
 	Config        *ConfigStatus `json:"config,omitempty"`
 	Version       string        `json:"version,omitempty"`
 	Topology      *Topology     `json:"topology,omitempty"`
+	PathHealth    *PathHealth   `json:"pathHealth,omitempty"`
 }
 
 // Topology is where the node's topology comes from (status "topology").

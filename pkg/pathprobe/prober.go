@@ -1,0 +1,282 @@
+package pathprobe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/weft-net/weft/pkg/pathhealth"
+)
+
+// MinTimeout is the least time a probe waits for its answer before it is
+// counted lost; it is max(2 × interval, MinTimeout).
+const MinTimeout = 200 * time.Millisecond
+
+// Options configure a Prober.
+type Options struct {
+	Node, Cluster string
+	Interval      time.Duration
+	LossThreshold int
+	Log           *slog.Logger
+	// OnSnapshot hooks are called, in order, from the prober's goroutine
+	// with the snapshot of every round (one per Interval). They must not
+	// block: copy what is needed and return (a publisher that writes to
+	// an API server keeps the latest and writes from its own goroutine).
+	// The snapshot is never modified afterwards.
+	OnSnapshot []func(pathhealth.Snapshot)
+	// ObserveRTT, when set, is told each answered probe (for the RTT
+	// histogram), from the target's reader goroutine; must not block.
+	ObserveRTT func(target string, rtt time.Duration)
+}
+
+// Prober sends a probe to every target once per interval and keeps, per
+// target, the window of answers. Targets and timing may change while it
+// runs (SetTargets, SetTiming).
+type Prober struct {
+	o  Options
+	id uint64
+
+	mu        sync.Mutex
+	want      []pathhealth.Target
+	interval  time.Duration
+	threshold int
+	latest    pathhealth.Snapshot
+	changed   chan struct{}
+
+	// targets is the prober goroutine's own (Run's).
+	targets map[string]*target
+}
+
+type target struct {
+	t       pathhealth.Target
+	conn    *net.UDPConn
+	openErr error
+	sendErr error
+
+	mu    sync.Mutex
+	w     window
+	up    bool
+	since time.Time
+}
+
+// New returns a prober; Run starts it.
+func New(o Options) *Prober {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Prober{o: o, id: rand.Uint64(), interval: o.Interval, threshold: o.LossThreshold,
+		changed: make(chan struct{}, 1), targets: map[string]*target{}}
+}
+
+// SetTargets replaces the targets; a target whose name, address and source
+// stay the same keeps its history.
+func (p *Prober) SetTargets(ts []pathhealth.Target) {
+	ts = slices.Clone(ts)
+	slices.SortFunc(ts, func(a, b pathhealth.Target) int { return strings.Compare(a.Name, b.Name) })
+	p.mu.Lock()
+	same := slices.Equal(ts, p.want)
+	p.want = ts
+	p.mu.Unlock()
+	if !same {
+		p.poke()
+	}
+}
+
+// SetTiming changes the interval and loss threshold (a reload).
+func (p *Prober) SetTiming(interval time.Duration, threshold int) {
+	p.mu.Lock()
+	same := p.interval == interval && p.threshold == threshold
+	p.interval, p.threshold = interval, threshold
+	p.mu.Unlock()
+	if !same {
+		p.poke()
+	}
+}
+
+func (p *Prober) poke() {
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Latest is the last round's snapshot.
+func (p *Prober) Latest() pathhealth.Snapshot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.latest
+}
+
+func timeout(interval time.Duration) time.Duration { return max(2*interval, MinTimeout) }
+
+// Run probes until ctx ends, then closes every socket.
+func (p *Prober) Run(ctx context.Context) {
+	defer func() {
+		for _, t := range p.targets {
+			t.close()
+		}
+	}()
+	p.mu.Lock()
+	interval := p.interval
+	p.mu.Unlock()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		p.mu.Lock()
+		want, iv, threshold := p.want, p.interval, p.threshold
+		p.mu.Unlock()
+		if iv != interval {
+			interval = iv
+			tick.Reset(interval)
+		}
+		p.sync(ctx, want)
+		p.publish(p.round(time.Now(), timeout(interval), threshold))
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-p.changed:
+		}
+	}
+}
+
+// sync opens the targets that are new or changed and closes the others.
+func (p *Prober) sync(ctx context.Context, want []pathhealth.Target) {
+	keep := make(map[string]bool, len(want))
+	for _, w := range want {
+		keep[w.Name] = true
+		if t, ok := p.targets[w.Name]; ok && t.t == w {
+			continue
+		} else if ok {
+			t.close()
+		}
+		p.targets[w.Name] = &target{t: w, up: true, since: time.Now()}
+	}
+	for name, t := range p.targets {
+		if !keep[name] {
+			t.close()
+			delete(p.targets, name)
+		}
+	}
+	for _, t := range p.targets {
+		if t.conn == nil {
+			p.open(ctx, t)
+		}
+	}
+}
+
+// open binds the target's socket to its source address (so the kernel
+// routes it as traffic from that address would be routed) and starts its
+// reader. A source not (yet) on the node is an error until it appears.
+func (p *Prober) open(ctx context.Context, t *target) {
+	laddr := &net.UDPAddr{}
+	if t.t.Source.IsValid() {
+		laddr.IP = t.t.Source.AsSlice()
+	}
+	c, err := net.ListenUDP("udp4", laddr)
+	if err != nil {
+		t.openErr = fmt.Errorf("bind the probe socket to %s: %w", t.t.Source, err)
+		return
+	}
+	t.conn, t.openErr = c, nil
+	go p.read(ctx, t, c)
+}
+
+func (t *target) close() {
+	if t.conn != nil {
+		t.conn.Close()
+		t.conn = nil
+	}
+}
+
+// read matches the replies arriving on c to their probes.
+func (p *Prober) read(ctx context.Context, t *target, c *net.UDPConn) {
+	buf := make([]byte, 256)
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			continue // ICMP errors surface here on some kernels
+		}
+		at := time.Now()
+		pk, err := decode(buf[:n])
+		if err != nil || pk.kind != kindReply || pk.id != p.id || from.Addr().Unmap() != t.t.Address.Addr() {
+			continue
+		}
+		t.mu.Lock()
+		rtt, ok := t.w.answer(pk.seq, pk.sent, at)
+		t.mu.Unlock()
+		if ok && p.o.ObserveRTT != nil {
+			p.o.ObserveRTT(t.t.Name, rtt)
+		}
+	}
+}
+
+// round decides the expired probes, sends the next one to every target
+// and returns the snapshot.
+func (p *Prober) round(now time.Time, wait time.Duration, threshold int) pathhealth.Snapshot {
+	snap := pathhealth.Snapshot{At: now.UTC(), Node: p.o.Node, Cluster: p.o.Cluster, Targets: make([]pathhealth.TargetStatus, 0, len(p.targets))}
+	buf := make([]byte, 0, probeSize)
+	for _, t := range p.targets {
+		t.mu.Lock()
+		t.w.expire(now, wait)
+		seq, rec := t.w.sent(now)
+		t.mu.Unlock()
+		t.sendErr = nil
+		switch {
+		case t.conn == nil:
+			t.sendErr = t.openErr
+		default:
+			buf = packet{kind: kindRequest, id: p.id, seq: seq, sent: rec.sentUnix}.encode(buf)
+			if _, err := t.conn.WriteToUDPAddrPort(buf, t.t.Address); err != nil {
+				t.sendErr = fmt.Errorf("send to %s: %w", t.t.Address, err)
+			}
+		}
+		t.mu.Lock()
+		if t.sendErr != nil && rec.state == recPending && rec.seq == seq {
+			rec.state = recLost // it never left: no need to wait for it
+		}
+		snap.Targets = append(snap.Targets, t.status(now, threshold, wait))
+		t.mu.Unlock()
+	}
+	slices.SortFunc(snap.Targets, func(a, b pathhealth.TargetStatus) int { return strings.Compare(a.Name, b.Name) })
+	return snap
+}
+
+// status is the target's state after a round; caller holds t.mu.
+func (t *target) status(now time.Time, threshold int, wait time.Duration) pathhealth.TargetStatus {
+	s := t.w.summary()
+	up := s.trailingLost < threshold
+	if up != t.up {
+		t.up, t.since = up, now.UTC()
+	}
+	st := pathhealth.TargetStatus{Target: t.t, Up: t.up, Since: t.since, RTT: s.rtt, Sent: s.sent, Lost: s.lost}
+	switch {
+	case !t.up && t.sendErr != nil:
+		st.Message = fmt.Sprintf("cannot probe %s: %v", t.t.Address, t.sendErr)
+	case !t.up:
+		st.Message = fmt.Sprintf("no answer from %s to the last %d probes or more (a probe waits %s)", t.t.Address, threshold, wait)
+	case !s.answeredInSpan && s.sent == 0:
+		st.Message = "no answer yet"
+	}
+	return st
+}
+
+func (p *Prober) publish(s pathhealth.Snapshot) {
+	p.mu.Lock()
+	p.latest = s
+	p.mu.Unlock()
+	for _, f := range p.o.OnSnapshot {
+		f(s)
+	}
+}
+
