@@ -16,7 +16,8 @@ import (
 )
 
 // MinTimeout is the least time a probe waits for its answer before it is
-// counted lost; it is max(2 × interval, MinTimeout).
+// counted lost. The wait is a whole number of rounds: the round at least
+// max(2 × interval, MinTimeout) after the probe decides it.
 const MinTimeout = 200 * time.Millisecond
 
 // Options configure a Prober.
@@ -114,7 +115,10 @@ func (p *Prober) Latest() pathhealth.Snapshot {
 	return p.latest
 }
 
-func timeout(interval time.Duration) time.Duration { return max(2*interval, MinTimeout) }
+// waitRounds is how many rounds a probe waits for its answer.
+func waitRounds(interval time.Duration) uint64 {
+	return max(2, uint64((MinTimeout+interval-1)/interval))
+}
 
 // Run probes until ctx ends, then closes every socket.
 func (p *Prober) Run(ctx context.Context) {
@@ -137,7 +141,7 @@ func (p *Prober) Run(ctx context.Context) {
 			tick.Reset(interval)
 		}
 		p.sync(ctx, want)
-		p.publish(p.round(time.Now(), timeout(interval), threshold))
+		p.publish(p.round(time.Now(), waitRounds(interval), time.Duration(waitRounds(interval))*interval, threshold))
 		select {
 		case <-ctx.Done():
 			return
@@ -223,12 +227,12 @@ func (p *Prober) read(ctx context.Context, t *target, c *net.UDPConn) {
 
 // round decides the expired probes, sends the next one to every target
 // and returns the snapshot.
-func (p *Prober) round(now time.Time, wait time.Duration, threshold int) pathhealth.Snapshot {
+func (p *Prober) round(now time.Time, rounds uint64, wait time.Duration, threshold int) pathhealth.Snapshot {
 	snap := pathhealth.Snapshot{At: now.UTC(), Node: p.o.Node, Cluster: p.o.Cluster, Targets: make([]pathhealth.TargetStatus, 0, len(p.targets))}
 	buf := make([]byte, 0, probeSize)
 	for _, t := range p.targets {
 		t.mu.Lock()
-		t.w.expire(now, wait)
+		t.w.expire(rounds)
 		seq, rec := t.w.sent(now)
 		t.mu.Unlock()
 		t.sendErr = nil

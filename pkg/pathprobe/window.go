@@ -62,10 +62,12 @@ func (w *window) answer(seq uint64, sentUnix int64, at time.Time) (time.Duration
 	return r.rtt, true
 }
 
-// expire counts every probe pending for longer than timeout as lost.
-func (w *window) expire(now time.Time, timeout time.Duration) {
+// expire counts as lost every probe still pending rounds probes after it
+// was sent: one probe goes out per round, so the wait is measured in
+// rounds, and timer jitter cannot add a round to the detection time.
+func (w *window) expire(rounds uint64) {
 	for i := range w.recs {
-		if r := &w.recs[i]; r.state == recPending && now.Sub(r.sentAt) >= timeout {
+		if r := &w.recs[i]; r.state == recPending && r.seq+rounds <= w.next {
 			r.state = recLost
 		}
 	}
