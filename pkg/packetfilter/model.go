@@ -51,7 +51,10 @@ type Model struct {
 	CNIIP6 netip.Addr
 	// VXLANPorts are the UDP ports of weft's VXLAN devices.
 	VXLANPorts []uint16
-	MSS        MSS
+	// HealthCheckPort is the UDP port of weftd's health-check responder
+	// (0 = none): accepted in the input chain like the VXLAN ports.
+	HealthCheckPort uint16
+	MSS             MSS
 	// Verify re-reads weft's objects from the kernel instead of trusting
 	// what the last Apply wrote, so drift made behind weft's back is
 	// repaired (the agent sets it on the first pass, every resync and
@@ -92,7 +95,7 @@ type Backend interface {
 func (m Model) Equal(o Model) bool {
 	return slices.Equal(m.LocalCIDRs, o.LocalCIDRs) && slices.Equal(m.RemoteCIDRs, o.RemoteCIDRs) &&
 		slices.Equal(m.Devices, o.Devices) && m.CNIIP == o.CNIIP && m.CNIIP6 == o.CNIIP6 &&
-		slices.Equal(m.VXLANPorts, o.VXLANPorts) && m.MSS == o.MSS
+		slices.Equal(m.VXLANPorts, o.VXLANPorts) && m.HealthCheckPort == o.HealthCheckPort && m.MSS == o.MSS
 }
 
 // Split returns the IPv4 and the IPv6 prefixes of ps, in their order.

@@ -18,7 +18,7 @@ func TestModelEqual(t *testing.T) {
 		VXLANPorts:  []uint16{4800},
 		MSS:         MSS{Mode: MSSPMTU},
 	}
-	if n := reflect.TypeOf(Model{}).NumField(); n != 8 {
+	if n := reflect.TypeOf(Model{}).NumField(); n != 9 {
 		t.Fatalf("Model has %d fields: teach Equal the new one", n)
 	}
 	changes := []func(*Model){
@@ -29,6 +29,7 @@ func TestModelEqual(t *testing.T) {
 		func(m *Model) { m.CNIIP6 = netip.MustParseAddr("fd01::2") },
 		func(m *Model) { m.VXLANPorts = []uint16{4801} },
 		func(m *Model) { m.MSS.Value = 1400 },
+		func(m *Model) { m.HealthCheckPort = 4803 },
 	}
 	for i, ch := range changes {
 		m := base

@@ -187,6 +187,9 @@ func Desired(cfg *config.Config, in Inputs) (Result, error) {
 		VXLANPorts:  slices.Compact(ports),
 		MSS:         packetfilter.MSS{Mode: cfg.MSS.Mode, Value: cfg.MSS.Value},
 	}
+	if cfg.HealthCheck.On() {
+		res.Filter.HealthCheckPort = cfg.HealthCheck.Port
+	}
 	return res, nil
 }
 

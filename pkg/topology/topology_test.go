@@ -104,7 +104,20 @@ var wantFilter = packetfilter.Model{
 	Devices:     []string{"vx-weft"},
 	CNIIP:       ip("10.1.2.1"),
 	VXLANPorts:  []uint16{4800},
-	MSS:         packetfilter.MSS{Mode: "pmtu"},
+	// The health-check responder is on by default (issue 13).
+	HealthCheckPort: 4803,
+	MSS:             packetfilter.MSS{Mode: "pmtu"},
+}
+
+func TestHealthCheckPortFollowsEnabled(t *testing.T) {
+	cfg := parse(t, "c1-n2", "c1-n1", "vxlan", "healthCheck: {enabled: false}\n")
+	res, err := Desired(cfg, inputs("192.168.10.12"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Filter.HealthCheckPort != 0 {
+		t.Errorf("health check off: filter still accepts port %d", res.Filter.HealthCheckPort)
+	}
 }
 
 func TestDesiredNonGateway(t *testing.T) {

@@ -169,6 +169,9 @@ func renderFamily(m packetfilter.Model, f *family) (map[string][]string, error) 
 		}
 		input = append(input, "-p udp -m udp --dport "+strconv.Itoa(int(p))+" -j ACCEPT")
 	}
+	if m.HealthCheckPort != 0 {
+		input = append(input, "-p udp -m udp --dport "+strconv.Itoa(int(m.HealthCheckPort))+" -j ACCEPT")
+	}
 	for _, d := range devs {
 		input = append(input, "-i "+d+" -j ACCEPT")
 		forward = append(forward, "-i "+d+" -j ACCEPT", "-o "+d+" -j ACCEPT")

@@ -88,7 +88,9 @@ func testModel() packetfilter.Model {
 		Devices:     []string{"vx-weft", "vx-weft-cable"},
 		CNIIP:       netip.MustParseAddr("10.1.2.1"),
 		VXLANPorts:  []uint16{4800, 4801},
-		MSS:         packetfilter.MSS{Mode: packetfilter.MSSPMTU},
+		// weftd's health-check responder (issue 13).
+		HealthCheckPort: 4803,
+		MSS:             packetfilter.MSS{Mode: packetfilter.MSSPMTU},
 	}
 }
 
@@ -126,6 +128,7 @@ COMMIT
 -F WEFT-INPUT
 -A WEFT-INPUT -p udp -m udp --dport 4800 -j ACCEPT
 -A WEFT-INPUT -p udp -m udp --dport 4801 -j ACCEPT
+-A WEFT-INPUT -p udp -m udp --dport 4803 -j ACCEPT
 -A WEFT-INPUT -i vx-weft -j ACCEPT
 -A WEFT-INPUT -i vx-weft-cable -j ACCEPT
 :WEFT-FORWARD - [0:0]

@@ -40,7 +40,9 @@ func baseModel() packetfilter.Model {
 		RemoteCIDRs: prefixes("10.2.0.0/16", "10.102.0.0/16"),
 		Devices:     []string{"vx-weft", "vx-weft-cable"},
 		VXLANPorts:  []uint16{4800, 4801},
-		MSS:         packetfilter.MSS{Mode: packetfilter.MSSPMTU},
+		// weftd's health-check responder (issue 13).
+		HealthCheckPort: 4803,
+		MSS:             packetfilter.MSS{Mode: packetfilter.MSSPMTU},
 	}
 }
 
@@ -115,6 +117,7 @@ func TestApplyFullRendersTable(t *testing.T) {
 		{ChainMSS, "tcp flags syn / syn,rst ip saddr @remote ip daddr @local tcp option maxseg size set rt mtu"},
 		{ChainInput, "type filter hook input priority filter; policy accept;"},
 		{ChainInput, "udp dport { 4800, 4801 } accept"},
+		{ChainInput, "udp dport 4803 accept"},
 		{ChainInput, `iifname "vx-weft" accept`},
 		{ChainInput, `iifname "vx-weft-cable" accept`},
 		{ChainForward, "type filter hook forward priority filter; policy accept;"},

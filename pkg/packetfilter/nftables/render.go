@@ -240,6 +240,9 @@ func renderTable(f *family, m packetfilter.Model, cniIP netip.Addr, local, remot
 			},
 		})
 	}
+	if m.HealthCheckPort != 0 {
+		input.rules = append(input.rules, acceptUDPPort("accept-health-check", m.HealthCheckPort))
+	}
 	for _, dev := range devices {
 		input.rules = append(input.rules, acceptIfname("accept-iif", expr.MetaKeyIIFNAME, dev))
 	}
@@ -251,6 +254,24 @@ func renderTable(f *family, m packetfilter.Model, cniIP netip.Addr, local, remot
 	}
 	d.chains = []desiredChain{nat, mssChain, input, forward}
 	return d, nil
+}
+
+// acceptUDPPort accepts one UDP destination port (weftd's health-check
+// responder).
+func acceptUDPPort(name string, port uint16) desiredRule {
+	return desiredRule{
+		name: name,
+		text: "udp dport " + strconv.Itoa(int(port)) + " accept",
+		build: func(*batch) []expr.Any {
+			return []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: portKey(port)},
+				&expr.Verdict{Kind: expr.VerdictAccept},
+			}
+		},
+	}
 }
 
 // mssValue is nil for pmtu mode (clamp to the route MTU).
