@@ -105,6 +105,9 @@ type Deps struct {
 	// TopologyChanged is signalled when that source's topology changed.
 	Topology        func(*config.Config) (toposource.Source, error)
 	TopologyChanged <-chan struct{}
+	// Desired, when set, is told every desired state a pass computed
+	// (pathhealth.go).
+	Desired DesiredFunc
 }
 
 // Agent is the daemon core.
@@ -137,6 +140,8 @@ type Agent struct {
 	spool     api.Spool
 	// topoProblems are the source's and Apply's problems of the last pass.
 	topoProblems []string
+	// pathHealth is the last data-path health report (nil: none).
+	pathHealth *api.PathHealth
 
 	// appliedFilter is the rule model of the last successful packet-filter
 	// apply; only the reconcile pass touches it.
@@ -549,6 +554,9 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 			} else {
 				a.setCond(CondTopologyValid, true, "Valid", "", "")
 			}
+			if a.d.Desired != nil {
+				a.d.Desired(cfg, in, res)
+			}
 			res.Dataplane.Verify = verify
 			res.Dataplane.RereadRoutes = rereadRoutes
 			dpErr := errsum.Bound(a.d.Dataplane.Apply(ctx, res.Dataplane))
@@ -753,7 +761,7 @@ func (a *Agent) applyFindings(fs []packetfilter.Finding) {
 func isFindingType(t string) bool {
 	switch t {
 	case CondCNIInterfaceReady, CondDataplaneReady, CondPacketFilterReady, CondConfigValid, CondStateHealthy, CondTopologyValid, CondSpoolHealthy,
-		CondSubmarinerRouteAgent, CondRestartRequired, CondTopologySynced:
+		CondSubmarinerRouteAgent, CondRestartRequired, CondTopologySynced, CondGatewayReachable, CondRemotesReachable:
 		return false
 	}
 	return true
@@ -803,6 +811,7 @@ func (a *Agent) Status() api.Status {
 		Config:       &cs,
 		Version:      a.d.Version,
 		Topology:     a.topologyStatus(a.cfg),
+		PathHealth:   a.pathHealth,
 	}
 	if a.pf != nil {
 		st.PacketFilter = a.pf.Name()
