@@ -26,6 +26,7 @@ type Metrics struct {
 	reconcileDuration prometheus.Histogram
 	reconcileErrors   prometheus.Counter
 	pluginEvents      *prometheus.CounterVec
+	pathRTT           *prometheus.HistogramVec
 }
 
 // New returns the registry; status is called on every scrape (it must be
@@ -46,9 +47,10 @@ func New(status func() api.Status) *Metrics {
 			Namespace: namespace, Name: "plugin_events_total",
 			Help: "Requests from the CNI plugin by verb (add, del, check, gc), result (ok, error) and source (socket, spool).",
 		}, []string{"verb", "result", "source"}),
+		pathRTT: newPathRTT(),
 	}
-	m.reg.MustRegister(m.reconcileDuration, m.reconcileErrors, m.pluginEvents,
-		&statusCollector{status: status}, &topologyCollector{status: status},
+	m.reg.MustRegister(m.reconcileDuration, m.reconcileErrors, m.pluginEvents, m.pathRTT,
+		&statusCollector{status: status}, &topologyCollector{status: status}, &pathCollector{status: status},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
