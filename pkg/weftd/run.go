@@ -28,7 +28,10 @@ import (
 	"github.com/weft-net/weft/pkg/discovery"
 	"github.com/weft-net/weft/pkg/metrics"
 	"github.com/weft-net/weft/pkg/packetfilter"
+	"github.com/weft-net/weft/pkg/pathhealth"
+	"github.com/weft-net/weft/pkg/pathprobe"
 	"github.com/weft-net/weft/pkg/state"
+	"github.com/weft-net/weft/pkg/topology"
 )
 
 // netlinkKernel is the production agent.Kernel.
@@ -53,6 +56,10 @@ type Options struct {
 	// the socket, directories and metrics address weftd uses while the
 	// file cannot be read. Zero Getenv/Hostname = the process's.
 	Env config.Env
+	// OnSnapshot hooks receive every data-path health snapshot (one per
+	// healthCheck.interval) from the prober's goroutine; they must not
+	// block (see pathprobe.Options.OnSnapshot).
+	OnSnapshot []func(pathhealth.Snapshot)
 }
 
 // CheckFlags refuses flag values weftd cannot run with at all; everything
@@ -112,6 +119,11 @@ func Run(ctx context.Context, o Options) error {
 	// only after the agent exists.
 	var a *agent.Agent
 	m := metrics.New(func() api.Status { return a.Status() })
+	probes := pathprobe.NewService(pathprobe.ServiceOptions{
+		Node: boot.NodeName, Cluster: boot.ClusterID, Log: log.With("component", "pathprobe"),
+		OnReport:   func(s pathhealth.Snapshot, p pathprobe.Plan) { a.SetPathHealth(pathprobe.Report(s, p)) },
+		OnSnapshot: o.OnSnapshot, OnStop: func() { a.SetPathHealth(nil, nil) }, ObserveRTT: m.ObservePathRTT,
+	})
 	a = agent.New(cfg, agent.Deps{
 		Log: log, Store: store, Kernel: netlinkKernel{}, Observer: m,
 		Dataplane: dataplane.New(log), Version: o.Version, Startup: boot, ConfigPath: o.ConfigPath,
@@ -119,6 +131,9 @@ func Run(ctx context.Context, o Options) error {
 			return SelectBackend(ctx, cfg, log)
 		},
 		Topology: topo.For, TopologyChanged: topo.Changed(),
+		Desired: func(cfg *config.Config, in topology.Inputs, res topology.Result) {
+			probes.Update(pathprobe.PlanFor(cfg, in, res.Role))
+		},
 	})
 	if loadErr != nil {
 		a.ConfigRejected(loadErr)
@@ -153,6 +168,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	})
 	goRun(func() { a.WatchTopology(ctx) })
+	goRun(func() { probes.Run(ctx) })
 	goRun(func() { a.Run(ctx) })
 	goRun(func() {
 		discovery.WatchEvents(ctx, log, func() int {

@@ -46,12 +46,16 @@ func PrintStatus(w io.Writer, st api.Status, now time.Time) {
 		}
 		fmt.Fprintf(w, "last reconcile %s ago, %.1f ms, %s\n", now.Sub(r.At).Round(time.Millisecond), r.DurationMs, res)
 	}
+	printGatewayPath(w, st.PathHealth)
 	if len(st.Remotes) > 0 {
 		fmt.Fprintln(w, "remotes:")
 		for _, r := range st.Remotes {
 			routes := "routes missing"
 			if r.RoutesInstalled {
 				routes = "routes in place"
+			}
+			if p := pathLine(st.PathHealth, r.ID); p != "" {
+				routes += "; " + p
 			}
 			fmt.Fprintf(w, "  %-10s %-40s %s\n", r.ID, strings.Join(r.CIDRs, ","), routes)
 		}

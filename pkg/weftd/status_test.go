@@ -29,6 +29,13 @@ func TestPrintStatus(t *testing.T) {
 	broken.CNIInterface = nil
 	broken.LastReconcile = &api.Reconcile{At: now.Add(-time.Second), DurationMs: 1.1, Error: "no CNI interface"}
 	broken.Remotes = []api.Remote{{ID: "c2", CIDRs: []string{"10.2.0.0/16"}}}
+	probed := ready
+	probed.PathHealth = &api.PathHealth{Targets: []api.PathTarget{
+		{Name: "gateway/c1-n1", Hop: "node-to-gateway", Cluster: "c1", Node: "c1-n1", Address: "240.168.10.11:4803", Up: true, Sent: 100, Lost: 1,
+			RTT: api.PathRTT{LastMs: 0.31, MinMs: 0.2, MaxMs: 1.5}},
+		{Name: "remote/c2", Hop: "node-to-remote", Cluster: "c2", Address: "10.2.0.1:4803", Up: false, Sent: 100, Lost: 7,
+			Message: "no answer from 10.2.0.1:4803 to the last 5 probes or more"},
+	}}
 	broken.Conditions = []api.Condition{{Type: "CNIInterfaceReady", Status: false, Reason: "NotFound",
 		Message: "no interface holds an address in 10.1.0.0/16", Fix: "check that the primary CNI runs on this node"}}
 
@@ -56,6 +63,10 @@ func TestPrintStatus(t *testing.T) {
 			"FAIL CNIInterfaceReady      NotFound: no interface holds an address in 10.1.0.0/16",
 			"fix: check that the primary CNI runs on this node",
 		}, []string{"routes in place"}},
+		{"probed", probed, []string{
+			"gateway path   c1-n1 240.168.10.11:4803: up, rtt 0.31 ms (min 0.20, max 1.50), loss 1/100",
+			"routes in place; path DOWN (no answer from 10.2.0.1:4803 to the last 5 probes or more)",
+		}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
