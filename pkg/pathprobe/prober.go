@@ -283,4 +283,3 @@ func (p *Prober) publish(s pathhealth.Snapshot) {
 		f(s)
 	}
 }
-

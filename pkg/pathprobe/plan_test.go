@@ -1,0 +1,112 @@
+package pathprobe
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/pkg/config"
+	"github.com/weft-net/weft/pkg/pathhealth"
+	"github.com/weft-net/weft/pkg/topology"
+)
+
+const planYAML = `
+nodeName: NODE
+cluster:
+  id: c1
+  podCIDRs: [10.1.0.0/16]
+  gateway: c1-n1
+  nodes:
+    - {name: c1-n1, ip: 192.168.10.11}
+    - {name: c1-n2, ip: 192.168.10.12}
+remotes:
+  - {id: c2, podCIDRs: [10.2.0.0/16], gatewayIP: 192.168.20.11, healthCheckIP: 10.2.1.1}
+  - {id: c3, podCIDRs: [10.3.0.0/16], gatewayIP: 192.168.30.11}
+`
+
+func planFor(t *testing.T, node, ip, role string) Plan {
+	t.Helper()
+	cfg, err := config.ParseWith([]byte(strings.ReplaceAll(planYAML, "NODE", node)), config.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return PlanFor(cfg, topology.Inputs{NodeIP: netip.MustParseAddr(ip), CNIIP: netip.MustParseAddr("10.1." + ip[len(ip)-2:] + ".1")}, role)
+}
+
+func TestPlanFor(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	a := netip.MustParseAddr
+	tests := []struct {
+		name, node, ip, role string
+		want                 []pathhealth.Target
+	}{
+		{"non-gateway", "c1-n2", "192.168.10.12", topology.RoleNonGateway, []pathhealth.Target{
+			{Name: "gateway/c1-n1", Hop: pathhealth.HopGateway, Cluster: "c1", Node: "c1-n1", Address: ap("240.168.10.11:4803"), Source: a("240.168.10.12")},
+			// c3 has no health-check IP: its whole path is not probed.
+			{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("10.2.1.1:4803"), Source: a("10.1.12.1")},
+		}},
+		{"gateway", "c1-n1", "192.168.10.11", topology.RoleGateway, []pathhealth.Target{
+			{Name: "cable/c2", Hop: pathhealth.HopCable, Cluster: "c2", Address: ap("241.168.20.11:4803"), Source: a("241.168.10.11")},
+			{Name: "cable/c3", Hop: pathhealth.HopCable, Cluster: "c3", Address: ap("241.168.30.11:4803"), Source: a("241.168.10.11")},
+			{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("10.2.1.1:4803"), Source: a("10.1.11.1")},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := planFor(t, tc.node, tc.ip, tc.role)
+			if !p.Enabled || p.Interval != 100*time.Millisecond || p.LossThreshold != 5 || p.Port != 4803 {
+				t.Errorf("plan settings %+v", p)
+			}
+			if len(p.Targets) != len(tc.want) {
+				t.Fatalf("targets %+v, want %+v", p.Targets, tc.want)
+			}
+			for i := range tc.want {
+				if p.Targets[i] != tc.want[i] {
+					t.Errorf("target %d = %+v, want %+v", i, p.Targets[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestReportNamesTheBrokenHop(t *testing.T) {
+	gw := pathhealth.TargetStatus{Target: pathhealth.Target{Name: "gateway/c1-n1", Hop: pathhealth.HopGateway, Node: "c1-n1", Address: netip.MustParseAddrPort("240.168.10.11:4803")}, Up: true}
+	remote := pathhealth.TargetStatus{Target: pathhealth.Target{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: netip.MustParseAddrPort("10.2.1.1:4803"), Source: netip.MustParseAddr("10.1.12.1")}, Up: true}
+	cable := pathhealth.TargetStatus{Target: pathhealth.Target{Name: "cable/c2", Hop: pathhealth.HopCable, Cluster: "c2", Address: netip.MustParseAddrPort("241.168.20.11:4803")}, Up: true}
+	down := func(s pathhealth.TargetStatus) pathhealth.TargetStatus {
+		s.Up, s.Message = false, "no answer"
+		return s
+	}
+	tests := []struct {
+		name        string
+		role        string
+		targets     []pathhealth.TargetStatus
+		gwOK, remOK bool
+		gwMsg       string
+		remMsg      string
+	}{
+		{"all up", topology.RoleNonGateway, []pathhealth.TargetStatus{gw, remote}, true, true, "answers", "answering: c2"},
+		{"node to gateway", topology.RoleNonGateway, []pathhealth.TargetStatus{down(gw), down(remote)}, false, false, "this node → gateway c1-n1", "whole path to cluster c2: this node → gateway is broken"},
+		{"beyond the gateway", topology.RoleNonGateway, []pathhealth.TargetStatus{gw, down(remote)}, true, false, "answers", "whole path to cluster c2 (10.1.12.1 → 10.2.1.1:4803)"},
+		{"cable", topology.RoleGateway, []pathhealth.TargetStatus{down(cable), down(remote)}, true, false, "this node is the gateway", "gateway → remote gateway of c2 (cable VTEP 241.168.20.11)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h, conds := Report(pathhealth.Snapshot{Targets: tc.targets}, Plan{Role: tc.role, Port: 4803, VXLANPort: 4800, CablePort: 4801})
+			if len(h.Targets) != len(tc.targets) || len(conds) != 2 {
+				t.Fatalf("report %+v %+v", h, conds)
+			}
+			for _, c := range []struct {
+				ok  bool
+				msg string
+				i   int
+			}{{tc.gwOK, tc.gwMsg, 0}, {tc.remOK, tc.remMsg, 1}} {
+				got := conds[c.i]
+				if got.Status != c.ok || !strings.Contains(got.Message, c.msg) || (!got.Status && got.Fix == "") {
+					t.Errorf("%s = %v %q (fix %q), want %v containing %q and a fix when false", got.Type, got.Status, got.Message, got.Fix, c.ok, c.msg)
+				}
+			}
+		})
+	}
+}
