@@ -29,8 +29,9 @@ type Status struct {
 
 // ControlPlane is one weftd's part of the control plane.
 type ControlPlane struct {
-	cfg *config.Config
-	log *slog.Logger
+	cfg           *config.Config
+	log           *slog.Logger
+	healthCheckIP func() netip.Addr
 
 	mu   sync.Mutex
 	el   *gatewayelect.Elector
@@ -39,8 +40,14 @@ type ControlPlane struct {
 }
 
 // New prepares the control plane for cfg (validated, endpoints: weft).
-func New(cfg *config.Config, log *slog.Logger) *ControlPlane {
-	return &ControlPlane{cfg: cfg, log: log.With("component", "gateway-election")}
+// healthCheckIP, when not nil, gives this node's CNI interface IP (invalid
+// while unknown): the leader publishes it as its ClusterEndpoint's
+// spec.healthCheckIP.
+func New(cfg *config.Config, log *slog.Logger, healthCheckIP func() netip.Addr) *ControlPlane {
+	if healthCheckIP == nil {
+		healthCheckIP = func() netip.Addr { return netip.Addr{} }
+	}
+	return &ControlPlane{cfg: cfg, log: log.With("component", "gateway-election"), healthCheckIP: healthCheckIP}
 }
 
 // Status returns the state.
@@ -104,7 +111,13 @@ func (c *ControlPlane) Run(ctx context.Context) {
 			if !ip.IsValid() {
 				ip = cfg.Parsed.NodeIP
 			}
-			s.Run(ctx, func() kubesource.ClusterEndpoint { return OwnEndpoint(cfg, ip) })
+			s.Run(ctx, func() kubesource.ClusterEndpoint {
+				e := OwnEndpoint(cfg, ip)
+				if hc := c.healthCheckIP(); hc.Is4() && cfg.HealthCheck.On() {
+					e.Spec.HealthCheckIP = hc.String()
+				}
+				return e
+			})
 		},
 	})
 	if err != nil {

@@ -39,6 +39,9 @@ type ClusterEndpointSpec struct {
 	Cable        string   `json:"cable"`
 	Port         int32    `json:"port,omitempty"`
 	VNI          int64    `json:"vni,omitempty"`
+	// HealthCheckIP is the gateway's CNI interface IP, the target of the
+	// other clusters' whole-path health probes ("" while unknown).
+	HealthCheckIP string `json:"healthCheckIP,omitempty"`
 }
 
 // ClusterEndpointList is a list of ClusterEndpoints.
@@ -140,6 +143,13 @@ func buildWeft(clusterID string, nodes []*corev1.Node, ces []*ClusterEndpoint) t
 			continue
 		}
 		r.GatewayIP = ip
+		if s.HealthCheckIP != "" {
+			if hc, err := netip.ParseAddr(s.HealthCheckIP); err == nil && hc.Is4() {
+				r.HealthCheckIP = hc
+			} else {
+				t.Problems = append(t.Problems, fmt.Sprintf("%s: spec.healthCheckIP %q is not an IPv4 address: the path to %q is not probed", clusterEndpointRef(e), s.HealthCheckIP, s.ClusterID))
+			}
+		}
 		t.Remotes = append(t.Remotes, r)
 	}
 	slices.SortFunc(t.Remotes, func(a, b toposource.Remote) int { return strings.Compare(a.ID, b.ID) })

@@ -28,6 +28,12 @@ func TestBuildWeft(t *testing.T) {
 			ce("c1", ClusterEndpointSpec{ClusterID: "c1", PodCIDRs: []string{"10.1.0.0/16"}, GatewayNode: "c1-n2", GatewayIP: "192.168.10.12", Cable: "vxlan"}),
 			ce("c2", ClusterEndpointSpec{ClusterID: "c2", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"10.102.0.0/16"}, GatewayNode: "c2-n3", GatewayIP: "192.168.20.13", Cable: "vxlan"}),
 		}, "c1-n2", []string{"c2 [10.2.0.0/16 10.102.0.0/16] 192.168.20.13"}, ""},
+		{"remote with a health-check IP", []*ClusterEndpoint{
+			ce("c2", ClusterEndpointSpec{ClusterID: "c2", PodCIDRs: []string{"10.2.0.0/16"}, GatewayNode: "c2-n3", GatewayIP: "192.168.20.13", Cable: "vxlan", HealthCheckIP: "10.2.3.1"}),
+		}, "", []string{"c2 [10.2.0.0/16] 192.168.20.13 hc 10.2.3.1"}, ""},
+		{"remote with a bad health-check IP", []*ClusterEndpoint{
+			ce("c2", ClusterEndpointSpec{ClusterID: "c2", PodCIDRs: []string{"10.2.0.0/16"}, GatewayNode: "c2-n3", GatewayIP: "192.168.20.13", Cable: "vxlan", HealthCheckIP: "::1"}),
+		}, "", []string{"c2 [10.2.0.0/16] 192.168.20.13"}, `spec.healthCheckIP "::1" is not an IPv4 address`},
 		{"remote with a bad CIDR", []*ClusterEndpoint{
 			ce("c3", ClusterEndpointSpec{ClusterID: "c3", PodCIDRs: []string{"10.3.0.0"}, GatewayNode: "c3-n1", GatewayIP: "192.168.30.11"}),
 		}, "", nil, `ClusterEndpoint weft-system/c3: unusable .*10.3.0.0`},
@@ -50,7 +56,11 @@ func TestBuildWeft(t *testing.T) {
 				for _, c := range r.CIDRs {
 					cs = append(cs, c.String())
 				}
-				got = append(got, r.ID+" ["+strings.Join(cs, " ")+"] "+r.GatewayIP.String())
+				line := r.ID + " [" + strings.Join(cs, " ") + "] " + r.GatewayIP.String()
+				if r.HealthCheckIP.IsValid() {
+					line += " hc " + r.HealthCheckIP.String()
+				}
+				got = append(got, line)
 			}
 			if strings.Join(got, ";") != strings.Join(tt.remotes, ";") {
 				t.Errorf("remotes %q, want %q", got, tt.remotes)

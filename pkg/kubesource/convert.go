@@ -161,6 +161,13 @@ func build(clusterID string, nodes []*corev1.Node, eps []*Endpoint) toposource.T
 			t.Problems = append(t.Problems, fmt.Sprintf("%s: no IPv4 subnets: remote %q ignored", ref, id))
 			continue
 		}
+		if hc := e.Spec.HealthCheckIP; hc != "" {
+			if ip, err := netip.ParseAddr(hc); err == nil && ip.Is4() {
+				r.HealthCheckIP = ip
+			} else {
+				t.Problems = append(t.Problems, fmt.Sprintf("%s: spec.healthCheckIP %q is not an IPv4 address: the path to %q is not probed", ref, hc, id))
+			}
+		}
 		ip, field, err := remoteGatewayIP(e)
 		if err != nil {
 			t.Problems = append(t.Problems, fmt.Sprintf("%s: %v: the cable cannot reach remote %q", ref, err, id))

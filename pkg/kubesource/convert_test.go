@@ -149,6 +149,21 @@ func TestBuildEndpoints(t *testing.T) {
 			problems: []string{`Endpoint submariner-operator/c2: spec.private_ip "gw" is not an IPv4 address: the cable cannot reach remote "c2"`},
 		},
 		{
+			name: "healthCheckIP is the whole-path probe's target",
+			eps: func() []*Endpoint {
+				e := ep("c2", "c2", "c2-n1", "192.168.20.11", 0, "10.2.0.0/16")
+				e.Spec.HealthCheckIP = "10.2.1.1"
+				bad := ep("c3", "c3", "c3-n1", "192.168.30.11", 0, "10.3.0.0/16")
+				bad.Spec.HealthCheckIP = "n1"
+				return []*Endpoint{e, bad}
+			}(),
+			remotes: []toposource.Remote{
+				{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, GatewayIP: netip.MustParseAddr("192.168.20.11"), HealthCheckIP: netip.MustParseAddr("10.2.1.1"), From: "Endpoint submariner-operator/c2"},
+				{ID: "c3", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.3.0.0/16")}, GatewayIP: netip.MustParseAddr("192.168.30.11"), From: "Endpoint submariner-operator/c3"},
+			},
+			problems: []string{`Endpoint submariner-operator/c3: spec.healthCheckIP "n1" is not an IPv4 address: the path to "c3" is not probed`},
+		},
+		{
 			name:     "local Endpoint without hostname names no gateway",
 			eps:      []*Endpoint{ep("c1", "c1", "", "192.168.10.11", 0, "10.1.0.0/16")},
 			problems: []string{"Endpoint submariner-operator/c1 has no spec.hostname: no gateway"},

@@ -22,8 +22,8 @@ type Endpoint struct {
 	Spec              EndpointSpec `json:"spec"`
 }
 
-// EndpointSpec holds the fields weft uses. Others (cable_name, backend,
-// healthCheckIP) are ignored when decoding.
+// EndpointSpec holds the fields weft uses. Others are ignored when
+// decoding.
 type EndpointSpec struct {
 	ClusterID     string            `json:"cluster_id"`
 	CableName     string            `json:"cable_name,omitempty"`
@@ -34,6 +34,9 @@ type EndpointSpec struct {
 	NATEnabled    bool              `json:"nat_enabled"`
 	Backend       string            `json:"backend,omitempty"`
 	BackendConfig map[string]string `json:"backend_config,omitempty"`
+	// HealthCheckIP is the gateway's CNI interface IP, which Submariner's
+	// route agents ping: weft's whole-path probe targets it.
+	HealthCheckIP string `json:"healthCheckIP,omitempty"`
 }
 
 // EndpointList is a list of Endpoints.

@@ -44,7 +44,10 @@ type Remote struct {
 	ID        string         `json:"id"`
 	CIDRs     []netip.Prefix `json:"cidrs"`
 	GatewayIP netip.Addr     `json:"gatewayIP,omitzero"`
-	From      string         `json:"from,omitempty"`
+	// HealthCheckIP is the remote gateway's CNI interface IP, the target
+	// of the whole-path health probe (invalid = not probed).
+	HealthCheckIP netip.Addr `json:"healthCheckIP,omitzero"`
+	From          string     `json:"from,omitempty"`
 }
 
 // Sync says whether the topology is the source's live view.
@@ -118,7 +121,7 @@ func FromConfig(cfg *config.Config) Topology {
 		}
 	}
 	for _, r := range cfg.Parsed.Remotes {
-		t.Remotes = append(t.Remotes, Remote{ID: r.ID, CIDRs: slices.Concat(r.PodCIDRs, r.ServiceCIDRs), GatewayIP: r.GatewayIP, From: FromFile})
+		t.Remotes = append(t.Remotes, Remote{ID: r.ID, CIDRs: slices.Concat(r.PodCIDRs, r.ServiceCIDRs), GatewayIP: r.GatewayIP, HealthCheckIP: r.HealthCheckIP, From: FromFile})
 	}
 	t.sort()
 	return t
@@ -215,8 +218,18 @@ func Apply(cfg *config.Config, t Topology) (*config.Config, []string) {
 		if r.GatewayIP.IsValid() {
 			raw.GatewayIP = r.GatewayIP.String()
 		}
+		hc := r.HealthCheckIP
+		if hc.IsValid() && !slices.ContainsFunc(r.CIDRs, func(p netip.Prefix) bool { return p.Contains(hc) }) {
+			// weft's routes would not carry the probe: it would test
+			// another path than the traffic's.
+			problems = append(problems, fmt.Sprintf("remote %q (%s): health-check IP %s is outside its CIDRs: its path is not probed", r.ID, r.From, hc))
+			hc = netip.Addr{}
+		}
+		if hc.IsValid() {
+			raw.HealthCheckIP = hc.String()
+		}
 		out.Remotes = append(out.Remotes, raw)
-		out.Parsed.Remotes = append(out.Parsed.Remotes, config.ParsedRemote{ID: r.ID, PodCIDRs: slices.Clone(r.CIDRs), GatewayIP: r.GatewayIP})
+		out.Parsed.Remotes = append(out.Parsed.Remotes, config.ParsedRemote{ID: r.ID, PodCIDRs: slices.Clone(r.CIDRs), GatewayIP: r.GatewayIP, HealthCheckIP: hc})
 	}
 	return &out, problems
 }

@@ -24,7 +24,7 @@ cluster:
     - {name: c1-n1, ip: 192.168.10.11}
     - {name: c1-n2, ip: 192.168.10.12}
 remotes:
-  - {id: c2, podCIDRs: [10.2.0.0/16], serviceCIDRs: [10.102.0.0/16], gatewayIP: 192.168.20.11}
+  - {id: c2, podCIDRs: [10.2.0.0/16], serviceCIDRs: [10.102.0.0/16], gatewayIP: 192.168.20.11, healthCheckIP: 10.2.0.1}
 `
 
 const kubeCfg = `
@@ -60,7 +60,7 @@ func TestApplyOfFileTopologyMatchesTheFile(t *testing.T) {
 		t.Errorf("node IP %v, want this node's from its Node", eff.Parsed.NodeIP)
 	}
 	r := eff.Parsed.Remotes
-	if len(r) != 1 || r[0].ID != "c2" || r[0].GatewayIP != netip.MustParseAddr("192.168.20.11") ||
+	if len(r) != 1 || r[0].ID != "c2" || r[0].GatewayIP != netip.MustParseAddr("192.168.20.11") || r[0].HealthCheckIP != netip.MustParseAddr("10.2.0.1") ||
 		!reflect.DeepEqual(r[0].PodCIDRs, []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16"), netip.MustParsePrefix("10.102.0.0/16")}) {
 		t.Errorf("remotes %+v", r)
 	}
@@ -76,7 +76,7 @@ func TestApplyProblems(t *testing.T) {
 		// Not a Node (a nodeSelector that leaves it out): still a peer.
 		Gateway: Gateway{Name: "c1-gw", IP: netip.MustParseAddr("192.168.10.1"), From: "Endpoint x/c1"},
 		Remotes: []Remote{
-			{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, From: "Endpoint x/c2"},
+			{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, HealthCheckIP: netip.MustParseAddr("10.9.0.1"), From: "Endpoint x/c2"},
 			{ID: "c3", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.5.0/24")}, From: "Endpoint x/c3"},
 			{ID: "c4", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.128.0/17")}, From: "Endpoint x/c4"},
 		},
@@ -84,6 +84,7 @@ func TestApplyProblems(t *testing.T) {
 	eff, problems := Apply(cfg, top)
 	want := []string{
 		`nodes "c1-n2" and "c1-n3" both have address 192.168.10.12: "c1-n3" ignored`,
+		`remote "c2" (Endpoint x/c2): health-check IP 10.9.0.1 is outside its CIDRs: its path is not probed`,
 		`remote "c3" (Endpoint x/c3): 10.1.5.0/24 overlaps 10.1.0.0/16 of the local cluster: remote ignored`,
 		`remote "c4" (Endpoint x/c4): 10.2.128.0/17 overlaps 10.2.0.0/16 of remote "c2": remote ignored`,
 	}
@@ -97,7 +98,7 @@ func TestApplyProblems(t *testing.T) {
 	if strings.Join(names, ",") != "c1-n2,c1-gw" {
 		t.Errorf("nodes = %v", names)
 	}
-	if len(eff.Parsed.Remotes) != 1 || eff.Parsed.Remotes[0].ID != "c2" {
+	if len(eff.Parsed.Remotes) != 1 || eff.Parsed.Remotes[0].ID != "c2" || eff.Parsed.Remotes[0].HealthCheckIP.IsValid() {
 		t.Errorf("remotes = %+v", eff.Parsed.Remotes)
 	}
 	if len(cfg.Parsed.Nodes) != 0 || cfg.Cluster.Gateway != "" {

@@ -114,7 +114,15 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	goRun := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
-	topo := newTopologySources(ctx, log, boot.StateDir, goRun)
+	// The leader publishes its CNI interface IP as the other clusters'
+	// health-check target (endpoints: weft).
+	topo := newTopologySources(ctx, log, boot.StateDir, goRun, func() netip.Addr {
+		if c := store.CNI(); c != nil {
+			ip, _ := netip.ParseAddr(c.IP)
+			return ip
+		}
+		return netip.Addr{}
+	})
 	// The metrics read the agent's status at scrape time; scrapes start
 	// only after the agent exists.
 	var a *agent.Agent

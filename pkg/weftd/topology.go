@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 
 	"github.com/weft-net/weft/pkg/config"
@@ -24,6 +25,7 @@ type topologySources struct {
 	log      *slog.Logger
 	stateDir string // weftd's, fixed for the process
 	goRun    func(func())
+	cniIP    func() netip.Addr // this node's CNI interface IP (invalid while unknown)
 	changed  chan struct{}
 
 	mu      sync.Mutex
@@ -32,8 +34,8 @@ type topologySources struct {
 	control *controlplane.ControlPlane // endpoints: weft
 }
 
-func newTopologySources(ctx context.Context, log *slog.Logger, stateDir string, goRun func(func())) *topologySources {
-	return &topologySources{ctx: ctx, log: log, stateDir: stateDir, goRun: goRun, changed: make(chan struct{}, 1)}
+func newTopologySources(ctx context.Context, log *slog.Logger, stateDir string, goRun func(func()), cniIP func() netip.Addr) *topologySources {
+	return &topologySources{ctx: ctx, log: log, stateDir: stateDir, goRun: goRun, cniIP: cniIP, changed: make(chan struct{}, 1)}
 }
 
 // For returns the Kubernetes source for cfg (topology: kubernetes).
@@ -59,7 +61,7 @@ func (t *topologySources) For(cfg *config.Config) (toposource.Source, error) {
 	t.src, t.with = s, want
 	t.goRun(func() { s.Run(t.ctx) })
 	if want.Weft {
-		t.control = controlplane.New(cfg, t.log)
+		t.control = controlplane.New(cfg, t.log, t.cniIP)
 		t.goRun(func() { t.control.Run(t.ctx) })
 	}
 	t.goRun(func() {
