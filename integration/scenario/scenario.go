@@ -46,6 +46,9 @@ type Options struct {
 	// Topology is "" (the file lists nodes, gateway, remotes) or
 	// TopologyKubernetes (an API server per cluster; see Kube).
 	Topology string
+	// HealthCheckIPs writes each remote's remotes[].healthCheckIP (its
+	// gateway's cni0 address), so every node probes the whole path.
+	HealthCheckIPs bool
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -87,6 +90,10 @@ func (m *Member) PodAddr() netip.AddrPort { return netip.AddrPortFrom(m.Pod.IP, 
 // CNIIP is the node's CNI interface address (cni0), which is the pod
 // gateway of the bridge layout.
 func (m *Member) CNIIP() netip.Addr { return m.Pod.Gateway }
+
+// BridgeCNIIP is n's cni0 address in the bridge layout (the first
+// address of its pod subnet), known before the first pod creates it.
+func BridgeCNIIP(n *harness.Node) netip.Addr { return n.PodCIDR.Masked().Addr().Next() }
 
 // Scenario is the built two-cluster setup.
 type Scenario struct {
@@ -203,6 +210,14 @@ func (s *Scenario) config(m *Member) harness.WeftdConfig {
 	}
 	if s.Opts.ResyncInterval > 0 {
 		cfg["resyncInterval"] = s.Opts.ResyncInterval.String()
+	}
+	if s.Opts.HealthCheckIPs {
+		for _, r := range cfg["remotes"].([]any) {
+			rm := r.(map[string]any)
+			if gw := s.gateways[rm["id"].(string)]; gw != nil {
+				rm["healthCheckIP"] = BridgeCNIIP(gw).String()
+			}
+		}
 	}
 	if s.Kube != nil {
 		cfg = s.kubeConfig(m, cfg)
