@@ -45,6 +45,7 @@ func Figures() []Figure {
 		{"7", "two-cluster convergence", Convergence},
 		{"8", "the operator's path at 20,000 remote CIDRs", OperatorPath},
 		{"9", "weftd memory with 5,000 Node objects (topology: kubernetes)", KubeNodes},
+		{"10", "data-path health probes: ADD latency and idle CPU (issue 13)", PathProbeCost},
 	}
 }
 

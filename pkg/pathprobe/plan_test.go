@@ -110,3 +110,31 @@ func TestReportNamesTheBrokenHop(t *testing.T) {
 		})
 	}
 }
+
+func TestReportThrottle(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	up := pathhealth.TargetStatus{Target: pathhealth.Target{Name: "remote/c2"}, Up: true}
+	down := up
+	down.Up = false
+	snap := func(at time.Duration, ts ...pathhealth.TargetStatus) pathhealth.Snapshot {
+		return pathhealth.Snapshot{At: t0.Add(at), Targets: ts}
+	}
+	var th reportThrottle
+	steps := []struct {
+		s    pathhealth.Snapshot
+		want bool
+	}{
+		{snap(0, up), true},
+		{snap(100*time.Millisecond, up), false},  // RTT only: waits
+		{snap(200*time.Millisecond, down), true}, // a target went down: at once
+		{snap(300*time.Millisecond, down), false},
+		{snap(400*time.Millisecond, up), true},  // and back up: at once
+		{snap(1400*time.Millisecond, up), true}, // a second later: refreshed
+		{snap(1500 * time.Millisecond), true},   // the target went away
+	}
+	for i, st := range steps {
+		if got := th.due(st.s); got != st.want {
+			t.Errorf("step %d: due = %v, want %v", i, got, st.want)
+		}
+	}
+}

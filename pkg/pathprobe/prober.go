@@ -2,15 +2,19 @@ package pathprobe
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/pkg/pathhealth"
 )
@@ -33,7 +37,7 @@ type Options struct {
 	// The snapshot is never modified afterwards.
 	OnSnapshot []func(pathhealth.Snapshot)
 	// ObserveRTT, when set, is told each answered probe (for the RTT
-	// histogram), from the target's reader goroutine; must not block.
+	// histogram), from the prober's goroutine; must not block.
 	ObserveRTT func(target string, rtt time.Duration)
 }
 
@@ -58,6 +62,9 @@ type Prober struct {
 type target struct {
 	t       pathhealth.Target
 	conn    *net.UDPConn
+	raw     syscall.RawConn
+	buf     [64]byte // a reply is 32 bytes: anything longer is not one
+	oob     [64]byte
 	openErr error
 	sendErr error
 
@@ -120,7 +127,13 @@ func waitRounds(interval time.Duration) uint64 {
 	return max(2, uint64((MinTimeout+interval-1)/interval))
 }
 
-// Run probes until ctx ends, then closes every socket.
+// Run probes until ctx ends, then closes every socket. Everything happens
+// in this goroutine, once per interval: the replies that arrived since the
+// last round are read without blocking (the kernel stamps each with its
+// arrival time, so the RTT does not depend on when the round runs), then
+// the overdue probes are counted lost and the next probes sent. A node
+// with probes on wakes once per interval, however many targets it has,
+// and not at all without targets.
 func (p *Prober) Run(ctx context.Context) {
 	defer func() {
 		for _, t := range p.targets {
@@ -140,19 +153,24 @@ func (p *Prober) Run(ctx context.Context) {
 			interval = iv
 			tick.Reset(interval)
 		}
-		p.sync(ctx, want)
-		p.publish(p.round(time.Now(), waitRounds(interval), time.Duration(waitRounds(interval))*interval, threshold))
+		p.sync(want)
+		rounds := waitRounds(interval)
+		p.publish(p.round(time.Now(), rounds, time.Duration(rounds)*interval, threshold))
+		var ticks <-chan time.Time
+		if len(p.targets) > 0 {
+			ticks = tick.C
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-ticks:
 		case <-p.changed:
 		}
 	}
 }
 
 // sync opens the targets that are new or changed and closes the others.
-func (p *Prober) sync(ctx context.Context, want []pathhealth.Target) {
+func (p *Prober) sync(want []pathhealth.Target) {
 	keep := make(map[string]bool, len(want))
 	for _, w := range want {
 		keep[w.Name] = true
@@ -171,15 +189,16 @@ func (p *Prober) sync(ctx context.Context, want []pathhealth.Target) {
 	}
 	for _, t := range p.targets {
 		if t.conn == nil {
-			p.open(ctx, t)
+			p.open(t)
 		}
 	}
 }
 
 // open binds the target's socket to its source address (so the kernel
-// routes it as traffic from that address would be routed) and starts its
-// reader. A source not (yet) on the node is an error until it appears.
-func (p *Prober) open(ctx context.Context, t *target) {
+// routes it as traffic from that address would be routed) and asks for
+// kernel receive timestamps. A source not (yet) on the node is an error
+// until it appears.
+func (p *Prober) open(t *target) {
 	laddr := &net.UDPAddr{}
 	if t.t.Source.IsValid() {
 		laddr.IP = t.t.Source.AsSlice()
@@ -189,40 +208,72 @@ func (p *Prober) open(ctx context.Context, t *target) {
 		t.openErr = fmt.Errorf("bind the probe socket to %s: %w", t.t.Source, err)
 		return
 	}
-	t.conn, t.openErr = c, nil
-	go p.read(ctx, t, c)
+	rc, err := c.SyscallConn()
+	if err == nil {
+		var serr error
+		err = rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) })
+		if err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		c.Close()
+		t.openErr = fmt.Errorf("probe socket for %s: receive timestamps: %w", t.t.Address, err)
+		return
+	}
+	t.conn, t.raw, t.openErr = c, rc, nil
 }
 
 func (t *target) close() {
 	if t.conn != nil {
 		t.conn.Close()
-		t.conn = nil
+		t.conn, t.raw = nil, nil
 	}
 }
 
-// read matches the replies arriving on c to their probes.
-func (p *Prober) read(ctx context.Context, t *target, c *net.UDPConn) {
-	buf := make([]byte, 256)
+// drain reads every reply waiting on the target's socket without blocking
+// and matches each to its probe; caller holds t.mu.
+func (p *Prober) drain(t *target) {
+	if t.raw == nil {
+		return
+	}
+	buf, oob := t.buf[:], t.oob[:]
 	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
-				return
-			}
-			continue // ICMP errors surface here on some kernels
+		var n, oobn int
+		var from unix.Sockaddr
+		var rerr error
+		err := t.raw.Read(func(fd uintptr) bool {
+			n, oobn, _, from, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT)
+			return true // never wait: what is not there is read next round
+		})
+		if err != nil || rerr != nil {
+			return // EAGAIN: nothing more; other errors (ICMP) likewise
 		}
-		at := time.Now()
-		pk, err := decode(buf[:n])
-		if err != nil || pk.kind != kindReply || pk.id != p.id || from.Addr().Unmap() != t.t.Address.Addr() {
+		at := rxTime(oob[:oobn])
+		sa, ok := from.(*unix.SockaddrInet4)
+		pk, derr := decode(buf[:n])
+		if !ok || derr != nil || pk.kind != kindReply || pk.id != p.id || netip.AddrFrom4(sa.Addr) != t.t.Address.Addr() {
 			continue
 		}
-		t.mu.Lock()
-		rtt, ok := t.w.answer(pk.seq, pk.sent, at)
-		t.mu.Unlock()
-		if ok && p.o.ObserveRTT != nil {
+		if rtt, ok := t.w.answer(pk.seq, pk.sent, at); ok && p.o.ObserveRTT != nil {
 			p.o.ObserveRTT(t.t.Name, rtt)
 		}
 	}
+}
+
+// rxTime is the kernel's receive timestamp (SCM_TIMESTAMPNS), or now
+// without one.
+func rxTime(oob []byte) time.Time {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err == nil {
+		for _, m := range msgs {
+			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+				ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+				return time.Unix(ts.Unix())
+			}
+		}
+	}
+	return time.Now()
 }
 
 // round decides the expired probes, sends the next one to every target
@@ -232,6 +283,7 @@ func (p *Prober) round(now time.Time, rounds uint64, wait time.Duration, thresho
 	buf := make([]byte, 0, probeSize)
 	for _, t := range p.targets {
 		t.mu.Lock()
+		p.drain(t)
 		t.w.expire(rounds)
 		seq, rec := t.w.sent(now)
 		t.mu.Unlock()

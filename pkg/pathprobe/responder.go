@@ -13,10 +13,12 @@ import (
 )
 
 // DefaultReplyRate bounds the replies per second of one responder. A
-// node's probers send a few dozen a second; the bound keeps a flood (or
-// a spoofed one aimed at a third party) cheap: the reply is never larger
-// than the request, and beyond the rate requests are dropped unread.
-const DefaultReplyRate = 20000
+// gateway answers every node of its cluster and of each remote one (10
+// probes a second each at the default interval: 5,000 nodes are 50,000 a
+// second); the bound keeps a flood (or a spoofed one aimed at a third
+// party) at that cost: the reply is never larger than the request, and
+// beyond the rate requests are dropped.
+const DefaultReplyRate = 100000
 
 // ResponderStats counts what the responder saw.
 type ResponderStats struct {

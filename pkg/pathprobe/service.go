@@ -124,8 +124,9 @@ func (s *Service) Run(ctx context.Context) {
 				}
 			}
 			if prober == nil {
+				var th reportThrottle
 				hooks := append([]func(pathhealth.Snapshot){func(snap pathhealth.Snapshot) {
-					if s.o.OnReport != nil {
+					if s.o.OnReport != nil && th.due(snap) {
 						p, _ := s.current()
 						s.o.OnReport(snap, p)
 					}
@@ -148,4 +149,42 @@ func (s *Service) Run(ctx context.Context) {
 		case <-retry:
 		}
 	}
+}
+
+// ReportEvery is how often OnReport hears of a snapshot that changes no
+// target's state (its RTT figures only); a target going down or up, or
+// the set of targets changing, is reported at once.
+const ReportEvery = time.Second
+
+// reportThrottle keeps status current without rebuilding conditions and
+// detail ten times a second for RTT figures nobody reads that often.
+type reportThrottle struct {
+	last  time.Time
+	state []string // name + up of every target last reported
+}
+
+func (r *reportThrottle) due(s pathhealth.Snapshot) bool {
+	changed := len(s.Targets) != len(r.state)
+	for i, t := range s.Targets {
+		if changed {
+			break
+		}
+		changed = r.state[i] != stateKey(t)
+	}
+	if !changed && s.At.Sub(r.last) < ReportEvery {
+		return false
+	}
+	r.last = s.At
+	r.state = r.state[:0]
+	for _, t := range s.Targets {
+		r.state = append(r.state, stateKey(t))
+	}
+	return true
+}
+
+func stateKey(t pathhealth.TargetStatus) string {
+	if t.Up {
+		return t.Name + " up"
+	}
+	return t.Name + " down"
 }
