@@ -19,22 +19,27 @@ const clockTicks = 100
 
 // cpuTicks returns utime+stime of pid.
 func cpuTicks(pid int) (int64, error) {
+	u, st, err := cpuSplit(pid)
+	return u + st, err
+}
+
+// cpuSplit returns utime and stime of pid.
+func cpuSplit(pid int) (user, system int64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	// Fields after the command name, which may hold spaces: ") S ppid …".
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+		return 0, 0, fmt.Errorf("short /proc/%d/stat", pid)
 	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	user, err1 := strconv.ParseInt(f[11], 10, 64)
+	system, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat: %q", pid, s)
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat: %q", pid, s)
 	}
-	return u + st, nil
+	return user, system, nil
 }
 
 // memKiB returns VmRSS and VmHWM of pid.

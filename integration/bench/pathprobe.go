@@ -101,6 +101,10 @@ func PathProbeCost(ctx context.Context, env *harness.Env, o Options) ([]Row, err
 			return nil, err
 		}
 	}
+	u0, s0, err := cpuSplit(on.w.PID)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	select {
 	case <-ctx.Done():
@@ -108,6 +112,10 @@ func PathProbeCost(ctx context.Context, env *harness.Env, o Options) ([]Row, err
 	case <-time.After(idle):
 	}
 	wall := time.Since(start)
+	u1, s1, err := cpuSplit(on.w.PID)
+	if err != nil {
+		return nil, err
+	}
 	pct := make([]float64, len(pids))
 	ticks := make([]int64, len(pids))
 	for i, pid := range pids {
@@ -122,7 +130,9 @@ func PathProbeCost(ctx context.Context, env *harness.Env, o Options) ([]Row, err
 	extra := map[string]any{
 		"cycles": cycles, "idleSeconds": wall.Seconds(), "cpuTicks": map[string]int64{"c1 (on)": ticks[0], "c3 (on, peer)": ticks[1], "c4 (off)": ticks[2]},
 		"cpuPercent": map[string]float64{"c1 (on)": pct[0], "c3 (on, peer)": pct[1], "c4 (off)": pct[2]},
-		"targets":    targets, "interval": "100ms", "resolution": fmt.Sprintf("1 tick over the window is %.3f %%", 1.0/clockTicks/wall.Seconds()*100),
+		"c1UserPercent":   float64(u1-u0) / clockTicks / wall.Seconds() * 100,
+		"c1SystemPercent": float64(s1-s0) / clockTicks / wall.Seconds() * 100,
+		"targets":         targets, "interval": "100ms", "resolution": fmt.Sprintf("1 tick over the window is %.3f %%", 1.0/clockTicks/wall.Seconds()*100),
 	}
 	return []Row{{
 		ID: "10a", Figure: "ADD latency added by the plugin with the health probes on, median", Unit: "ms",
@@ -133,7 +143,8 @@ func PathProbeCost(ctx context.Context, env *harness.Env, o Options) ([]Row, err
 		ID: "10c", Figure: fmt.Sprintf("weftd CPU idle with the health probes on (2 targets, answering 2), over %s", idle), Unit: "%",
 		Weft: one(pct[0]), RefName: "probes off (c4, same window)", Ref: ptr(one(pct[2])),
 		Goal: &Goal{Text: "≤ 0.1 %", Max: 0.1}, Extra: extra,
-		Note: fmt.Sprintf("utime+stime from /proc/<pid>/stat; the peer c3 (on) used %.3f %%", pct[1]),
+		Note: fmt.Sprintf("utime+stime from /proc/<pid>/stat (c1 user %.3f %%, system %.3f %%: in namespaces the whole path of each probe and reply, the peer's VXLAN decap and netfilter included, runs in the sender's system time); the peer c3 (on) used %.3f %%",
+			float64(u1-u0)/clockTicks/wall.Seconds()*100, float64(s1-s0)/clockTicks/wall.Seconds()*100, pct[1]),
 	}}, nil
 }
 
