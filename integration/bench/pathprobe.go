@@ -146,11 +146,11 @@ wait:
 	one := func(v float64) Summary { return Summary{N: 1, Median: v, P99: v, Min: v, Max: v} }
 	extra := map[string]any{
 		"cycles": cycles, "idleSeconds": wall.Seconds(), "cpuTicks": map[string]int64{"c1 (on)": ticks[0], "c3 (on, peer)": ticks[1], "c4 (off)": ticks[2]},
-		"cpuPercent":      map[string]float64{"c1 (on)": pct[0], "c3 (on, peer)": pct[1], "c4 (off)": pct[2]},
+		"cpuPercent":            map[string]float64{"c1 (on)": pct[0], "c3 (on, peer)": pct[1], "c4 (off)": pct[2]},
 		"bareTicker10HzPercent": floorPct,
-		"c1UserPercent":   float64(u1-u0) / clockTicks / wall.Seconds() * 100,
-		"c1SystemPercent": float64(s1-s0) / clockTicks / wall.Seconds() * 100,
-		"targets":         targets, "interval": "100ms", "resolution": fmt.Sprintf("1 tick over the window is %.3f %%", 1.0/clockTicks/wall.Seconds()*100),
+		"c1UserPercent":         float64(u1-u0) / clockTicks / wall.Seconds() * 100,
+		"c1SystemPercent":       float64(s1-s0) / clockTicks / wall.Seconds() * 100,
+		"targets":               targets, "interval": "100ms", "resolution": fmt.Sprintf("1 tick over the window is %.3f %%", 1.0/clockTicks/wall.Seconds()*100),
 	}
 	return []Row{{
 		ID: "10a", Figure: "ADD latency added by the plugin with the health probes on, median", Unit: "ms",
