@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -76,6 +77,7 @@ func TestWeftControlPlane(t *testing.T) {
 	checkOneGateway(t, s)
 	checkControlStatus(ctx, t, s, 0, nil)
 
+	t.Run("health-check-ip", func(t *testing.T) { checkHealthCheckIP(ctx, t, s) })
 	t.Run("rolling-upgrade", func(t *testing.T) { checkRollingUpgrade(ctx, t, s) })
 	t.Run("label-removed", func(t *testing.T) { checkLabelRemoved(ctx, t, s) })
 	var c3 *harness.Cluster
@@ -649,5 +651,61 @@ func checkClusterLeaves(ctx context.Context, t *testing.T, s *scenario.Scenario,
 	if clean {
 		t.Logf("c3 left (weftds stopped, its object deleted from the broker): the copies in c1 and c2 gone after %s; the %d kernel lines naming c3 on %d nodes (routes, rules, set elements, neighbours, FDB) all gone after %s",
 			copies.Round(time.Millisecond), before, len(stayers), gone.Round(time.Millisecond))
+	}
+}
+
+// checkHealthCheckIP: each leader publishes its CNI interface IP as its
+// ClusterEndpoint's spec.healthCheckIP, and the other cluster's nodes
+// probe the whole path to it (issue 13).
+func checkHealthCheckIP(ctx context.Context, t *testing.T, s *scenario.Scenario) {
+	for _, c := range s.Clusters.Clusters() {
+		gw := s.Gateway(c.ID)
+		want := scenario.BridgeCNIIP(gw).String()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			raw, err := s.Kube.ClusterEndpoint(ctx, c.ID, c.ID)
+			var ce struct {
+				Spec struct {
+					HealthCheckIP string `json:"healthCheckIP"`
+				} `json:"spec"`
+			}
+			if err == nil {
+				err = json.Unmarshal(raw, &ce)
+			}
+			if err == nil && ce.Spec.HealthCheckIP == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: ClusterEndpoint spec.healthCheckIP = %q (%v), want the leader %s's cni0 %s", c.ID, ce.Spec.HealthCheckIP, err, gw.Name, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for _, m := range s.Members {
+		other := "c2"
+		if m.Cluster.ID == "c2" {
+			other = "c1"
+		}
+		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		st, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
+			if st.PathHealth == nil {
+				return false
+			}
+			for _, pt := range st.PathHealth.Targets {
+				if pt.Name == "remote/"+other && pt.Up && pt.Sent > pt.Lost {
+					return condIs(st, "RemotesReachable", true)
+				}
+			}
+			return false
+		})
+		cancel()
+		if err != nil {
+			t.Fatalf("%s never probed the whole path to %s: %v", m.Node.Name, other, err)
+		}
+		for _, pt := range st.PathHealth.Targets {
+			if pt.Name == "remote/"+other {
+				t.Logf("%s → %s: %s from %s, rtt mean %.3f ms", m.Node.Name, other, pt.Address, pt.Source, pt.RTT.MeanMs)
+			}
+		}
 	}
 }
