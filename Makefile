@@ -110,7 +110,7 @@ clean:
 
 # Fuzzing: each target for FUZZTIME (make test runs them for 5 s each).
 FUZZTIME     ?= 10s
-FUZZ_TARGETS := pkg/apiserver:FuzzDecodeEvent pkg/cniplugin:FuzzParseConfig pkg/config:FuzzParse pkg/config:FuzzPlainYAML pkg/cidrset:FuzzMerge
+FUZZ_TARGETS := pkg/apiserver:FuzzDecodeEvent pkg/cniplugin:FuzzParseConfig pkg/config:FuzzParse pkg/config:FuzzPlainYAML pkg/cidrset:FuzzMerge pkg/pathprobe:FuzzDecode
 .PHONY: fuzz-short reliability
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -21,6 +21,7 @@ func TestFuzzCorpora(t *testing.T) {
 		{"pkg/apiserver", "FuzzDecodeEvent", "daemon request decoding and validation"},
 		{"pkg/config", "FuzzParse", "config file loader"},
 		{"pkg/cidrset", "FuzzMerge", "CIDR merge for nft interval sets"},
+		{"pkg/pathprobe", "FuzzDecode", "health-check probe decoding (the responder's input)"},
 	}
 	seeds := 0
 	for _, tg := range targets {
