@@ -69,6 +69,8 @@ func testKubernetesTopology(t *testing.T, backend string) {
 		}
 	}
 	checkTopologyStatus(ctx, t, s)
+	// Submariner's Endpoint spec.healthCheckIP is the whole-path target.
+	t.Run("health-check-ip", func(t *testing.T) { checkWholePathProbed(ctx, t, s) })
 
 	t.Run("pod-matrix", func(t *testing.T) { checkPodMatrix(ctx, t, s) })
 	if backend != "nftables" {

@@ -358,3 +358,37 @@ func mean(xs []float64) float64 {
 	}
 	return s / float64(len(xs))
 }
+
+// checkWholePathProbed: every node probes the whole path to the other
+// cluster's gateway cni0 (its health-check IP, from the topology
+// source), and it answers.
+func checkWholePathProbed(ctx context.Context, t *testing.T, s *scenario.Scenario) {
+	for _, m := range s.Members {
+		other := "c2"
+		if m.Cluster.ID == "c2" {
+			other = "c1"
+		}
+		want := netip.AddrPortFrom(scenario.BridgeCNIIP(s.Gateway(other)), config.DefaultHealthCheckPort).String()
+		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		st, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
+			if st.PathHealth == nil {
+				return false
+			}
+			for _, pt := range st.PathHealth.Targets {
+				if pt.Name == "remote/"+other && pt.Address == want && pt.Up && pt.Sent > pt.Lost {
+					return condIs(st, "RemotesReachable", true)
+				}
+			}
+			return false
+		})
+		cancel()
+		if err != nil {
+			t.Fatalf("%s never probed the whole path to %s: %v", m.Node.Name, other, err)
+		}
+		for _, pt := range st.PathHealth.Targets {
+			if pt.Name == "remote/"+other {
+				t.Logf("%s → %s: %s from %s, rtt mean %.3f ms", m.Node.Name, other, pt.Address, pt.Source, pt.RTT.MeanMs)
+			}
+		}
+	}
+}

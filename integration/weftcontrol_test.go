@@ -681,31 +681,5 @@ func checkHealthCheckIP(ctx context.Context, t *testing.T, s *scenario.Scenario)
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	for _, m := range s.Members {
-		other := "c2"
-		if m.Cluster.ID == "c2" {
-			other = "c1"
-		}
-		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		st, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
-			if st.PathHealth == nil {
-				return false
-			}
-			for _, pt := range st.PathHealth.Targets {
-				if pt.Name == "remote/"+other && pt.Up && pt.Sent > pt.Lost {
-					return condIs(st, "RemotesReachable", true)
-				}
-			}
-			return false
-		})
-		cancel()
-		if err != nil {
-			t.Fatalf("%s never probed the whole path to %s: %v", m.Node.Name, other, err)
-		}
-		for _, pt := range st.PathHealth.Targets {
-			if pt.Name == "remote/"+other {
-				t.Logf("%s → %s: %s from %s, rtt mean %.3f ms", m.Node.Name, other, pt.Address, pt.Source, pt.RTT.MeanMs)
-			}
-		}
-	}
+	checkWholePathProbed(ctx, t, s)
 }
