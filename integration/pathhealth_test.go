@@ -109,6 +109,53 @@ func testPathHealth(t *testing.T, backend string) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { checkPathBreak(ctx, t, s, tc) })
 	}
+	t.Run("switched-off-and-on", func(t *testing.T) { checkHealthCheckReload(ctx, t, s, backend) })
+}
+
+// checkHealthCheckReload turns the health check off on c1-n1 by a reload:
+// the responder's accept rule, the conditions and pathHealth go; turned
+// back on, they return, without a restart.
+func checkHealthCheckReload(ctx context.Context, t *testing.T, s *scenario.Scenario, backend string) {
+	m := s.Member("c1-n1")
+	rule := func() bool {
+		var out string
+		if backend == "nftables" {
+			out, _ = m.Node.Exec("nft", "list", "chain", "ip", "weft", "input")
+			return strings.Contains(out, "udp dport 4803 accept")
+		}
+		out, _ = m.Node.Exec("iptables-save", "-t", "filter")
+		return strings.Contains(out, "-A WEFT-INPUT -p udp -m udp --dport 4803 -j ACCEPT")
+	}
+	if !rule() {
+		t.Fatal("the responder's port is not accepted in weft's input chain")
+	}
+	write := func(on bool) {
+		cfg := s.Config(m.Node)
+		cfg["healthCheck"] = map[string]any{"enabled": on}
+		tmp := m.Node.WeftdConfigPath() + ".tmp"
+		if err := os.WriteFile(tmp, cfg.MustYAML(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, m.Node.WeftdConfigPath()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(false)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
+		_, gw := condOf(st, "GatewayReachable")
+		_, rm := condOf(st, "RemotesReachable")
+		return st.PathHealth == nil && !gw && !rm && st.Ready && !rule()
+	}); err != nil {
+		t.Fatalf("health check off: %v", err)
+	}
+	write(true)
+	if _, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
+		return condIs(st, "GatewayReachable", true) && condIs(st, "RemotesReachable", true) && st.PathHealth != nil && rule()
+	}); err != nil {
+		t.Fatalf("health check back on: %v", err)
+	}
 }
 
 // waitHealthy waits until every node of both clusters reports both path
