@@ -305,72 +305,86 @@ func nftScript(t *testing.T, n *netnstest.NS, script string) {
 // trips over the same path (same source, same destination address).
 func checkPathRTT(ctx context.Context, t *testing.T, s *scenario.Scenario, env *harness.Env) {
 	n1, gw2 := s.Member("c1-n1"), s.Member("c2-n2")
-	gwVTEP := netip.MustParseAddr("240.168.10.12") // c1-n2's VTEP
+	type ref struct {
+		target   string
+		src      netip.Addr
+		echoIn   *netnstest.NS
+		echoAddr netip.Addr
+		rtts     chan []float64
+	}
+	refs := []*ref{
+		{target: "gateway/c1-n2", src: netip.MustParseAddr("240.168.10.11"), echoIn: s.Member("c1-n2").Node.NS, echoAddr: netip.MustParseAddr("240.168.10.12")},
+		{target: "remote/c2", src: n1.CNIIP(), echoIn: gw2.Node.NS, echoAddr: gw2.CNIIP()},
+	}
+	// The reference probes run while the prober's window fills, at its
+	// pace (one every 100 ms), so both see the same machine.
+	stop := make(chan struct{})
+	for _, r := range refs {
+		echo, err := harness.ServeUDPEcho(env, r.echoIn, net.JoinHostPort(r.echoAddr.String(), "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.rtts = make(chan []float64, 1)
+		go func() {
+			out, err := udpRTTs(n1.Node.NS, r.src, netip.AddrPortFrom(r.echoAddr, echo.Addr.Port()), stop)
+			if err != nil {
+				t.Error(err)
+			}
+			r.rtts <- out
+		}()
+	}
 	// The comparison waits until the prober's window holds no start-up
-	// probe (neighbour resolution, the remote cni0 not there yet): a
+	// probe (neighbour resolution, the remote cni0 not there yet): a full
 	// window without loss.
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 	defer cancel()
-	if _, err := n1.Weftd.WaitFor(wctx, func(st api.Status) bool {
-		if st.PathHealth == nil {
+	start := time.Now()
+	st, err := n1.Weftd.WaitFor(wctx, func(st api.Status) bool {
+		if st.PathHealth == nil || time.Since(start) < 13*time.Second {
 			return false
 		}
 		for _, pt := range st.PathHealth.Targets {
-			if pt.Lost > 0 || pt.Sent < 100 {
+			if pt.Lost > 0 || pt.Sent < 120 {
 				return false
 			}
 		}
 		return true
-	}); err != nil {
+	})
+	close(stop)
+	if err != nil {
 		t.Fatalf("the window never lost its start-up probes: %v", err)
 	}
-	for _, c := range []struct {
-		target   string
-		from     *scenario.Member
-		src      netip.Addr
-		echoIn   *netnstest.NS
-		echoAddr netip.Addr
-	}{
-		{"gateway/c1-n2", n1, netip.MustParseAddr("240.168.10.11"), s.Member("c1-n2").Node.NS, gwVTEP},
-		{"remote/c2", n1, n1.CNIIP(), gw2.Node.NS, gw2.CNIIP()},
-	} {
-		echo, err := harness.ServeUDPEcho(env, c.echoIn, net.JoinHostPort(c.echoAddr.String(), "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref, err := udpRTTs(c.from.Node.NS, c.src, netip.AddrPortFrom(c.echoAddr, echo.Addr.Port()), 50)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := c.from.Weftd.Status(ctx)
-		if err != nil {
-			t.Fatal(err)
+	for _, r := range refs {
+		rtts := <-r.rtts
+		if len(rtts) < 50 {
+			t.Fatalf("%s: only %d reference round trips", r.target, len(rtts))
 		}
 		var pt *api.PathTarget
 		for i := range st.PathHealth.Targets {
-			if st.PathHealth.Targets[i].Name == c.target {
+			if st.PathHealth.Targets[i].Name == r.target {
 				pt = &st.PathHealth.Targets[i]
 			}
 		}
 		if pt == nil {
-			t.Fatalf("%s: no target %s in %+v", c.from.Node.Name, c.target, st.PathHealth)
+			t.Fatalf("no target %s in %+v", r.target, st.PathHealth)
 		}
-		slices.Sort(ref)
-		refMean := mean(ref)
-		t.Logf("%s %s: weft rtt last %.3f min %.3f mean %.3f max %.3f stddev %.3f ms over %d probes (%d lost); reference mean %.3f median %.3f min %.3f ms over %d round trips",
-			c.from.Node.Name, c.target, pt.RTT.LastMs, pt.RTT.MinMs, pt.RTT.MeanMs, pt.RTT.MaxMs, pt.RTT.StdDevMs, pt.Sent, pt.Lost,
-			refMean, ref[len(ref)/2], ref[0], len(ref))
-		if r := pt.RTT.MeanMs / refMean; r < 0.1 || r > 10 {
-			t.Errorf("%s: weft's mean RTT %.3f ms and the reference's %.3f ms differ by more than an order of magnitude", c.target, pt.RTT.MeanMs, refMean)
+		refMean := mean(rtts)
+		slices.Sort(rtts)
+		t.Logf("c1-n1 %s: weft rtt last %.3f min %.3f mean %.3f max %.3f stddev %.3f ms over %d probes (%d lost); reference mean %.3f median %.3f min %.3f max %.3f ms over %d round trips in the same period",
+			r.target, pt.RTT.LastMs, pt.RTT.MinMs, pt.RTT.MeanMs, pt.RTT.MaxMs, pt.RTT.StdDevMs, pt.Sent, pt.Lost,
+			refMean, rtts[len(rtts)/2], rtts[0], rtts[len(rtts)-1], len(rtts))
+		if q := pt.RTT.MeanMs / refMean; q < 0.1 || q > 10 {
+			t.Errorf("%s: weft's mean RTT %.3f ms and the reference's %.3f ms differ by more than an order of magnitude", r.target, pt.RTT.MeanMs, refMean)
 		}
 		if pt.RTT.MinMs <= 0 || pt.RTT.MinMs > pt.RTT.MeanMs || pt.RTT.MeanMs > pt.RTT.MaxMs {
-			t.Errorf("%s: rtt %+v not ordered min ≤ mean ≤ max", c.target, pt.RTT)
+			t.Errorf("%s: rtt %+v not ordered min ≤ mean ≤ max", r.target, pt.RTT)
 		}
 	}
 }
 
-// udpRTTs times n round trips from src (in ns) to dst, in milliseconds.
-func udpRTTs(n *netnstest.NS, src netip.Addr, dst netip.AddrPort, count int) ([]float64, error) {
+// udpRTTs times round trips from src (in ns) to dst, one every 100 ms,
+// until stop is closed, in milliseconds.
+func udpRTTs(n *netnstest.NS, src netip.Addr, dst netip.AddrPort, stop <-chan struct{}) ([]float64, error) {
 	var c *net.UDPConn
 	if err := n.Do(func(ns.NetNS) error {
 		var err error
@@ -383,19 +397,24 @@ func udpRTTs(n *netnstest.NS, src netip.Addr, dst netip.AddrPort, count int) ([]
 	buf := make([]byte, 512)
 	payload := make([]byte, 32) // the size of weft's probe
 	var out []float64
-	for len(out) < count {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return out, nil
+		case <-tick.C:
+		}
 		start := time.Now()
 		if _, err := c.Write(payload); err != nil {
-			return nil, err
+			return out, err
 		}
 		_ = c.SetReadDeadline(time.Now().Add(time.Second))
 		if _, err := c.Read(buf); err != nil {
-			return nil, fmt.Errorf("reference probe to %s: %w", dst, err)
+			continue // lost like a start-up probe: not a round trip
 		}
 		out = append(out, float64(time.Since(start).Microseconds())/1000)
-		time.Sleep(20 * time.Millisecond)
 	}
-	return out, nil
 }
 
 func mean(xs []float64) float64 {

@@ -285,7 +285,8 @@ func (p *Prober) round(now time.Time, rounds uint64, wait time.Duration, thresho
 		t.mu.Lock()
 		p.drain(t)
 		t.w.expire(rounds)
-		seq, rec := t.w.sent(now)
+		// Stamped just before its send: the RTT starts when the probe leaves.
+		seq, rec := t.w.sent(time.Now())
 		t.mu.Unlock()
 		t.sendErr = nil
 		switch {
