@@ -554,9 +554,6 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 			} else {
 				a.setCond(CondTopologyValid, true, "Valid", "", "")
 			}
-			if a.d.Desired != nil {
-				a.d.Desired(cfg, in, res)
-			}
 			res.Dataplane.Verify = verify
 			res.Dataplane.RereadRoutes = rereadRoutes
 			dpErr := errsum.Bound(a.d.Dataplane.Apply(ctx, res.Dataplane))
@@ -614,6 +611,12 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 				ph.mark("findings")
 			}
 			remotes = remoteStatus(cfg, res.Dataplane, dpErr == nil)
+			// After the apply: probes that leave before weft's routes and
+			// NAT rules would take (and conntrack would remember) another
+			// path.
+			if a.d.Desired != nil {
+				a.d.Desired(cfg, in, res)
+			}
 		}
 	}
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -175,5 +176,30 @@ func TestProberDetectsAndClears(t *testing.T) {
 	mu.Unlock()
 	if st.Lost < 5 || st.RTT.Min <= 0 || st.RTT.Max < st.RTT.Min || st.RTT.Mean < st.RTT.Min || st.RTT.Mean > st.RTT.Max {
 		t.Errorf("stats %+v: want ≥5 lost and min ≤ mean ≤ max", st)
+	}
+}
+
+// A target down for lossThreshold probes gets a new socket (a new source
+// port), so a connection-tracking entry from before weft's rules existed
+// cannot hold its probes on another path.
+func TestDownTargetChangesSourcePort(t *testing.T) {
+	n := netnstest.New(t)
+	p := New(Options{Interval: 100 * time.Millisecond, LossThreshold: 3})
+	target := pathhealth.Target{Name: "remote/c2", Address: netip.MustParseAddrPort("127.0.0.7:9"), Source: netip.MustParseAddr("127.0.0.1")}
+	var ports []int
+	if err := n.Do(func(ns.NetNS) error {
+		for i := 0; i < 12; i++ {
+			p.sync([]pathhealth.Target{target})
+			if c := p.targets[target.Name].conn; c != nil {
+				ports = append(ports, c.LocalAddr().(*net.UDPAddr).Port)
+			}
+			p.round(time.Now(), 2, 200*time.Millisecond, 3)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(slices.Compact(slices.Clone(ports))) < 3 {
+		t.Fatalf("source ports over 12 rounds of loss %v: want a new one every 3 lost probes", ports)
 	}
 }

@@ -302,15 +302,26 @@ func (p *Prober) round(now time.Time, rounds uint64, wait time.Duration, thresho
 		if t.sendErr != nil && rec.state == recPending && rec.seq == seq {
 			rec.state = recLost // it never left: no need to wait for it
 		}
-		snap.Targets = append(snap.Targets, t.status(now, threshold, wait))
+		st, lost := t.status(now, threshold, wait)
+		snap.Targets = append(snap.Targets, st)
 		t.mu.Unlock()
+		if lost > 0 && lost%threshold == 0 {
+			// A new socket, a new source port: a connection-tracking entry
+			// made while the path was different (the first probes leave
+			// before weft's routes and NAT rules exist, and another tool's
+			// masquerade binds them) would otherwise hold every later
+			// probe of this socket on the old path for as long as it
+			// keeps sending. The window stays; the next round reopens.
+			t.close()
+		}
 	}
 	slices.SortFunc(snap.Targets, func(a, b pathhealth.TargetStatus) int { return strings.Compare(a.Name, b.Name) })
 	return snap
 }
 
 // status is the target's state after a round; caller holds t.mu.
-func (t *target) status(now time.Time, threshold int, wait time.Duration) pathhealth.TargetStatus {
+// It also returns how many probes in a row were lost.
+func (t *target) status(now time.Time, threshold int, wait time.Duration) (pathhealth.TargetStatus, int) {
 	s := t.w.summary()
 	up := s.trailingLost < threshold
 	if up != t.up {
@@ -325,7 +336,7 @@ func (t *target) status(now time.Time, threshold int, wait time.Duration) pathhe
 	case !s.answeredInSpan && s.sent == 0:
 		st.Message = "no answer yet"
 	}
-	return st
+	return st, s.trailingLost
 }
 
 func (p *Prober) publish(s pathhealth.Snapshot) {
