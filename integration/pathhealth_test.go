@@ -335,7 +335,7 @@ func checkPathRTT(ctx context.Context, t *testing.T, s *scenario.Scenario, env *
 	}
 	// The comparison waits until the prober's window holds no start-up
 	// probe (neighbour resolution, the remote cni0 not there yet): a full
-	// window without loss.
+	// window, at most 2 % lost.
 	wctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -344,7 +344,9 @@ func checkPathRTT(ctx context.Context, t *testing.T, s *scenario.Scenario, env *
 			return false
 		}
 		for _, pt := range st.PathHealth.Targets {
-			if pt.Lost > 0 || pt.Sent < 120 {
+			// The start-up losses are out of the window; a loaded
+			// machine may still lose a reply to the wait now and then.
+			if pt.Sent < 120 || pt.Lost*50 > pt.Sent {
 				return false
 			}
 		}
