@@ -43,7 +43,12 @@ func sameValue(a, b reflect.Value) bool {
 		}
 		return true
 	case reflect.Struct:
-		if a.Type().Comparable() {
+		// == on a struct compares its pointer fields by address, which is
+		// right for the library types whose pointers are interned
+		// (netip.Addr's, unexported) and wrong for this package's optional
+		// values (HealthCheck.Enabled *bool): those are compared field by
+		// field.
+		if a.Type().Comparable() && !exportedPointers(a.Type()) {
 			return a.Equal(b) // netip.Addr, netip.Prefix, Duration, Node, ...
 		}
 		for i := range a.NumField() {
@@ -55,4 +60,24 @@ func sameValue(a, b reflect.Value) bool {
 	default:
 		return a.Equal(b)
 	}
+}
+
+// exportedPointers reports whether a struct type holds a pointer in an
+// exported field, directly or in a nested struct.
+func exportedPointers(t reflect.Type) bool {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		switch f.Type.Kind() {
+		case reflect.Pointer:
+			return true
+		case reflect.Struct:
+			if exportedPointers(f.Type) {
+				return true
+			}
+		}
+	}
+	return false
 }

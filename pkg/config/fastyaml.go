@@ -457,6 +457,12 @@ func fill(v any, dst reflect.Value) error {
 			return err
 		}
 		dst.SetUint(i)
+	case reflect.Bool:
+		b, ok := v.(bool)
+		if !ok {
+			return fmt.Errorf("internal: %s for a bool", describe(v))
+		}
+		dst.SetBool(b)
 	default:
 		return fmt.Errorf("internal: unsupported field type %s", t)
 	}
