@@ -1,0 +1,365 @@
+// Package healthpublish writes the node's data-path health into the
+// cluster: with kubernetes.endpoints: submariner the node's Submariner
+// RouteAgent (so that Submariner's operator and subctl see weft's nodes as
+// they see its own route agents), with endpoints: weft the node's NodePath,
+// weft's own kind. The prober hands every snapshot to Publish, which never
+// blocks; Run writes the latest one when it differs from the last written
+// in more than RTT figures (a target up or down, a remote appearing or
+// leaving), and otherwise refreshes it once per Interval, as Submariner's
+// route agent does every 60 s. A token bucket (Burst writes, one more per
+// Interval) bounds a flapping node to the same once-a-minute average, so
+// 5,000 nodes never cost more than 5,000/60 ≈ 83 writes/s, and ~0 in steady
+// state beyond the refresh. With the API server away, the latest snapshot
+// is kept and written with backoff once it answers.
+package healthpublish
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"reflect"
+	"strconv"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/weft-net/weft/pkg/kubesource"
+	"github.com/weft-net/weft/pkg/pathhealth"
+)
+
+// Kind is what is written.
+type Kind string
+
+// Kinds.
+const (
+	KindRouteAgent Kind = "RouteAgent" // endpoints: submariner
+	KindNodePath   Kind = "NodePath"   // endpoints: weft
+)
+
+// Defaults.
+const (
+	// DefaultInterval is Submariner's RouteAgentUpdateInterval.
+	DefaultInterval = 60 * time.Second
+	// DefaultBurst changes are written at once before the bucket makes a
+	// flapping node wait.
+	DefaultBurst = 5
+	// requestTimeout bounds one API request.
+	requestTimeout = 10 * time.Second
+)
+
+// UpdateTimestampAnnotation is the annotation Submariner's route agent
+// sets on every RouteAgent write (Unix seconds), which its tooling reads
+// as the object's freshness.
+const UpdateTimestampAnnotation = "update-timestamp"
+
+// Observer counts writes (metrics.Metrics implements it).
+type Observer interface {
+	PathReportWrite(kind, result string)
+}
+
+// Options configure a Publisher.
+type Options struct {
+	Kind Kind
+	// Rest is the API client configuration; nil = kubesource.RestConfig
+	// (Kubeconfig), retried by Run until it loads.
+	Rest       *rest.Config
+	Kubeconfig string
+	Namespace  string
+	Node       string
+	// Version goes into RouteAgent status.version.
+	Version string
+	// Endpoints looks up remote Endpoint specs (KindRouteAgent).
+	Endpoints EndpointLookup
+	Interval  time.Duration
+	Burst     int
+	Observer  Observer
+	Log       *slog.Logger
+	Now       func() time.Time
+}
+
+// Stats are the publisher's counters.
+type Stats struct {
+	Writes, Errors uint64
+	LastWrite      time.Time
+	LastError      string
+}
+
+// Publisher writes one node's health object.
+type Publisher struct {
+	o    Options
+	kick chan struct{}
+
+	mu     sync.Mutex
+	latest *pathhealth.Snapshot
+	stats  Stats
+}
+
+// New checks o and prepares the publisher; Run does the writing.
+func New(o Options) (*Publisher, error) {
+	if o.Kind != KindRouteAgent && o.Kind != KindNodePath {
+		return nil, fmt.Errorf("health publisher: kind %q is not %s or %s", o.Kind, KindRouteAgent, KindNodePath)
+	}
+	if o.Node == "" || o.Namespace == "" {
+		return nil, fmt.Errorf("health publisher: node %q and namespace %q must both be set", o.Node, o.Namespace)
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultInterval
+	}
+	if o.Burst <= 0 {
+		o.Burst = DefaultBurst
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Publisher{o: o, kick: make(chan struct{}, 1)}, nil
+}
+
+// Publish hands over a snapshot; it never blocks: the latest one wins.
+func (p *Publisher) Publish(s pathhealth.Snapshot) {
+	if s.At.IsZero() {
+		s.At = p.o.Now()
+	}
+	p.mu.Lock()
+	p.latest = &s
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns the counters.
+func (p *Publisher) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// target is the kind-specific half: what a snapshot becomes, what of it
+// counts as a change, and how it is stored.
+type target interface {
+	prepare(s pathhealth.Snapshot) (shape any)
+	write(ctx context.Context, at time.Time) (string, error)
+	written() // the prepared state was stored
+}
+
+// Run writes until ctx ends.
+func (p *Publisher) Run(ctx context.Context) {
+	t := p.connect(ctx)
+	if t == nil {
+		return
+	}
+	var (
+		lastShape any
+		lastWrite time.Time
+		fails     int
+		retryAt   time.Time
+		bucket    = newBucket(p.o.Burst, p.o.Interval, p.o.Now())
+		timer     = time.NewTimer(time.Hour)
+	)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		snap := p.latest
+		p.mu.Unlock()
+		wait := time.Hour
+		if snap != nil {
+			now := p.o.Now()
+			shape := t.prepare(*snap)
+			changed := lastWrite.IsZero() || !reflect.DeepEqual(shape, lastShape)
+			refreshAt := lastWrite.Add(p.o.Interval)
+			switch {
+			case !changed && now.Before(refreshAt):
+				wait = refreshAt.Sub(now)
+			case now.Before(retryAt):
+				wait = retryAt.Sub(now)
+			case !bucket.take(now):
+				wait = bucket.next(now)
+			default:
+				wctx, cancel := context.WithTimeout(ctx, requestTimeout)
+				res, err := t.write(wctx, now)
+				cancel()
+				p.record(res, err, now, fails)
+				if err != nil {
+					bucket.refund()
+					fails++
+					retryAt = now.Add(backoff(fails))
+					wait = retryAt.Sub(now)
+					break
+				}
+				t.written()
+				fails, retryAt, lastShape, lastWrite = 0, time.Time{}, shape, now
+				wait = p.o.Interval
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kick:
+		case <-timer.C:
+		}
+	}
+}
+
+// connect builds the client, retrying a configuration that does not load
+// yet; nil when ctx ended first.
+func (p *Publisher) connect(ctx context.Context) target {
+	for {
+		rc, err := p.o.Rest, error(nil)
+		if rc == nil {
+			rc, err = kubesource.RestConfig(p.o.Kubeconfig)
+		}
+		var t target
+		if err == nil {
+			t, err = p.target(rc)
+		}
+		if err == nil {
+			return t
+		}
+		p.record(ResultError, err, p.o.Now(), 0)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+func (p *Publisher) target(rc *rest.Config) (target, error) {
+	if p.o.Kind == KindRouteAgent {
+		c, err := kubesource.JSONClient(rc, kubesource.SubmarinerGroupVersion, AddRouteAgentTypes)
+		if err != nil {
+			return nil, err
+		}
+		return &routeAgentTarget{p: p, w: writer[RouteAgent, *RouteAgent]{client: c, resource: "routeagents", namespace: p.o.Namespace, name: p.o.Node}}, nil
+	}
+	c, err := kubesource.JSONClient(rc, kubesource.WeftGroupVersion, AddNodePathTypes)
+	if err != nil {
+		return nil, err
+	}
+	return &nodePathTarget{w: writer[NodePath, *NodePath]{client: c, resource: "nodepaths", namespace: p.o.Namespace, name: p.o.Node, statusSub: true}}, nil
+}
+
+// record counts one write and logs state changes (not every failed retry).
+func (p *Publisher) record(result string, err error, now time.Time, fails int) {
+	if p.o.Observer != nil {
+		p.o.Observer.PathReportWrite(string(p.o.Kind), result)
+	}
+	p.mu.Lock()
+	if err != nil {
+		p.stats.Errors++
+		p.stats.LastError = err.Error()
+	} else {
+		p.stats.Writes++
+		p.stats.LastWrite = now
+		p.stats.LastError = ""
+	}
+	p.mu.Unlock()
+	switch {
+	case err != nil && fails == 0:
+		p.o.Log.Warn("path health not written to the API server; keeping the latest and retrying", "kind", p.o.Kind, "err", err)
+	case err == nil && fails > 0:
+		p.o.Log.Info("path health written again", "kind", p.o.Kind, "failedAttempts", fails)
+	case err == nil && result == ResultCreated:
+		p.o.Log.Info("path health object created", "kind", p.o.Kind, "namespace", p.o.Namespace, "name", p.o.Node)
+	}
+}
+
+// backoff after n failed writes: 0.5 s doubling to 15 s, with ±50 % jitter
+// so that a cluster's nodes do not return to a recovering API server at
+// the same instant.
+func backoff(n int) time.Duration {
+	d := 500 * time.Millisecond << min(n-1, 5)
+	d = min(d, 15*time.Second)
+	return d/2 + rand.N(d)
+}
+
+// bucket is a token bucket: burst tokens, one more per interval.
+type bucket struct {
+	tokens   float64
+	burst    float64
+	interval time.Duration
+	at       time.Time
+}
+
+func newBucket(burst int, interval time.Duration, now time.Time) *bucket {
+	return &bucket{tokens: float64(burst), burst: float64(burst), interval: interval, at: now}
+}
+
+func (b *bucket) fill(now time.Time) {
+	if now.After(b.at) {
+		b.tokens = min(b.burst, b.tokens+float64(now.Sub(b.at))/float64(b.interval))
+		b.at = now
+	}
+}
+
+func (b *bucket) take(now time.Time) bool {
+	b.fill(now)
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// refund returns the token of a write that did not reach the server.
+func (b *bucket) refund() { b.tokens = min(b.burst, b.tokens+1) }
+
+// next is how long until a token is there.
+func (b *bucket) next(now time.Time) time.Duration {
+	b.fill(now)
+	return time.Duration((1 - b.tokens) * float64(b.interval))
+}
+
+// routeAgentTarget writes the node's Submariner RouteAgent.
+type routeAgentTarget struct {
+	p    *Publisher
+	w    writer[RouteAgent, *RouteAgent]
+	next RouteAgentStatus
+}
+
+func (t *routeAgentTarget) prepare(s pathhealth.Snapshot) any {
+	t.next = routeAgentStatus(s, "weft "+t.p.o.Version, t.p.o.Endpoints)
+	return routeAgentShape(t.next)
+}
+
+func (t *routeAgentTarget) write(ctx context.Context, at time.Time) (string, error) {
+	return t.w.write(ctx, func(a *RouteAgent) {
+		a.TypeMeta = metav1.TypeMeta{APIVersion: kubesource.SubmarinerGroupVersion.String(), Kind: string(KindRouteAgent)}
+		a.Status = t.next
+		if a.Annotations == nil {
+			a.Annotations = map[string]string{}
+		}
+		a.Annotations[UpdateTimestampAnnotation] = strconv.FormatInt(at.UTC().Unix(), 10)
+	})
+}
+
+func (t *routeAgentTarget) written() {}
+
+// nodePathTarget writes the node's NodePath status.
+type nodePathTarget struct {
+	w          writer[NodePath, *NodePath]
+	next       NodePathStatus
+	conditions []metav1.Condition // as last written
+}
+
+func (t *nodePathTarget) prepare(s pathhealth.Snapshot) any {
+	t.next = nodePathStatus(s, t.conditions)
+	return nodePathShape(t.next)
+}
+
+func (t *nodePathTarget) write(ctx context.Context, _ time.Time) (string, error) {
+	return t.w.write(ctx, func(n *NodePath) {
+		n.TypeMeta = metav1.TypeMeta{APIVersion: kubesource.WeftGroupVersion.String(), Kind: string(KindNodePath)}
+		n.Status = t.next
+	})
+}
+
+func (t *nodePathTarget) written() { t.conditions = t.next.Conditions }

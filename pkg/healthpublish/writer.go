@@ -1,0 +1,109 @@
+package healthpublish
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+)
+
+// Write results, the metric's result label.
+const (
+	ResultCreated = "created"
+	ResultUpdated = "updated"
+	ResultError   = "error"
+)
+
+// object is a pointer to one of the kinds written.
+type object[T any] interface {
+	*T
+	runtime.Object
+	metav1.Object
+}
+
+// writer creates or updates one named object. It keeps the object as the
+// API server last returned it, so that a write in steady state is one PUT
+// with that resourceVersion (no GET first), and metadata others added
+// (labels, annotations) is kept. A conflict (someone else wrote) or a
+// missing object is resolved by reading or creating it again.
+type writer[T any, P object[T]] struct {
+	client              *rest.RESTClient
+	resource, namespace string
+	name                string
+	// statusSub: the CRD has a status subresource, so a create stores no
+	// status and the status goes through PUT …/status.
+	statusSub bool
+	last      P
+}
+
+// conflictAttempts bounds the read-modify-write loop of one write.
+const conflictAttempts = 4
+
+// write applies set (which fills the status and annotations) to the
+// object and stores it, creating it if needed.
+func (w *writer[T, P]) write(ctx context.Context, set func(P)) (string, error) {
+	result := ResultUpdated
+	for range conflictAttempts {
+		if w.last == nil {
+			obj := P(new(T))
+			obj.SetName(w.name)
+			obj.SetNamespace(w.namespace)
+			set(obj)
+			out := P(new(T))
+			err := w.client.Post().Namespace(w.namespace).Resource(w.resource).Body(obj).Do(ctx).Into(out)
+			switch {
+			case apierrors.IsAlreadyExists(err):
+				if err := w.get(ctx); err != nil {
+					return ResultError, err
+				}
+				continue
+			case err != nil:
+				return ResultError, fmt.Errorf("create %s %s/%s: %w", w.resource, w.namespace, w.name, err)
+			}
+			w.last, result = out, ResultCreated
+			if !w.statusSub {
+				return result, nil
+			}
+		}
+		obj := w.last.DeepCopyObject().(P)
+		set(obj)
+		req := w.client.Put().Namespace(w.namespace).Resource(w.resource).Name(w.name)
+		if w.statusSub {
+			req = req.SubResource("status")
+		}
+		out := P(new(T))
+		err := req.Body(obj).Do(ctx).Into(out)
+		switch {
+		case err == nil:
+			w.last = out
+			return result, nil
+		case apierrors.IsConflict(err):
+			if err := w.get(ctx); err != nil {
+				return ResultError, err
+			}
+		case apierrors.IsNotFound(err):
+			w.last = nil // deleted meanwhile: create it again
+		default:
+			return ResultError, fmt.Errorf("update %s %s/%s: %w", w.resource, w.namespace, w.name, err)
+		}
+	}
+	return ResultError, fmt.Errorf("write %s %s/%s: still conflicting after %d attempts", w.resource, w.namespace, w.name, conflictAttempts)
+}
+
+// get reads the object afresh; a missing one is left to be created.
+func (w *writer[T, P]) get(ctx context.Context) error {
+	out := P(new(T))
+	err := w.client.Get().Namespace(w.namespace).Resource(w.resource).Name(w.name).Do(ctx).Into(out)
+	switch {
+	case apierrors.IsNotFound(err):
+		w.last = nil
+		return nil
+	case err != nil:
+		return fmt.Errorf("get %s %s/%s: %w", w.resource, w.namespace, w.name, err)
+	}
+	w.last = out
+	return nil
+}
