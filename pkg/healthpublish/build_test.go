@@ -136,7 +136,10 @@ func TestNodePathConditions(t *testing.T) {
 	gw := tgt("gateway/c1-n2", pathhealth.HopGateway, "c1", "c1-n2", "192.168.10.12:4803", true, time.Millisecond)
 	rc2 := tgt("remote/c2", pathhealth.HopRemote, "c2", "c2-n2", "10.2.0.1:4803", true, time.Millisecond)
 	cable := tgt("cable/c2", pathhealth.HopCable, "c2", "c2-n2", "192.168.20.12:4803", true, time.Millisecond)
-	dn := func(ts pathhealth.TargetStatus) pathhealth.TargetStatus { ts.Up, ts.Message = false, "no answer"; return ts }
+	dn := func(ts pathhealth.TargetStatus) pathhealth.TargetStatus {
+		ts.Up, ts.Message = false, "no answer"
+		return ts
+	}
 	type want struct {
 		status  metav1.ConditionStatus
 		reason  string
