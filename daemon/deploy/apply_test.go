@@ -166,7 +166,15 @@ func TestRBAC(t *testing.T) {
 		{"get", "configmaps", saNamespace, false},
 		{"list", "pods", "", false},
 		{"list", "endpoints", "", false}, // core Endpoints are not Submariner's
+		// The node's RouteAgent: read (after a conflict), created once,
+		// updated; never listed, watched or deleted.
+		{"get", "routeagents.submariner.io", "submariner-operator", true},
+		{"create", "routeagents.submariner.io", "submariner-operator", true},
+		{"update", "routeagents.submariner.io", "submariner-operator", true},
 		{"list", "routeagents.submariner.io", "submariner-operator", false},
+		{"watch", "routeagents.submariner.io", "submariner-operator", false},
+		{"delete", "routeagents.submariner.io", "submariner-operator", false},
+		{"patch", "routeagents.submariner.io", "submariner-operator", false},
 		{"create", "serviceaccounts/token", saNamespace, false},
 		// endpoints: weft: the Lease and the ClusterEndpoints, in weft's
 		// namespace only.
@@ -182,6 +190,13 @@ func TestRBAC(t *testing.T) {
 		{"update", "clusterendpoints.weft.dev", saNamespace, true},
 		{"delete", "clusterendpoints.weft.dev", saNamespace, true},
 		{"create", "clusterendpoints.weft.dev", "other", false},
+		// endpoints: weft: the node's NodePath, in weft's namespace.
+		{"get", "nodepaths.weft.dev", saNamespace, true},
+		{"create", "nodepaths.weft.dev", saNamespace, true},
+		{"update", "nodepaths.weft.dev", saNamespace, false}, // its status only, below
+		{"delete", "nodepaths.weft.dev", saNamespace, false},
+		{"list", "nodepaths.weft.dev", saNamespace, false},
+		{"create", "nodepaths.weft.dev", "other", false},
 		{"list", "clusterendpoints.weft.dev", "", false},
 	}
 	canI := func(kubeconfig string, as string, c check) (bool, string) {
@@ -218,6 +233,17 @@ func TestRBAC(t *testing.T) {
 		// The same question asked with the account's own token.
 		if got, ans := canI(kc, "", c); got != c.want {
 			t.Errorf("can-i with the ServiceAccount token %s %s (namespace %q): %s, want %v", c.verb, c.resource, c.namespace, ans, c.want)
+		}
+	}
+
+	// The NodePath's status goes through its subresource.
+	for _, c := range []struct {
+		verb, namespace string
+		want            bool
+	}{{"update", saNamespace, true}, {"patch", saNamespace, false}, {"update", "other", false}} {
+		out, _ := s.KubectlWith(ctx, kc, nil, "auth", "can-i", c.verb, "nodepaths.weft.dev", "--subresource=status", "--namespace="+c.namespace)
+		if got := strings.TrimSpace(out) == "yes"; got != c.want {
+			t.Errorf("can-i with the ServiceAccount token %s nodepaths.weft.dev/status (namespace %q): %q, want %v", c.verb, c.namespace, out, c.want)
 		}
 	}
 

@@ -404,7 +404,8 @@ func TestServiceAccountTokenAndRBAC(t *testing.T) {
 		}
 	}
 
-	// Exactly the reads the Kubernetes topology source makes.
+	// Exactly the reads the Kubernetes topology source makes, and the
+	// writes of the node's RouteAgent (healthpublish).
 	type grant struct{ group, resource, verb string }
 	got := map[grant]bool{}
 	for _, r := range cr.Rules {
@@ -423,6 +424,9 @@ func TestServiceAccountTokenAndRBAC(t *testing.T) {
 	for _, v := range []string{"get", "list", "watch"} {
 		want[grant{"", "nodes", v}] = true
 		want[grant{"submariner.io", "endpoints", v}] = true
+	}
+	for _, v := range []string{"get", "create", "update"} {
+		want[grant{"submariner.io", "routeagents", v}] = true
 	}
 	for g := range got {
 		if !want[g] {

@@ -258,6 +258,41 @@ func TestRouteAgent(t *testing.T) {
 	t.Run("steady-state", func(t *testing.T) { checkSteadyState(t, ctx, f, ns) })
 	t.Run("change", func(t *testing.T) { checkChange(t, ctx, f, ns[1]) })
 	t.Run("api-away", func(t *testing.T) { checkAPIAway(t, ctx, f, ns[2]) })
+	t.Run("submariner-route-agent-on-the-node", func(t *testing.T) { checkForeign(t, ctx, f) })
+}
+
+// checkForeign: where Submariner's route agent runs too and keeps the
+// node's RouteAgent fresh, weft leaves it alone (and says why); one left
+// behind, older than three refresh intervals, weft takes over.
+func checkForeign(t *testing.T, ctx context.Context, f *fixture) {
+	const name = "c1-n9"
+	doc := fmt.Sprintf(`{"apiVersion":"submariner.io/v1","kind":"RouteAgent","metadata":{"name":%q,"namespace":%q,"annotations":{%q:%q}},"status":{"version":"v0.20.1","statusFailure":"","remoteEndpoints":[]}}`,
+		name, subNS, healthpublish.UpdateTimestampAnnotation, strconv.FormatInt(time.Now().Unix(), 10))
+	if out, err := f.srv.KubectlWith(ctx, f.srv.AdminKubeconfig, []byte(doc), "create", "-f", "-"); err != nil {
+		t.Fatalf("Submariner's RouteAgent: %v %s", err, out)
+	}
+	n := f.start(t, ctx, name, healthpublish.KindRouteAgent)
+	if !waitFor(ctx, 10*time.Second, func() bool { return n.pub.Stats().Errors > 0 }) {
+		t.Fatalf("no refused write after 10 s: %+v", n.pub.Stats())
+	}
+	time.Sleep(2 * time.Second)
+	if ra := f.routeAgent(t, ctx, name); ra.Status.Version != "v0.20.1" {
+		t.Errorf("weft overwrote the RouteAgent Submariner's route agent keeps: version %q", ra.Status.Version)
+	}
+	st := n.pub.Stats()
+	if st.Writes != 0 || !strings.Contains(st.LastError, "kept by another route agent") {
+		t.Errorf("publisher %+v, want no write and the reason", st)
+	}
+	t.Logf("Submariner's RouteAgent kept: %d writes refused: %s", st.Errors, st.LastError)
+	old := strconv.FormatInt(time.Now().Add(-3*healthpublish.DefaultInterval-time.Minute).Unix(), 10)
+	if out, err := f.srv.Kubectl(ctx, "annotate", "--overwrite", "-n", subNS, "routeagents.submariner.io/"+name, healthpublish.UpdateTimestampAnnotation+"="+old); err != nil {
+		t.Fatalf("age Submariner's RouteAgent: %v %s", err, out)
+	}
+	start := time.Now()
+	if !waitFor(ctx, 30*time.Second, func() bool { return f.routeAgent(t, ctx, name).Status.Version == "weft v0.1.0-test" }) {
+		t.Errorf("a RouteAgent left behind (update-timestamp 4 min old) not taken over after 30 s: %+v", n.pub.Stats())
+	}
+	t.Logf("a RouteAgent left behind taken over %s after it went stale (retry backoff)", time.Since(start).Round(time.Millisecond))
 }
 
 func (f *fixture) routeAgent(t *testing.T, ctx context.Context, name string) healthpublish.RouteAgent {

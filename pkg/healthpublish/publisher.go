@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -238,7 +239,9 @@ func (p *Publisher) target(rc *rest.Config) (target, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &routeAgentTarget{p: p, w: writer[RouteAgent, *RouteAgent]{client: c, resource: "routeagents", namespace: p.o.Namespace, name: p.o.Node}}, nil
+		t := &routeAgentTarget{p: p, w: writer[RouteAgent, *RouteAgent]{client: c, resource: "routeagents", namespace: p.o.Namespace, name: p.o.Node}}
+		t.w.yield = t.foreign
+		return t, nil
 	}
 	c, err := kubesource.JSONClient(rc, kubesource.WeftGroupVersion, AddNodePathTypes)
 	if err != nil {
@@ -326,7 +329,7 @@ type routeAgentTarget struct {
 }
 
 func (t *routeAgentTarget) prepare(s pathhealth.Snapshot) any {
-	t.next = routeAgentStatus(s, "weft "+t.p.o.Version, t.p.o.Endpoints)
+	t.next = routeAgentStatus(s, versionPrefix+t.p.o.Version, t.p.o.Endpoints)
 	return routeAgentShape(t.next)
 }
 
@@ -342,6 +345,33 @@ func (t *routeAgentTarget) write(ctx context.Context, at time.Time) (string, err
 }
 
 func (t *routeAgentTarget) written() {}
+
+// versionPrefix starts weft's status.version; any other is another route
+// agent's.
+const versionPrefix = "weft "
+
+// foreign refuses to overwrite a RouteAgent that Submariner's own route
+// agent keeps: on a node where both run (the gateway nodes with
+// disableIntraClusterConnectivity) each would otherwise overwrite the
+// other's every minute. Submariner deletes its RouteAgent when its route
+// agent stops; one left behind by a crash is taken over once its
+// update-timestamp is older than three refresh intervals.
+func (t *routeAgentTarget) foreign(a *RouteAgent) error {
+	v := a.Status.Version
+	if v == "" || strings.HasPrefix(v, versionPrefix) {
+		return nil
+	}
+	ts, err := strconv.ParseInt(a.Annotations[UpdateTimestampAnnotation], 10, 64)
+	if err != nil {
+		return nil
+	}
+	age := t.p.o.Now().Sub(time.Unix(ts, 0))
+	if age > 3*t.p.o.Interval {
+		return nil
+	}
+	return fmt.Errorf("RouteAgent %s/%s is kept by another route agent (status.version %q, written %s ago): weft leaves it (taken over once it is %s old)",
+		a.Namespace, a.Name, v, age.Round(time.Second), 3*t.p.o.Interval)
+}
 
 // nodePathTarget writes the node's NodePath status.
 type nodePathTarget struct {

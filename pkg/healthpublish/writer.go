@@ -36,7 +36,12 @@ type writer[T any, P object[T]] struct {
 	// statusSub: the CRD has a status subresource, so a create stores no
 	// status and the status goes through PUT …/status.
 	statusSub bool
-	last      P
+	// yield, if set, looks at the object as read from the server and
+	// returns an error when weft must leave it alone (another writer
+	// keeps it); the write then fails with that error, and the next one
+	// reads again.
+	yield func(P) error
+	last  P
 }
 
 // conflictAttempts bounds the read-modify-write loop of one write.
@@ -103,6 +108,12 @@ func (w *writer[T, P]) get(ctx context.Context) error {
 		return nil
 	case err != nil:
 		return fmt.Errorf("get %s %s/%s: %w", w.resource, w.namespace, w.name, err)
+	}
+	if w.yield != nil {
+		if err := w.yield(out); err != nil {
+			w.last = nil
+			return err
+		}
 	}
 	w.last = out
 	return nil

@@ -22,6 +22,9 @@ const namespace = "weft"
 
 // Metrics is weftd's registry. It implements agent.Observer.
 type Metrics struct {
+	// pathReportWrites counts the path health publisher's writes.
+	pathReportWrites *prometheus.CounterVec
+
 	reg               *prometheus.Registry
 	reconcileDuration prometheus.Histogram
 	reconcileErrors   prometheus.Counter
@@ -53,6 +56,12 @@ func New(status func() api.Status) *Metrics {
 		&statusCollector{status: status}, &topologyCollector{status: status}, &pathCollector{status: status},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	m.pathReportWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "path_report_writes_total",
+		Help: "Writes of the node's path health object to the API server by kind (RouteAgent, NodePath) and result (created, updated, error).",
+	}, []string{"kind", "result"})
+	m.reg.MustRegister(m.pathReportWrites)
 	return m
 }
 
@@ -71,6 +80,12 @@ func (m *Metrics) PluginEvent(verb, result string, spooled bool) {
 		source = "spool"
 	}
 	m.pluginEvents.WithLabelValues(verb, result, source).Inc()
+}
+
+// PathReportWrite counts one write of the path health object
+// (healthpublish.Observer).
+func (m *Metrics) PathReportWrite(kind, result string) {
+	m.pathReportWrites.WithLabelValues(kind, result).Inc()
 }
 
 // Registry is the underlying registry (tests gather from it).

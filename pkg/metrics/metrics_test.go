@@ -124,6 +124,10 @@ func TestScrape(t *testing.T) {
 	m.PluginEvent("add", "ok", false)
 	m.PluginEvent("add", "ok", true)
 	m.PluginEvent("del", "error", false)
+	m.PathReportWrite("RouteAgent", "created")
+	m.PathReportWrite("RouteAgent", "updated")
+	m.PathReportWrite("RouteAgent", "updated")
+	m.PathReportWrite("RouteAgent", "error")
 
 	fams := scrape(t, base)
 	checks := []struct {
@@ -136,6 +140,9 @@ func TestScrape(t *testing.T) {
 		{"weft_plugin_events_total", map[string]string{"verb": "add", "result": "ok", "source": "socket"}, 2},
 		{"weft_plugin_events_total", map[string]string{"verb": "add", "result": "ok", "source": "spool"}, 1},
 		{"weft_plugin_events_total", map[string]string{"verb": "del", "result": "error", "source": "socket"}, 1},
+		{"weft_path_report_writes_total", map[string]string{"kind": "RouteAgent", "result": "created"}, 1},
+		{"weft_path_report_writes_total", map[string]string{"kind": "RouteAgent", "result": "updated"}, 2},
+		{"weft_path_report_writes_total", map[string]string{"kind": "RouteAgent", "result": "error"}, 1},
 		{"weft_cni_interface_ready", map[string]string{"interface": ""}, 0},
 		{"weft_attachments", nil, 3},
 		{"weft_spool_replayed_total", nil, 7},

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -114,6 +115,10 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	goRun := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+	// The metrics read the agent's status at scrape time; scrapes start
+	// only after the agent exists.
+	var a *agent.Agent
+	m := metrics.New(func() api.Status { return a.Status() })
 	// The leader publishes its CNI interface IP as the other clusters'
 	// health-check target (endpoints: weft).
 	topo := newTopologySources(ctx, log, boot.StateDir, goRun, func() netip.Addr {
@@ -122,15 +127,14 @@ func Run(ctx context.Context, o Options) error {
 			return ip
 		}
 		return netip.Addr{}
-	})
-	// The metrics read the agent's status at scrape time; scrapes start
-	// only after the agent exists.
-	var a *agent.Agent
-	m := metrics.New(func() api.Status { return a.Status() })
+	}, healthDeps{Version: o.Version, Observer: m})
 	probes := pathprobe.NewService(pathprobe.ServiceOptions{
 		Node: boot.NodeName, Cluster: boot.ClusterID, Log: log.With("component", "pathprobe"),
-		OnReport:   func(s pathhealth.Snapshot, p pathprobe.Plan) { a.SetPathHealth(pathprobe.Report(s, p)) },
-		OnSnapshot: o.OnSnapshot, OnStop: func() { a.SetPathHealth(nil, nil) }, ObserveRTT: m.ObservePathRTT,
+		OnReport: func(s pathhealth.Snapshot, p pathprobe.Plan) { a.SetPathHealth(pathprobe.Report(s, p)) },
+		// The cluster publisher (the node's RouteAgent or NodePath) keeps
+		// the latest snapshot only: it never holds the prober up.
+		OnSnapshot: append(slices.Clone(o.OnSnapshot), topo.PublishHealth),
+		OnStop:     func() { a.SetPathHealth(nil, nil) }, ObserveRTT: m.ObservePathRTT,
 	})
 	a = agent.New(cfg, agent.Deps{
 		Log: log, Store: store, Kernel: netlinkKernel{}, Observer: m,

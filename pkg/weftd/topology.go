@@ -9,7 +9,9 @@ import (
 
 	"github.com/weft-net/weft/pkg/config"
 	"github.com/weft-net/weft/pkg/controlplane"
+	"github.com/weft-net/weft/pkg/healthpublish"
 	"github.com/weft-net/weft/pkg/kubesource"
+	"github.com/weft-net/weft/pkg/pathhealth"
 	"github.com/weft-net/weft/pkg/toposource"
 )
 
@@ -27,15 +29,41 @@ type topologySources struct {
 	goRun    func(func())
 	cniIP    func() netip.Addr // this node's CNI interface IP (invalid while unknown)
 	changed  chan struct{}
+	health   healthDeps
 
 	mu      sync.Mutex
 	src     *kubesource.Source
 	with    kubesource.Options
 	control *controlplane.ControlPlane // endpoints: weft
+	publish healthSink                 // nil until the Kubernetes source starts
 }
 
-func newTopologySources(ctx context.Context, log *slog.Logger, stateDir string, goRun func(func()), cniIP func() netip.Addr) *topologySources {
-	return &topologySources{ctx: ctx, log: log, stateDir: stateDir, goRun: goRun, cniIP: cniIP, changed: make(chan struct{}, 1)}
+// healthDeps is what the path health publisher needs from weftd.
+type healthDeps struct {
+	Version  string
+	Observer healthpublish.Observer
+}
+
+// healthSink takes the prober's snapshots to the cluster (the node's
+// RouteAgent or NodePath); Publish never blocks.
+type healthSink interface {
+	Publish(pathhealth.Snapshot)
+}
+
+func newTopologySources(ctx context.Context, log *slog.Logger, stateDir string, goRun func(func()), cniIP func() netip.Addr, health healthDeps) *topologySources {
+	return &topologySources{ctx: ctx, log: log, stateDir: stateDir, goRun: goRun, cniIP: cniIP, changed: make(chan struct{}, 1), health: health}
+}
+
+// PublishHealth hands a path health snapshot to the cluster publisher;
+// with topology: file (no publisher) it is dropped. Safe from any
+// goroutine, never blocks: the prober's hook.
+func (t *topologySources) PublishHealth(s pathhealth.Snapshot) {
+	t.mu.Lock()
+	p := t.publish
+	t.mu.Unlock()
+	if p != nil {
+		p.Publish(s)
+	}
 }
 
 // For returns the Kubernetes source for cfg (topology: kubernetes).
@@ -63,6 +91,21 @@ func (t *topologySources) For(cfg *config.Config) (toposource.Source, error) {
 	if want.Weft {
 		t.control = controlplane.New(cfg, t.log, t.cniIP)
 		t.goRun(func() { t.control.Run(t.ctx) })
+	}
+	kind := healthpublish.KindRouteAgent
+	if want.Weft {
+		kind = healthpublish.KindNodePath
+	}
+	p, err := healthpublish.New(healthpublish.Options{
+		Kind: kind, Kubeconfig: k.Kubeconfig, Namespace: k.Namespace, Node: cfg.NodeName, Version: t.health.Version,
+		Endpoints: s.RemoteEndpoint, Observer: t.health.Observer, Log: t.log.With("component", "path-report"),
+	})
+	if err != nil {
+		// The topology does not depend on it: weftd runs without the report.
+		t.log.Warn("path health is not written to the cluster", "err", err)
+	} else {
+		t.publish = p
+		t.goRun(func() { p.Run(t.ctx) })
 	}
 	t.goRun(func() {
 		for {
