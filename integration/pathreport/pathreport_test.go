@@ -139,6 +139,11 @@ func (f *fixture) start(t *testing.T, ctx context.Context, name string, kind hea
 	if kind == healthpublish.KindNodePath {
 		ns = weftNS
 	}
+	return f.startIn(t, ctx, name, kind, ns)
+}
+
+func (f *fixture) startIn(t *testing.T, ctx context.Context, name string, kind healthpublish.Kind, ns string) *node {
+	t.Helper()
 	pub, err := healthpublish.New(healthpublish.Options{
 		Kind: kind, Rest: f.rest, Namespace: ns, Node: name, Version: "v0.1.0-test",
 		Endpoints: f.src.RemoteEndpoint, Log: f.log.With("node", name),
@@ -567,6 +572,20 @@ func TestNodePath(t *testing.T) {
 		t.Errorf("kubectl get nodepaths: %v\n%s", err, out)
 	}
 	t.Logf("kubectl get nodepaths:\n%s", out)
+
+	// Refused by RBAC (a namespace the Role does not cover): retried once
+	// a minute, not with the backoff of an API server that is away, so a
+	// misconfigured cluster's 5,000 nodes do not ask every few seconds.
+	if _, err := f.srv.Kubectl(ctx, "create", "namespace", "other"); err != nil {
+		t.Fatal(err)
+	}
+	o := f.startIn(t, ctx, "c1-n7", healthpublish.KindNodePath, "other")
+	time.Sleep(20 * time.Second)
+	if st := o.pub.Stats(); st.Errors != 1 || st.Writes != 0 || !strings.Contains(st.LastError, "forbidden") {
+		t.Errorf("NodePath in a namespace weft may not write: %+v, want 1 forbidden attempt in 20 s", st)
+	} else {
+		t.Logf("refused by RBAC: 1 attempt in 20 s (%s)", st.LastError)
+	}
 
 	// The schema refuses what no weftd writes.
 	_, stored, _ := get()

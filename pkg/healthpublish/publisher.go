@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
@@ -191,6 +192,12 @@ func (p *Publisher) Run(ctx context.Context) {
 					bucket.refund()
 					fails++
 					retryAt = now.Add(backoff(fails))
+					if misconfigured(err) {
+						// The kind is not installed or weft may not write it:
+						// a retry helps only once someone fixes the cluster,
+						// so 5,000 nodes ask once a minute, not every 15 s.
+						retryAt = now.Add(p.o.Interval)
+					}
 					wait = retryAt.Sub(now)
 					break
 				}
@@ -273,6 +280,13 @@ func (p *Publisher) record(result string, err error, now time.Time, fails int) {
 	case err == nil && result == ResultCreated:
 		p.o.Log.Info("path health object created", "kind", p.o.Kind, "namespace", p.o.Namespace, "name", p.o.Node)
 	}
+}
+
+// misconfigured reports whether err says the cluster lacks the kind (no
+// CRD: Submariner not installed with endpoints: submariner) or refuses weft
+// the write (RBAC).
+func misconfigured(err error) bool {
+	return apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsMethodNotSupported(err)
 }
 
 // backoff after n failed writes: 0.5 s doubling to 15 s, with ±50 % jitter
