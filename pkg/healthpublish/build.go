@@ -111,15 +111,18 @@ func routeAgentStatus(s pathhealth.Snapshot, version string, lookup EndpointLook
 				msgs = append(msgs, down(t))
 			}
 		}
-		if len(msgs) > 0 {
-			e.Status = ConnectionError
-			if sent == 0 {
-				e.Status = Connecting
-				msgs = []string{"no probe sent yet"}
-			}
+		switch {
+		case len(msgs) > 0 && sent == 0:
+			e.Status, msgs = Connecting, []string{"no probe sent yet"}
+		case len(msgs) > 0:
 			// The remote is out of reach; if the way to the own gateway is
 			// broken too, that is the hop to look at first.
-			msgs = append(slices.Clone(gwDown), msgs...)
+			e.Status, msgs = ConnectionError, append(slices.Clone(gwDown), msgs...)
+		case !measured(primary):
+			// Not lost, not answered yet either (a prober starts with its
+			// targets up): "connected" would come with an RTT of 0s until
+			// the next refresh.
+			e.Status, msgs = Connecting, []string{"no probe answered yet"}
 		}
 		e.StatusMessage = strings.Join(msgs, "; ")
 		l := latency(primary.RTT)
@@ -134,6 +137,9 @@ func routeAgentStatus(s pathhealth.Snapshot, version string, lookup EndpointLook
 	}
 	return st
 }
+
+// measured: the target's RTT comes from at least one answered probe.
+func measured(t pathhealth.TargetStatus) bool { return t.RTT.Last > 0 }
 
 // routeAgentShape is what of a RouteAgent status counts as a change: not
 // the RTT figures, which move with every probe.
@@ -241,15 +247,22 @@ func remotesCondition(s pathhealth.Snapshot) metav1.Condition {
 	return c
 }
 
-// nodePathShape is what of a NodePath status counts as a change: the
-// targets and their state, the conditions; not the RTT figures, the probe
-// counts or the snapshot's time.
-func nodePathShape(st NodePathStatus) NodePathStatus {
-	out := st
-	out.ObservedTime = metav1.Time{}
-	out.Targets = slices.Clone(st.Targets)
-	for i := range out.Targets {
-		out.Targets[i].RTT, out.Targets[i].Sent, out.Targets[i].Lost = LatencyRTTSpec{}, 0, 0
+// nodePathKey is what of a NodePath status counts as a change: the
+// targets and their state, whether each has a measured RTT yet, the
+// conditions; not the RTT figures, the probe counts or the snapshot's time.
+type nodePathKey struct {
+	status   NodePathStatus
+	measured []bool
+}
+
+func nodePathShape(st NodePathStatus) nodePathKey {
+	k := nodePathKey{status: st, measured: make([]bool, len(st.Targets))}
+	k.status.ObservedTime = metav1.Time{}
+	k.status.Targets = slices.Clone(st.Targets)
+	for i := range k.status.Targets {
+		t := &k.status.Targets[i]
+		k.measured[i] = t.RTT.Last != "" && t.RTT.Last != time.Duration(0).String()
+		t.RTT, t.Sent, t.Lost = LatencyRTTSpec{}, 0, 0
 	}
-	return out
+	return k
 }

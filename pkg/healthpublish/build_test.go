@@ -76,6 +76,12 @@ func TestRouteAgentStatus(t *testing.T) {
 	if st := routeAgentStatus(snap(rc2), "", nil); st.RemoteEndpoints[0].Status != Connecting {
 		t.Errorf("nothing sent: %+v", st.RemoteEndpoints[0])
 	}
+	// Up (a prober starts so) but nothing answered yet: connecting, not
+	// connected with an RTT of 0s.
+	fresh := tgt("remote/c2", pathhealth.HopRemote, "c2", "c2-n2", "10.2.0.1:4803", true, 0)
+	if st := routeAgentStatus(snap(fresh), "", nil); st.RemoteEndpoints[0].Status != Connecting || st.RemoteEndpoints[0].StatusMessage != "no probe answered yet" {
+		t.Errorf("nothing answered: %+v", st.RemoteEndpoints[0])
+	}
 	// No remote probed: an empty list, never null (the schema requires it).
 	if st := routeAgentStatus(snap(), "", nil); st.RemoteEndpoints == nil {
 		t.Error("no remotes: nil list")
@@ -111,9 +117,16 @@ func TestShapes(t *testing.T) {
 		{"remote leaves", snap(gw), c2, true},
 		{"remote appears", snap(gw, rc2, tgt("remote/c3", pathhealth.HopRemote, "c3", "", "10.3.0.1:4803", true, time.Millisecond)), c2, true},
 		{"remote gateway moved", snap(gw, rc2), moved, true},
+		{"first answer", snap(gw, rc2), c2, true}, // from a base whose remote had none yet
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			base := base
+			if c.name == "first answer" {
+				unanswered := rc2
+				unanswered.RTT = pathhealth.RTT{}
+				base = snap(gw, unanswered)
+			}
 			a := routeAgentShape(routeAgentStatus(base, "v", lookup(c2)))
 			b := routeAgentShape(routeAgentStatus(c.next, "v", lookup(c.specs)))
 			if got := !reflect.DeepEqual(a, b); got != c.changed {
