@@ -46,8 +46,9 @@ const (
 	// DefaultInterval is Submariner's RouteAgentUpdateInterval.
 	DefaultInterval = 60 * time.Second
 	// DefaultBurst changes are written at once before the bucket makes a
-	// flapping node wait.
-	DefaultBurst = 5
+	// flapping node wait: enough for a start-up's convergence (the
+	// gateway, the remotes appearing, their first answers).
+	DefaultBurst = 10
 	// requestTimeout bounds one API request.
 	requestTimeout = 10 * time.Second
 )
@@ -161,6 +162,7 @@ func (p *Publisher) Run(ctx context.Context) {
 		lastShape any
 		lastWrite time.Time
 		fails     int
+		deferred  bool // a change waits for the bucket (logged once)
 		retryAt   time.Time
 		bucket    = newBucket(p.o.Burst, p.o.Interval, p.o.Now())
 		timer     = time.NewTimer(time.Hour)
@@ -183,6 +185,11 @@ func (p *Publisher) Run(ctx context.Context) {
 				wait = retryAt.Sub(now)
 			case !bucket.take(now):
 				wait = bucket.next(now)
+				if !deferred {
+					deferred = true
+					p.o.Log.Info("path health changes faster than its write budget; the latest is written when the budget allows",
+						"kind", p.o.Kind, "burst", p.o.Burst, "per", p.o.Interval, "in", wait.Round(time.Second))
+				}
 			default:
 				wctx, cancel := context.WithTimeout(ctx, requestTimeout)
 				res, err := t.write(wctx, now)
@@ -202,7 +209,7 @@ func (p *Publisher) Run(ctx context.Context) {
 					break
 				}
 				t.written()
-				fails, retryAt, lastShape, lastWrite = 0, time.Time{}, shape, now
+				fails, retryAt, lastShape, lastWrite, deferred = 0, time.Time{}, shape, now, false
 				wait = p.o.Interval
 			}
 		}
