@@ -92,8 +92,9 @@ type Stats struct {
 
 // Publisher writes one node's health object.
 type Publisher struct {
-	o    Options
-	kick chan struct{}
+	o         Options
+	kick      chan struct{}
+	newTarget func(*rest.Config) (target, error)
 
 	mu     sync.Mutex
 	latest *pathhealth.Snapshot
@@ -120,7 +121,9 @@ func New(o Options) (*Publisher, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Publisher{o: o, kick: make(chan struct{}, 1)}, nil
+	p := &Publisher{o: o, kick: make(chan struct{}, 1)}
+	p.newTarget = p.target
+	return p, nil
 }
 
 // Publish hands over a snapshot; it never blocks: the latest one wins.
@@ -233,7 +236,7 @@ func (p *Publisher) connect(ctx context.Context) target {
 		}
 		var t target
 		if err == nil {
-			t, err = p.target(rc)
+			t, err = p.newTarget(rc)
 		}
 		if err == nil {
 			return t
