@@ -573,18 +573,18 @@ func TestNodePath(t *testing.T) {
 	}
 	t.Logf("kubectl get nodepaths:\n%s", out)
 
-	// Refused by RBAC (a namespace the Role does not cover): retried once
-	// a minute, not with the backoff of an API server that is away, so a
-	// misconfigured cluster's 5,000 nodes do not ask every few seconds.
+	// Refused by RBAC (a namespace the Role does not cover): no crash, the
+	// retries back off (towards once a minute: TestRetryDelay), the
+	// reason is in the stats.
 	if _, err := f.srv.Kubectl(ctx, "create", "namespace", "other"); err != nil {
 		t.Fatal(err)
 	}
 	o := f.startIn(t, ctx, "c1-n7", healthpublish.KindNodePath, "other")
 	time.Sleep(20 * time.Second)
-	if st := o.pub.Stats(); st.Errors != 1 || st.Writes != 0 || !strings.Contains(st.LastError, "forbidden") {
-		t.Errorf("NodePath in a namespace weft may not write: %+v, want 1 forbidden attempt in 20 s", st)
+	if st := o.pub.Stats(); st.Errors == 0 || st.Errors > 7 || st.Writes != 0 || !strings.Contains(st.LastError, "forbidden") {
+		t.Errorf("NodePath in a namespace weft may not write: %+v, want 1-7 forbidden attempts in 20 s", st)
 	} else {
-		t.Logf("refused by RBAC: 1 attempt in 20 s (%s)", st.LastError)
+		t.Logf("refused by RBAC: %d attempts in 20 s (%s)", st.Errors, st.LastError)
 	}
 
 	// The schema refuses what no weftd writes.

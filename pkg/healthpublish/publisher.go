@@ -166,6 +166,8 @@ func (p *Publisher) Run(ctx context.Context) {
 		lastWrite time.Time
 		fails     int
 		deferred  bool // a change waits for the bucket (logged once)
+		backoffN  int  // failures of the current kind in a row
+		refusing  bool // the current failures are misconfigured ones
 		retryAt   time.Time
 		bucket    = newBucket(p.o.Burst, p.o.Interval, p.o.Now())
 		timer     = time.NewTimer(time.Hour)
@@ -201,18 +203,18 @@ func (p *Publisher) Run(ctx context.Context) {
 				if err != nil {
 					bucket.refund()
 					fails++
-					retryAt = now.Add(backoff(fails))
-					if misconfigured(err) {
-						// The kind is not installed or weft may not write it:
-						// a retry helps only once someone fixes the cluster,
-						// so 5,000 nodes ask once a minute, not every 15 s.
-						retryAt = now.Add(p.o.Interval)
+					// A new kind of failure (the API server back but
+					// refusing) starts its own backoff.
+					if m := misconfigured(err); m != refusing {
+						refusing, backoffN = m, 0
 					}
+					backoffN++
+					retryAt = now.Add(retryDelay(err, backoffN, p.o.Interval))
 					wait = retryAt.Sub(now)
 					break
 				}
 				t.written()
-				fails, retryAt, lastShape, lastWrite, deferred = 0, time.Time{}, shape, now, false
+				fails, backoffN, retryAt, lastShape, lastWrite, deferred = 0, 0, time.Time{}, shape, now, false
 				wait = p.o.Interval
 			}
 		}
@@ -299,12 +301,19 @@ func misconfigured(err error) bool {
 	return apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsMethodNotSupported(err)
 }
 
-// backoff after n failed writes: 0.5 s doubling to 15 s, with ±50 % jitter
-// so that a cluster's nodes do not return to a recovering API server at
-// the same instant.
-func backoff(n int) time.Duration {
-	d := 500 * time.Millisecond << min(n-1, 5)
-	d = min(d, 15*time.Second)
+// retryDelay after n failed writes: 0.5 s doubling to 15 s, with ±50 %
+// jitter so that a cluster's nodes do not return to a recovering API
+// server at the same instant. A refusal that only a fix of the cluster
+// cures (misconfigured) keeps doubling up to the refresh interval: 5,000
+// nodes then ask once a minute, not every 15 s. It starts as short as any
+// other, because an API server that has just started refuses for a moment
+// what RBAC allows.
+func retryDelay(err error, n int, interval time.Duration) time.Duration {
+	limit := 15 * time.Second
+	if misconfigured(err) {
+		limit = max(limit, interval)
+	}
+	d := min(500*time.Millisecond<<min(n-1, 10), limit)
 	return d/2 + rand.N(d)
 }
 

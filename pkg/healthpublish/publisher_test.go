@@ -3,11 +3,14 @@ package healthpublish
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 
 	"github.com/weft-net/weft/pkg/pathhealth"
@@ -152,5 +155,30 @@ func TestRunLoop(t *testing.T) {
 	f.mu.Unlock()
 	if last.Targets[0].Up {
 		t.Error("the change made while the API was away is lost")
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	away := errors.New("dial tcp 192.168.250.1:6443: connect: connection refused")
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Group: "weft.dev", Resource: "nodepaths"}, "c1-n1", errors.New("RBAC"))
+	missing := fmt.Errorf("create routeagents: %w", apierrors.NewNotFound(schema.GroupResource{Group: "submariner.io", Resource: "routeagents"}, ""))
+	for _, c := range []struct {
+		name     string
+		err      error
+		n        int
+		min, max time.Duration
+	}{
+		{"away, first", away, 1, 250 * time.Millisecond, 750 * time.Millisecond},
+		{"away, long", away, 20, 7500 * time.Millisecond, 22500 * time.Millisecond},
+		{"forbidden, first (a restarting API server)", forbidden, 1, 250 * time.Millisecond, 750 * time.Millisecond},
+		{"forbidden, long", forbidden, 20, 30 * time.Second, 90 * time.Second},
+		{"no CRD, long", missing, 20, 30 * time.Second, 90 * time.Second},
+	} {
+		for range 50 {
+			if d := retryDelay(c.err, c.n, time.Minute); d < c.min || d > c.max {
+				t.Errorf("%s: %s, want %s..%s", c.name, d, c.min, c.max)
+				break
+			}
+		}
 	}
 }
