@@ -73,6 +73,7 @@ func testKubernetesTopology(t *testing.T, backend string) {
 	t.Run("health-check-ip", func(t *testing.T) { checkWholePathProbed(ctx, t, s) })
 
 	t.Run("pod-matrix", func(t *testing.T) { checkPodMatrix(ctx, t, s) })
+	t.Run("route-agents", func(t *testing.T) { checkRouteAgents(ctx, t, s) })
 	if backend != "nftables" {
 		// The API-driven paths below are the packet filter's business only
 		// through the matrix, which both backends have now passed.

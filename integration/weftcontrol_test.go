@@ -76,6 +76,7 @@ func TestWeftControlPlane(t *testing.T) {
 		s.Gateway("c1").Name, s.Gateway("c2").Name, len(ps), time.Since(start).Round(time.Millisecond))
 	checkOneGateway(t, s)
 	checkControlStatus(ctx, t, s, 0, nil)
+	t.Run("node-paths", func(t *testing.T) { checkNodePaths(ctx, t, s) })
 
 	t.Run("health-check-ip", func(t *testing.T) { checkHealthCheckIP(ctx, t, s) })
 	t.Run("rolling-upgrade", func(t *testing.T) { checkRollingUpgrade(ctx, t, s) })

@@ -333,7 +333,7 @@ func checkRouteAgentFields(t *testing.T, ctx context.Context, f *fixture, name s
 	}
 	c2, c3 := st.RemoteEndpoints[0], st.RemoteEndpoints[1]
 	wantC2 := healthpublish.EndpointSpec{
-		ClusterID: "c2", CableName: c2Cable, Hostname: "c2-n2", Subnets: []string{"10.2.0.0/16", "10.102.0.0/16"},
+		ClusterID: "c2", CableName: c2Cable, HealthCheckIP: "10.2.0.1", Hostname: "c2-n2", Subnets: []string{"10.2.0.0/16", "10.102.0.0/16"},
 		PrivateIP: "192.168.20.12", PublicIP: "203.0.113.12", NATEnabled: false, Backend: "vxlan",
 		BackendConfig: map[string]string{"natt-discovery-port": "4490", "udp-port": "4500", "preferred-server": "false"},
 	}

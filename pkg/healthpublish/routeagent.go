@@ -89,7 +89,7 @@ func endpointSpecOf(s kubesource.EndpointSpec) EndpointSpec {
 		subnets = []string{}
 	}
 	return EndpointSpec{
-		ClusterID: s.ClusterID, CableName: s.CableName, Hostname: s.Hostname, Subnets: subnets,
+		ClusterID: s.ClusterID, CableName: s.CableName, HealthCheckIP: s.HealthCheckIP, Hostname: s.Hostname, Subnets: subnets,
 		PrivateIP: s.PrivateIP, PublicIP: s.PublicIP, NATEnabled: s.NATEnabled,
 		Backend: s.Backend, BackendConfig: maps.Clone(s.BackendConfig),
 	}
