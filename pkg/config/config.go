@@ -11,6 +11,7 @@ import (
 type Config struct {
 	NodeName       string      `json:"nodeName"`
 	NodeIP         string      `json:"nodeIP"`
+	NodeIP6        string      `json:"nodeIP6"` // IPv6 underlay address of a dual-stack or IPv6-only node
 	Cluster        Cluster     `json:"cluster"`
 	Remotes        []Remote    `json:"remotes"`
 	Cable          string      `json:"cable"` // vxlan | none
@@ -48,10 +49,12 @@ type Cluster struct {
 	Nodes        []Node   `json:"nodes"`
 }
 
-// Node is one node of the local cluster.
+// Node is one node of the local cluster: its IPv4 address, its IPv6
+// address, or both.
 type Node struct {
 	Name string `json:"name"`
 	IP   string `json:"ip"`
+	IP6  string `json:"ip6"`
 }
 
 // Remote is one remote cluster.
@@ -59,7 +62,7 @@ type Remote struct {
 	ID           string   `json:"id"`
 	PodCIDRs     []string `json:"podCIDRs"`
 	ServiceCIDRs []string `json:"serviceCIDRs"`
-	GatewayIP    string   `json:"gatewayIP"`
+	GatewayIP    string   `json:"gatewayIP"` // IPv4 or IPv6: the cable's underlay family
 	// HealthCheckIP is the address on the remote gateway that the whole
 	// path probe targets (its CNI interface IP, as Submariner's Endpoint
 	// spec.healthCheckIP); "" = that path is not probed.
@@ -72,7 +75,10 @@ type VXLAN struct {
 	VNI      uint32 `json:"vni"`
 	Port     uint16 `json:"port"`
 	VTEPCIDR string `json:"vtepCIDR"`
-	MTU      int    `json:"mtu"` // 0 = underlay MTU - 50
+	// VTEPCIDR6 holds the devices' IPv6 VTEP addresses (ULA by default):
+	// its network plus the host bits of the node's underlay address.
+	VTEPCIDR6 string `json:"vtepCIDR6"`
+	MTU       int    `json:"mtu"` // 0 = underlay MTU - 50 (- 70 over an IPv6 underlay)
 }
 
 // MSS configures TCP MSS clamping.
@@ -87,22 +93,32 @@ type Duration struct{ time.Duration }
 // Parsed holds the validated, parsed form of the address fields.
 type Parsed struct {
 	NodeIP       netip.Addr // may be invalid when not configured: resolved at run time
+	NodeIP6      netip.Addr // invalid unless configured
 	PodCIDRs     []netip.Prefix
 	ServiceCIDRs []netip.Prefix
 	Nodes        []ParsedNode
 	Remotes      []ParsedRemote
 	VTEPCIDR     netip.Prefix
 	CableCIDR    netip.Prefix
+	VTEPCIDR6    netip.Prefix
+	CableCIDR6   netip.Prefix
+	// Underlay6: some node has no IPv4 address, so the cluster's VXLAN
+	// underlay is IPv6 (every node then has an IPv6 address).
+	Underlay6 bool
+	// Cable6: the remote gateways' addresses (the cable's underlay) are
+	// IPv6.
+	Cable6 bool
 	// Warnings are what Validate accepted but an operator should fix:
 	// nested or duplicate CIDRs of one owner, merged into the entry that
 	// covers them (the merged-away entries are not in the lists above).
 	Warnings []FieldError
 }
 
-// ParsedNode is a Node with its IP parsed.
+// ParsedNode is a Node with its addresses parsed; either may be invalid.
 type ParsedNode struct {
 	Name string
 	IP   netip.Addr
+	IP6  netip.Addr
 }
 
 // ParsedRemote is a Remote with its addresses parsed.

@@ -36,12 +36,21 @@ const (
 	MSSModeFixed = "fixed"
 )
 
+// The default IPv6 VTEP ranges: ULA (RFC 4193) with the global ID
+// 57:6566:74 ("Weft"), subnets 0 and 1, /96 so that a node's whole IPv4
+// address (dual stack over an IPv4 underlay) or the low 32 bits of its IPv6
+// address are the host part.
+const (
+	DefaultVTEPCIDR6      = "fd57:6566:7400::/96"
+	DefaultCableVTEPCIDR6 = "fd57:6566:7400:1::/96"
+)
+
 // DefaultVXLAN is the node-to-gateway device; DefaultCableVXLAN the
 // gateway-to-gateway one. They differ in every field so both can coexist on
 // a gateway.
 var (
-	DefaultVXLAN      = VXLAN{Name: "vx-weft", VNI: 100, Port: 4800, VTEPCIDR: "240.0.0.0/8"}
-	DefaultCableVXLAN = VXLAN{Name: "vx-weft-cable", VNI: 101, Port: 4801, VTEPCIDR: "241.0.0.0/8"}
+	DefaultVXLAN      = VXLAN{Name: "vx-weft", VNI: 100, Port: 4800, VTEPCIDR: "240.0.0.0/8", VTEPCIDR6: DefaultVTEPCIDR6}
+	DefaultCableVXLAN = VXLAN{Name: "vx-weft-cable", VNI: 101, Port: 4801, VTEPCIDR: "241.0.0.0/8", VTEPCIDR6: DefaultCableVTEPCIDR6}
 )
 
 // Env is what the defaults depend on outside the file. It is passed in so
@@ -201,6 +210,9 @@ func defaultVXLAN(v *VXLAN, d VXLAN) {
 	}
 	if v.VTEPCIDR == "" {
 		v.VTEPCIDR = d.VTEPCIDR
+	}
+	if v.VTEPCIDR6 == "" {
+		v.VTEPCIDR6 = d.VTEPCIDR6
 	}
 }
 

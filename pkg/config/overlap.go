@@ -1,6 +1,8 @@
 package config
 
 import (
+	"cmp"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -45,17 +47,41 @@ func (o cidrOwner) String() string {
 
 // cidrEntry is one parsed CIDR of the file, small and pointer-free so
 // that 20,000 of them cost one allocation and nothing to the GC: the
-// address is an integer (cheap to sort and to test for containment).
+// address is a 128-bit integer (cheap to sort and to test for
+// containment). The families never overlap: an IPv4 CIDR is kept as its
+// IPv4-mapped form (bits + 96) with v6 false, and containment and the sort
+// separate the families first, so ::/0 does not contain 10.0.0.0/8.
 type cidrEntry struct {
-	start uint32
-	bits  uint8
-	list  int32 // index into cidrList.lists, which knows the owner
-	index int32 // position in that list; -1 for a single field
+	hi, lo uint64
+	bits   uint8 // 0..128, IPv4 counted from the mapped form
+	v6     bool
+	list   int32 // index into cidrList.lists, which knows the owner
+	index  int32 // position in that list; -1 for a single field
+}
+
+func newEntry(pfx netip.Prefix, list, index int32) cidrEntry {
+	a := pfx.Addr()
+	bits := pfx.Bits()
+	v6 := a.Is6()
+	if !v6 {
+		bits += 96
+	}
+	b := a.As16() // IPv4-mapped for IPv4
+	return cidrEntry{
+		hi: binary.BigEndian.Uint64(b[:8]), lo: binary.BigEndian.Uint64(b[8:]),
+		bits: uint8(bits), v6: v6, list: list, index: index,
+	}
 }
 
 func (e *cidrEntry) prefix() netip.Prefix {
-	v := e.start
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), int(e.bits))
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], e.hi)
+	binary.BigEndian.PutUint64(b[8:], e.lo)
+	a := netip.AddrFrom16(b)
+	if !e.v6 {
+		return netip.PrefixFrom(a.Unmap(), int(e.bits)-96)
+	}
+	return netip.PrefixFrom(a, int(e.bits))
 }
 
 type cidrListRef struct {
@@ -66,6 +92,7 @@ type cidrListRef struct {
 
 // cidrList collects every CIDR of a configuration in file order.
 type cidrList struct {
+	fam     families // which families parse accepts
 	lists   []cidrListRef
 	entries []cidrEntry
 	dropped []bool // per entry: merged into another entry of its owner
@@ -94,37 +121,47 @@ func (l *cidrList) parse(errs *errorList, owner cidrOwner, path string, in []str
 	list := int32(len(l.lists))
 	l.lists = append(l.lists, cidrListRef{path: path, owner: owner, dst: dst})
 	for i, s := range in {
-		pfx, reason := cidrProblem(s)
+		pfx, reason := cidrProblem(s, l.fam)
 		if reason != "" {
 			// The path is built only for errors: Sprintf for each of
 			// 20,000 entries would be most of the validation's cost.
 			errs.add(fmt.Sprintf("%s[%d]", path, i), reason)
 			continue
 		}
-		l.entries = append(l.entries, cidrEntry{start: addrU32(pfx.Addr()), bits: uint8(pfx.Bits()), list: list, index: int32(i)})
+		l.entries = append(l.entries, newEntry(pfx, list, int32(i)))
 	}
 }
 
 // add records a single-CIDR field.
 func (l *cidrList) add(owner cidrOwner, path string, pfx netip.Prefix) {
 	l.lists = append(l.lists, cidrListRef{path: path, owner: owner})
-	l.entries = append(l.entries, cidrEntry{start: addrU32(pfx.Addr()), bits: uint8(pfx.Bits()), list: int32(len(l.lists) - 1), index: -1})
+	l.entries = append(l.entries, newEntry(pfx, int32(len(l.lists)-1), -1))
 }
 
 func (e *cidrEntry) contains(o *cidrEntry) bool {
-	if e.bits > o.bits {
+	if e.v6 != o.v6 || e.bits > o.bits {
 		return false
 	}
-	mask := uint32(0)
-	if e.bits > 0 {
-		mask = ^uint32(0) << (32 - e.bits)
+	hiMask, loMask := masks(e.bits)
+	return o.hi&hiMask == e.hi && o.lo&loMask == e.lo
+}
+
+// masks is the 128-bit netmask of a prefix length, as two halves.
+func masks(bits uint8) (hi, lo uint64) {
+	switch {
+	case bits == 0:
+		return 0, 0
+	case bits <= 64:
+		return ^uint64(0) << (64 - bits), 0
+	case bits == 128:
+		return ^uint64(0), ^uint64(0)
 	}
-	return o.start&mask == e.start
+	return ^uint64(0), ^uint64(0) << (128 - bits)
 }
 
 // sweep finds every overlap in O(n log n): sort by address, then by prefix
 // length, then by file order, and walk with a stack of the prefixes that
-// contain the current one. Two IPv4 prefixes either are disjoint or one
+// contain the current one. Two prefixes of one family either are disjoint or one
 // contains the other, so the top of the stack, after popping those that do
 // not contain the current entry, is its innermost container; any overlap
 // with an outer one is also an overlap of that container, found when it was
@@ -142,8 +179,15 @@ func (l *cidrList) sweep(errs *errorList) []FieldError {
 		l.steps++
 		ea, eb := &l.entries[a], &l.entries[b]
 		switch {
-		case ea.start != eb.start:
-			return cmpU32(ea.start, eb.start)
+		case ea.v6 != eb.v6:
+			if ea.v6 {
+				return 1
+			}
+			return -1
+		case ea.hi != eb.hi:
+			return cmp.Compare(ea.hi, eb.hi)
+		case ea.lo != eb.lo:
+			return cmp.Compare(ea.lo, eb.lo)
 		case ea.bits != eb.bits:
 			return int(ea.bits) - int(eb.bits)
 		}
@@ -203,7 +247,7 @@ func (l *cidrList) sweep(errs *errorList) []FieldError {
 }
 
 func (l *cidrList) mergeReason(e, into *cidrEntry) string {
-	if e.start == into.start && e.bits == into.bits {
+	if e.hi == into.hi && e.lo == into.lo && e.bits == into.bits && e.v6 == into.v6 {
 		return fmt.Sprintf("%q repeats %s: merged", e.prefix(), l.path(into))
 	}
 	return fmt.Sprintf("%q is inside %s %q of the same %s: merged into it (no route of its own)",
@@ -257,19 +301,4 @@ func (l *cidrList) fill() {
 			*dst = append(*dst, e.prefix())
 		}
 	}
-}
-
-func cmpU32(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func addrU32(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }

@@ -30,10 +30,27 @@ const (
 // Tables the kernel reserves: default, main, local.
 var reservedTables = map[int]string{253: "default", 254: "main", 255: "local"}
 
+// ipv6Ready opens the configuration to IPv6 pod, service and node
+// addresses. It stays false until the reconcile loop hands IPv6 to both
+// the data plane and the packet filter (issue 14): an IPv6 CIDR accepted
+// before that would be traffic that bypasses weft (no route, no SNAT, no
+// MSS clamp), which is worse than a refused file.
+const ipv6Ready = false
+
+// ipv6NotReady is the reason IPv6 input is refused while ipv6Ready is false.
+const ipv6NotReady = "IPv6 is not supported yet: weft's reconcile loop does not give IPv6 to its data plane and packet filter, so IPv6 traffic would bypass weft (issue 14)"
+
+// families says which address families Validate accepts.
+type families struct{ ipv6 bool }
+
 // Validate checks every field, reports every problem at once as a
 // *ValidationError, and fills c.Parsed. Call SetDefaults first: Validate
 // treats the zero values SetDefaults would replace as errors.
 func (c *Config) Validate() error {
+	return c.validate(families{ipv6: ipv6Ready})
+}
+
+func (c *Config) validate(fam families) error {
 	var errs errorList
 	p := Parsed{}
 
@@ -41,13 +58,16 @@ func (c *Config) Validate() error {
 		errs.add("nodeName", "required (also not found in $NODE_NAME nor the hostname)")
 	}
 	if c.NodeIP != "" {
-		p.NodeIP = parseIPv4(&errs, "nodeIP", c.NodeIP)
+		p.NodeIP = parseIP(&errs, "nodeIP", c.NodeIP, 4, fam)
+	}
+	if c.NodeIP6 != "" {
+		p.NodeIP6 = parseIP(&errs, "nodeIP6", c.NodeIP6, 6, fam)
 	}
 
 	// Every CIDR is collected here, with who announces it, so that one
 	// sort and one sweep find every overlap: inside one owner it is merged
 	// (with a warning), between owners it is an error naming both fields.
-	var cidrs cidrList
+	cidrs := cidrList{fam: fam}
 	n := len(c.Cluster.PodCIDRs) + len(c.Cluster.ServiceCIDRs) + 2
 	for _, r := range c.Remotes {
 		n += len(r.PodCIDRs) + len(r.ServiceCIDRs)
@@ -64,7 +84,8 @@ func (c *Config) Validate() error {
 	cidrs.parse(&errs, ownerLocal, "cluster.serviceCIDRs", c.Cluster.ServiceCIDRs, &p.ServiceCIDRs)
 
 	nodeNames := map[string]string{}
-	nodeIPs := map[netip.Addr]string{}
+	nodeIPs := map[netip.Addr]string{} // both families
+	noIP, noIP6 := -1, -1              // first node without an address of the family
 	// Only the file source needs the nodes and the gateway from the file.
 	fileTopology := c.Topology == TopologyFile || c.Topology == ""
 	if len(c.Cluster.Nodes) == 0 && fileTopology {
@@ -80,23 +101,47 @@ func (c *Config) Validate() error {
 		} else {
 			nodeNames[n.Name] = path + ".name"
 		}
-		if n.IP == "" {
-			errs.add(path+".ip", "required")
-		} else {
-			pn.IP = parseIPv4(&errs, path+".ip", n.IP)
-			if pn.IP.IsValid() {
-				if prev, dup := nodeIPs[pn.IP]; dup {
-					errs.add(path+".ip", fmt.Sprintf("%s is already used by %s", pn.IP, prev))
+		addr := func(field, s string, want int) netip.Addr {
+			if s == "" {
+				return netip.Addr{}
+			}
+			a := parseIP(&errs, path+"."+field, s, want, fam)
+			if a.IsValid() {
+				if prev, dup := nodeIPs[a]; dup {
+					errs.add(path+"."+field, fmt.Sprintf("%s is already used by %s", a, prev))
 				} else {
-					nodeIPs[pn.IP] = path + ".ip"
+					nodeIPs[a] = path + "." + field
 				}
 			}
+			return a
+		}
+		pn.IP = addr("ip", n.IP, 4)
+		pn.IP6 = addr("ip6", n.IP6, 6)
+		switch {
+		case n.IP == "" && n.IP6 == "":
+			errs.add(path+".ip", "required (ip6 instead for a node with IPv6 only)")
+		case n.IP == "" && noIP < 0:
+			noIP = i
+		case n.IP6 == "" && noIP6 < 0:
+			noIP6 = i
 		}
 		p.Nodes = append(p.Nodes, pn)
-		if n.Name != "" && n.Name == c.NodeName && c.NodeIP == "" {
-			p.NodeIP = pn.IP
+		if n.Name != "" && n.Name == c.NodeName {
+			if c.NodeIP == "" {
+				p.NodeIP = pn.IP
+			}
+			if c.NodeIP6 == "" {
+				p.NodeIP6 = pn.IP6
+			}
 		}
 	}
+	// The VXLAN underlay has one family for the whole cluster (a device's
+	// underlay family is fixed): IPv4 when every node has an IPv4 address,
+	// else IPv6, which every node must then have.
+	if noIP >= 0 && noIP6 >= 0 {
+		errs.add(fmt.Sprintf("cluster.nodes[%d].ip6", noIP6), fmt.Sprintf("required: cluster.nodes[%d] has no ip, so the VXLAN underlay must be IPv6 and every node needs an IPv6 address", noIP))
+	}
+	p.Underlay6 = noIP >= 0
 	switch {
 	case !fileTopology:
 	case c.Cluster.Gateway == "":
@@ -114,6 +159,7 @@ func (c *Config) Validate() error {
 	}
 
 	remoteIDs := map[string]string{}
+	gatewayFamily := "" // path of the first remote gatewayIP: they share the cable's family
 	// Fixed capacity: cidrs keeps pointers to the remotes' CIDR lists.
 	p.Remotes = make([]ParsedRemote, 0, len(c.Remotes))
 	for i, r := range c.Remotes {
@@ -140,12 +186,27 @@ func (c *Config) Validate() error {
 		cidrs.parse(&errs, owner, path+".serviceCIDRs", r.ServiceCIDRs, &pr.ServiceCIDRs)
 		switch {
 		case r.GatewayIP != "":
-			pr.GatewayIP = parseIPv4(&errs, path+".gatewayIP", r.GatewayIP)
+			pr.GatewayIP = parseIP(&errs, path+".gatewayIP", r.GatewayIP, 0, fam)
+			if !pr.GatewayIP.IsValid() {
+				break
+			}
+			if gatewayFamily == "" {
+				gatewayFamily = path + ".gatewayIP"
+				p.Cable6 = pr.GatewayIP.Is6()
+			} else if pr.GatewayIP.Is6() != p.Cable6 {
+				errs.add(path+".gatewayIP", fmt.Sprintf("%s is %s but %s is %s: the cable device has one underlay family", pr.GatewayIP, familyName(pr.GatewayIP.Is6()), gatewayFamily, familyName(p.Cable6)))
+			}
 		case c.Cable == CableVXLAN:
 			errs.add(path+".gatewayIP", "required with cable: vxlan")
 		}
 		if r.HealthCheckIP != "" {
-			pr.HealthCheckIP = parseIPv4(&errs, path+".healthCheckIP", r.HealthCheckIP)
+			// The path probe speaks IPv4 (a dual-stack remote gives the
+			// address of its IPv4 half).
+			pr.HealthCheckIP = parseIP(&errs, path+".healthCheckIP", r.HealthCheckIP, 0, fam)
+			if pr.HealthCheckIP.Is6() {
+				errs.add(path+".healthCheckIP", fmt.Sprintf("%s is IPv6: the path health probe takes the remote's IPv4 CNI address", pr.HealthCheckIP))
+				pr.HealthCheckIP = netip.Addr{}
+			}
 			if pr.HealthCheckIP.IsValid() && !insideAny(pr.HealthCheckIP, r.PodCIDRs, r.ServiceCIDRs) {
 				// Only weft's routes to the remote's CIDRs make the probe
 				// test the path real traffic takes.
@@ -160,8 +221,8 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	p.VTEPCIDR = validateVXLAN(&errs, "vxlan", c.VXLAN, &cidrs)
-	p.CableCIDR = validateVXLAN(&errs, "cableVxlan", c.CableVXLAN, &cidrs)
+	p.VTEPCIDR, p.VTEPCIDR6 = validateVXLAN(&errs, "vxlan", c.VXLAN, &cidrs)
+	p.CableCIDR, p.CableCIDR6 = validateVXLAN(&errs, "cableVxlan", c.CableVXLAN, &cidrs)
 	if c.VXLAN.Name == c.CableVXLAN.Name {
 		errs.add("cableVxlan.name", fmt.Sprintf("%q is also vxlan.name", c.CableVXLAN.Name))
 	}
@@ -245,7 +306,15 @@ func insideAny(a netip.Addr, lists ...[]string) bool {
 	return false
 }
 
-func validateVXLAN(errs *errorList, path string, v VXLAN, cidrs *cidrList) netip.Prefix {
+// Host bits a vtepCIDR6 may leave: at least two VTEPs, and at most 32 so
+// that the 4 bytes of the derived MAC (02:58 + the low 4 bytes of the VTEP)
+// are unique per VTEP address.
+const (
+	MinVTEP6Bits = 96
+	MaxVTEP6Bits = 126
+)
+
+func validateVXLAN(errs *errorList, path string, v VXLAN, cidrs *cidrList) (netip.Prefix, netip.Prefix) {
 	if reason := ifNameProblem(v.Name); reason != "" {
 		errs.add(path+".name", reason)
 	}
@@ -256,37 +325,45 @@ func validateVXLAN(errs *errorList, path string, v VXLAN, cidrs *cidrList) netip
 		errs.add(path+".port", "0 is outside 1..65535")
 	}
 	if v.MTU != 0 && (v.MTU < MinMTU || v.MTU > MaxMTU) {
-		errs.add(path+".mtu", fmt.Sprintf("%d is outside %d..%d (0 = underlay MTU − 50)", v.MTU, MinMTU, MaxMTU))
+		errs.add(path+".mtu", fmt.Sprintf("%d is outside %d..%d (0 = underlay MTU − 50, − 70 over IPv6)", v.MTU, MinMTU, MaxMTU))
 	}
-	pfx, ok := parseCIDR(errs, path+".vtepCIDR", v.VTEPCIDR)
-	if !ok {
-		return netip.Prefix{}
+	// The VTEP ranges are weft's own addresses, not traffic that could
+	// bypass it: both families are always validated.
+	vtep := func(field, s string, want int) netip.Prefix {
+		pfx, reason := cidrProblem(s, families{ipv6: true})
+		switch {
+		case reason != "":
+			errs.add(path+"."+field, reason)
+			return netip.Prefix{}
+		case want == 4 && !pfx.Addr().Is4():
+			errs.add(path+"."+field, fmt.Sprintf("%q is not an IPv4 CIDR (an IPv6 range goes in %s.vtepCIDR6)", s, path))
+			return netip.Prefix{}
+		case want == 6 && !pfx.Addr().Is6():
+			errs.add(path+"."+field, fmt.Sprintf("%q is not an IPv6 CIDR (the IPv4 range is %s.vtepCIDR)", s, path))
+			return netip.Prefix{}
+		case want == 4 && pfx.Bits() > 30:
+			// Fewer than two host bits cannot give distinct VTEPs to nodes.
+			errs.add(path+"."+field, fmt.Sprintf("%q leaves too few host bits (at most /30)", s))
+		case want == 6 && (pfx.Bits() < MinVTEP6Bits || pfx.Bits() > MaxVTEP6Bits):
+			errs.add(path+"."+field, fmt.Sprintf("%q is not /%d../%d (at most 32 host bits: the VTEP's MAC is derived from its last 4 bytes)", s, MinVTEP6Bits, MaxVTEP6Bits))
+		}
+		cidrs.add(cidrOwner{kind: ownerVTEP, id: path + "." + field}, path+"."+field, pfx)
+		return pfx
 	}
-	if pfx.Bits() > 30 {
-		// Fewer than two host bits cannot give distinct VTEPs to nodes.
-		errs.add(path+".vtepCIDR", fmt.Sprintf("%q leaves too few host bits (at most /30)", v.VTEPCIDR))
-	}
-	cidrs.add(cidrOwner{kind: ownerVTEP, id: path}, path+".vtepCIDR", pfx)
-	return pfx
+	return vtep("vtepCIDR", v.VTEPCIDR, 4), vtep("vtepCIDR6", v.VTEPCIDR6, 6)
 }
 
-func parseCIDR(errs *errorList, path, s string) (netip.Prefix, bool) {
-	pfx, reason := cidrProblem(s)
-	if reason != "" {
-		errs.add(path, reason)
-		return netip.Prefix{}, false
-	}
-	return pfx, true
-}
-
-// cidrProblem parses s as an IPv4 CIDR; reason says what is wrong with it.
-func cidrProblem(s string) (netip.Prefix, string) {
+// cidrProblem parses s as a CIDR of a family fam accepts; reason says what
+// is wrong with it, naming the family.
+func cidrProblem(s string, fam families) (netip.Prefix, string) {
 	pfx, err := netip.ParsePrefix(s)
 	switch {
 	case err != nil:
 		return pfx, fmt.Sprintf("%q is not a CIDR", s)
-	case !pfx.Addr().Is4():
-		return pfx, fmt.Sprintf("%q is not an IPv4 CIDR", s)
+	case pfx.Addr().Is4In6():
+		return pfx, fmt.Sprintf("%q is an IPv4-mapped IPv6 CIDR (write the IPv4 CIDR %s)", s, netip.PrefixFrom(pfx.Addr().Unmap(), max(pfx.Bits()-96, 0)))
+	case pfx.Addr().Is6() && !fam.ipv6:
+		return pfx, fmt.Sprintf("%q is an IPv6 CIDR: %s", s, ipv6NotReady)
 	case pfx.Masked() != pfx:
 		// The kernel refuses routes with host bits set; catch it here.
 		return pfx, fmt.Sprintf("%q has host bits set (the network is %s)", s, pfx.Masked())
@@ -294,15 +371,34 @@ func cidrProblem(s string) (netip.Prefix, string) {
 	return pfx, ""
 }
 
-func parseIPv4(errs *errorList, path, s string) netip.Addr {
+func familyName(v6 bool) string {
+	if v6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// parseIP parses a unicast address of family want (4, 6, or 0 for either
+// of those fam accepts).
+func parseIP(errs *errorList, path, s string, want int, fam families) netip.Addr {
 	a, err := netip.ParseAddr(s)
 	switch {
 	case err != nil:
 		errs.add(path, fmt.Sprintf("%q is not an IP address", s))
-	case !a.Is4():
-		errs.add(path, fmt.Sprintf("%q is not an IPv4 address", s))
+	case a.Zone() != "":
+		errs.add(path, fmt.Sprintf("%q has a zone: a node address must be global", s))
+	case a.Is4In6():
+		errs.add(path, fmt.Sprintf("%q is an IPv4-mapped IPv6 address (write %s)", s, a.Unmap()))
+	case want == 4 && !a.Is4():
+		errs.add(path, fmt.Sprintf("%q is not an IPv4 address (an IPv6 address goes in %s6)", s, path))
+	case want == 6 && !a.Is6():
+		errs.add(path, fmt.Sprintf("%q is not an IPv6 address (an IPv4 address goes in %s)", s, strings.TrimSuffix(path, "6")))
+	case a.Is6() && !fam.ipv6:
+		errs.add(path, fmt.Sprintf("%q is an IPv6 address: %s", s, ipv6NotReady))
 	case a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		errs.add(path, fmt.Sprintf("%q is not a unicast address", s))
+	case a.Is6() && a.IsLinkLocalUnicast():
+		errs.add(path, fmt.Sprintf("%q is link-local: a node address must be routable between nodes", s))
 	default:
 		return a
 	}
