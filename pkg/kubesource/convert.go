@@ -15,7 +15,7 @@ import (
 
 // stripNode is the Node store's transform: it keeps the name, the
 // resource version (the reflector resumes watches from it) and the first
-// IPv4 InternalIP, and drops everything else (labels, images, conditions,
+// InternalIP of each family, and drops everything else (labels, images, conditions,
 // managed fields: several KiB per Node) before the object is cached, so
 // that 5,000 Nodes cost a few hundred KiB.
 func stripNode(obj any) (any, error) {
@@ -24,24 +24,34 @@ func stripNode(obj any) (any, error) {
 		return obj, nil // a tombstone (DeletedFinalStateUnknown) is kept as is
 	}
 	out := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, ResourceVersion: n.ResourceVersion}}
-	if ip, ok := nodeIPv4(n); ok {
-		out.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}}
+	for _, ip := range nodeIPs(n) {
+		if ip.IsValid() {
+			out.Status.Addresses = append(out.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip.String()})
+		}
 	}
 	return out, nil
 }
 
-// nodeIPv4 is the Node's first IPv4 InternalIP.
-func nodeIPv4(n *corev1.Node) (netip.Addr, bool) {
+// nodeIPs is the Node's first IPv4 and first IPv6 InternalIP (kubelet
+// lists the primary family first on a dual-stack node; weft wants one
+// of each); either may be invalid. Link-local IPv6 addresses are not
+// node addresses another node can reach.
+func nodeIPs(n *corev1.Node) [2]netip.Addr {
+	var out [2]netip.Addr
 	for _, a := range n.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP {
 			continue
 		}
 		ip, err := netip.ParseAddr(a.Address)
-		if err == nil && ip.Is4() {
-			return ip, true
+		switch {
+		case err != nil || ip.Zone() != "":
+		case ip.Is4() && !out[0].IsValid():
+			out[0] = ip
+		case ip.Is6() && !ip.Is4In6() && !ip.IsLinkLocalUnicast() && !out[1].IsValid():
+			out[1] = ip
 		}
 	}
-	return netip.Addr{}, false
+	return out
 }
 
 // stripEndpoint is the Endpoint store's transform: it drops annotations,
@@ -113,12 +123,18 @@ func remoteGatewayIP(e *Endpoint) (netip.Addr, string, error) {
 func build(clusterID string, nodes []*corev1.Node, eps []*Endpoint) toposource.Topology {
 	t := toposource.Topology{Source: toposource.Kubernetes}
 	for _, n := range nodes {
-		ip, ok := nodeIPv4(n)
-		if !ok {
-			t.Problems = append(t.Problems, fmt.Sprintf("Node %s has no IPv4 InternalIP: not a member until it has one", n.Name))
+		ips := nodeIPs(n)
+		if !ips[0].IsValid() {
+			// An IPv6-only node needs an IPv6 VXLAN underlay, which the
+			// reconcile loop does not build yet (issue 14).
+			why := "no InternalIP"
+			if ips[1].IsValid() {
+				why = "only an IPv6 InternalIP (" + ips[1].String() + "; IPv6-only nodes wait for weft's IPv6 underlay)"
+			}
+			t.Problems = append(t.Problems, fmt.Sprintf("Node %s has no IPv4 InternalIP, %s: not a member until it has one", n.Name, why))
 			continue
 		}
-		t.Nodes = append(t.Nodes, toposource.Node{Name: n.Name, IP: ip, From: "Node/" + n.Name})
+		t.Nodes = append(t.Nodes, toposource.Node{Name: n.Name, IP: ips[0], IP6: ips[1], From: "Node/" + n.Name})
 	}
 	slices.SortFunc(t.Nodes, func(a, b toposource.Node) int { return strings.Compare(a.Name, b.Name) })
 

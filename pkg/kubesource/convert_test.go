@@ -30,10 +30,12 @@ func ep(name, cluster, host, private string, created time.Duration, subnets ...s
 	}
 }
 
-func TestStripNodeKeepsNameAndFirstIPv4InternalIP(t *testing.T) {
+func TestStripNodeKeepsNameAndFirstInternalIPOfEachFamily(t *testing.T) {
 	full := node("c1-n2",
 		corev1.NodeAddress{Type: corev1.NodeHostName, Address: "c1-n2"},
+		internal("fe80::12"),
 		internal("fd00::12"),
+		internal("fd00::99"),
 		corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "203.0.113.5"},
 		internal("192.168.10.12"),
 		internal("192.168.10.99"),
@@ -52,7 +54,7 @@ func TestStripNodeKeepsNameAndFirstIPv4InternalIP(t *testing.T) {
 	}
 	want := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "c1-n2", ResourceVersion: "42"},
-		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{internal("192.168.10.12")}},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{internal("192.168.10.12"), internal("fd00::12")}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("stripNode = %+v\nwant %+v", got, want)
@@ -67,17 +69,19 @@ func TestStripNodeKeepsNameAndFirstIPv4InternalIP(t *testing.T) {
 func TestBuildNodes(t *testing.T) {
 	top := build("c1", []*corev1.Node{
 		node("c1-n2", internal("192.168.10.12")),
-		node("c1-n1", internal("192.168.10.11")),
+		node("c1-n1", internal("fd00::11"), internal("192.168.10.11")),
 		node("c1-v6", internal("fd00::1")),
+		node("c1-none", corev1.NodeAddress{Type: corev1.NodeHostName, Address: "c1-none"}),
 	}, nil)
 	want := []toposource.Node{
-		{Name: "c1-n1", IP: netip.MustParseAddr("192.168.10.11"), From: "Node/c1-n1"},
+		{Name: "c1-n1", IP: netip.MustParseAddr("192.168.10.11"), IP6: netip.MustParseAddr("fd00::11"), From: "Node/c1-n1"},
 		{Name: "c1-n2", IP: netip.MustParseAddr("192.168.10.12"), From: "Node/c1-n2"},
 	}
 	if !reflect.DeepEqual(top.Nodes, want) {
 		t.Errorf("nodes = %+v, want %+v", top.Nodes, want)
 	}
-	if len(top.Problems) != 1 || !strings.Contains(top.Problems[0], "Node c1-v6 has no IPv4 InternalIP") {
+	if len(top.Problems) != 2 || !strings.Contains(top.Problems[0], "Node c1-v6 has no IPv4 InternalIP, only an IPv6 InternalIP (fd00::1;") ||
+		!strings.Contains(top.Problems[1], "Node c1-none has no IPv4 InternalIP, no InternalIP") {
 		t.Errorf("problems = %q", top.Problems)
 	}
 }

@@ -29,6 +29,7 @@ const FromFile = "file"
 type Node struct {
 	Name string     `json:"name"`
 	IP   netip.Addr `json:"ip"`
+	IP6  netip.Addr `json:"ip6,omitzero"` // a dual-stack node's IPv6 address
 	From string     `json:"from,omitempty"` // e.g. "Node/c1-n2"
 }
 
@@ -115,7 +116,7 @@ type Source interface {
 func FromConfig(cfg *config.Config) Topology {
 	t := Topology{Source: File, Sync: Sync{Synced: true, Reason: "File"}}
 	for _, n := range cfg.Parsed.Nodes {
-		t.Nodes = append(t.Nodes, Node{Name: n.Name, IP: n.IP, From: FromFile})
+		t.Nodes = append(t.Nodes, Node{Name: n.Name, IP: n.IP, IP6: n.IP6, From: FromFile})
 		if n.Name == cfg.Cluster.Gateway {
 			t.Gateway = Gateway{Name: n.Name, IP: n.IP, From: FromFile}
 		}
@@ -164,10 +165,17 @@ func Apply(cfg *config.Config, t Topology) (*config.Config, []string) {
 				problems = append(problems, fmt.Sprintf("gateway %q: %s says %s but its Node has %s; using the Node's", n.Name, t.Gateway.From, t.Gateway.IP, n.IP))
 			}
 		}
-		out.Cluster.Nodes = append(out.Cluster.Nodes, config.Node{Name: n.Name, IP: n.IP.String()})
-		out.Parsed.Nodes = append(out.Parsed.Nodes, config.ParsedNode{Name: n.Name, IP: n.IP})
+		cn := config.Node{Name: n.Name, IP: n.IP.String()}
+		if n.IP6.IsValid() {
+			cn.IP6 = n.IP6.String()
+		}
+		out.Cluster.Nodes = append(out.Cluster.Nodes, cn)
+		out.Parsed.Nodes = append(out.Parsed.Nodes, config.ParsedNode{Name: n.Name, IP: n.IP, IP6: n.IP6})
 		if n.Name == cfg.NodeName && cfg.NodeIP == "" {
 			out.Parsed.NodeIP = n.IP
+		}
+		if n.Name == cfg.NodeName && cfg.NodeIP6 == "" {
+			out.Parsed.NodeIP6 = n.IP6
 		}
 	}
 	if t.Gateway.Name != "" && !gwListed && t.Gateway.IP.Is4() {

@@ -66,6 +66,29 @@ func TestApplyOfFileTopologyMatchesTheFile(t *testing.T) {
 	}
 }
 
+// A dual-stack Node's IPv6 address reaches the desired-state computation
+// (the file cannot say it yet: config refuses IPv6 until weft carries it).
+func TestApplyCarriesIPv6(t *testing.T) {
+	top := Topology{Nodes: []Node{
+		{Name: "c1-n1", IP: netip.MustParseAddr("192.168.10.11"), IP6: netip.MustParseAddr("fd00:10::11")},
+		{Name: "c1-n2", IP: netip.MustParseAddr("192.168.10.12"), IP6: netip.MustParseAddr("fd00:10::12")},
+	}, Gateway: Gateway{Name: "c1-n1"}}
+	eff, problems := Apply(parse(t, kubeCfg), top)
+	if len(problems) > 0 {
+		t.Fatalf("problems: %q", problems)
+	}
+	want := []config.ParsedNode{
+		{Name: "c1-n1", IP: netip.MustParseAddr("192.168.10.11"), IP6: netip.MustParseAddr("fd00:10::11")},
+		{Name: "c1-n2", IP: netip.MustParseAddr("192.168.10.12"), IP6: netip.MustParseAddr("fd00:10::12")},
+	}
+	if !reflect.DeepEqual(eff.Parsed.Nodes, want) || eff.Cluster.Nodes[1].IP6 != "fd00:10::12" {
+		t.Errorf("nodes %+v / %+v, want %+v", eff.Parsed.Nodes, eff.Cluster.Nodes, want)
+	}
+	if eff.Parsed.NodeIP6 != netip.MustParseAddr("fd00:10::12") {
+		t.Errorf("node IPv6 %v, want this node's from its Node", eff.Parsed.NodeIP6)
+	}
+}
+
 func TestApplyProblems(t *testing.T) {
 	cfg := parse(t, kubeCfg)
 	top := Topology{
