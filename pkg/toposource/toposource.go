@@ -29,7 +29,7 @@ const FromFile = "file"
 type Node struct {
 	Name string     `json:"name"`
 	IP   netip.Addr `json:"ip"`
-	IP6  netip.Addr `json:"ip6,omitzero"` // a dual-stack node's IPv6 address
+	IP6  netip.Addr `json:"ip6,omitzero"`   // a dual-stack node's IPv6 address
 	From string     `json:"from,omitempty"` // e.g. "Node/c1-n2"
 }
 
