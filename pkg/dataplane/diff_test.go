@@ -173,8 +173,12 @@ func TestIsPlainLookup(t *testing.T) {
 		r    netlink.Rule
 		want bool
 	}{{"plain", plain(), true}, {"src", src, false}, {"iif", iif, false}, {"other table", other, false}} {
-		if got := isPlainLookup(tc.r, 240, 240); got != tc.want {
+		if got := isPlainLookup(tc.r, unix.AF_INET, 240, 240); got != tc.want {
 			t.Errorf("%s: isPlainLookup = %v, want %v", tc.name, got, tc.want)
+		}
+		// The same rule is not the IPv6 rule: `ip -6 rule` is its own list.
+		if isPlainLookup(tc.r, unix.AF_INET6, 240, 240) {
+			t.Errorf("%s: an IPv4 rule taken for the IPv6 one", tc.name)
 		}
 	}
 }

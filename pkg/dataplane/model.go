@@ -10,11 +10,14 @@ import (
 	"net/netip"
 )
 
-// Peer is a remote VTEP reachable through a VXLAN device.
+// Peer is a remote VTEP reachable through a VXLAN device. It has an IPv4
+// VTEP address, an IPv6 one, or both (one static neighbour each, both to
+// its one MAC).
 type Peer struct {
-	VTEP     netip.Addr       // the peer's VTEP address
-	MAC      net.HardwareAddr // derived from VTEP (02:57:a.b.c.d)
-	Underlay netip.Addr       // the peer's underlay (node) address
+	VTEP     netip.Addr       // the peer's IPv4 VTEP address; invalid on an IPv6-only device
+	VTEP6    netip.Addr       // the peer's IPv6 VTEP address; invalid without IPv6
+	MAC      net.HardwareAddr // derived from VTEP, else VTEP6 (MACFor)
+	Underlay netip.Addr       // the peer's underlay (node) address, IPv4 or IPv6
 }
 
 // VXLAN is one of weft's VXLAN devices and its static peers.
@@ -22,20 +25,25 @@ type VXLAN struct {
 	Name     string
 	VNI      uint32
 	Port     uint16
-	Underlay string     // underlay interface name (VXLAN parent and source)
-	LocalIP  netip.Addr // own underlay address
-	MTU      int
-	Addr     netip.Prefix // own VTEP IP with the vtepCIDR prefix length
-	MAC      net.HardwareAddr
-	Peers    []Peer
+	Underlay string // underlay interface name (VXLAN parent and source)
+	// LocalIP is the own underlay address. Its family is the device's
+	// underlay family, which the kernel fixes at creation: a change of
+	// family recreates the device.
+	LocalIP netip.Addr
+	MTU     int          // 0 = underlay MTU − 50 (− 70 over IPv6)
+	Addr    netip.Prefix // own IPv4 VTEP IP with the vtepCIDR prefix length; invalid = none
+	Addr6   netip.Prefix // own IPv6 VTEP IP with the vtepCIDR6 prefix length; invalid = none
+	MAC     net.HardwareAddr
+	Peers   []Peer
 }
 
-// Route is one route in weft's table.
+// Route is one route in weft's table, IPv4 or IPv6 (Dst, Via and Src of
+// one family).
 type Route struct {
 	Dst netip.Prefix
-	Via netip.Addr // a VTEP address, reached onlink
+	Via netip.Addr // a VTEP address of Dst's family, reached onlink
 	Dev string
-	Src netip.Addr // the CNI IP; invalid while unknown
+	Src netip.Addr // the CNI interface's address of Dst's family; invalid while unknown
 }
 
 // State is the whole desired netlink state of a node.
@@ -84,8 +92,60 @@ func CompareDst(a, b netip.Prefix) int {
 	return a.Addr().Compare(b.Addr())
 }
 
-// MACFor derives the static MAC of a VTEP address: 02:57 + the 4 bytes.
+// MACFor derives the static MAC of a VTEP address: 02:57 + the 4 bytes of
+// an IPv4 VTEP, 02:58 + the last 4 bytes of an IPv6 one (a vtepCIDR6
+// leaves at most 32 host bits, so they are unique per VTEP, and the second
+// byte keeps them apart from every IPv4-derived MAC). A device with both
+// families takes its IPv4 VTEP's MAC. Nil for an invalid address.
 func MACFor(vtep netip.Addr) net.HardwareAddr {
-	b := vtep.As4()
-	return net.HardwareAddr{0x02, 0x57, b[0], b[1], b[2], b[3]}
+	switch {
+	case vtep.Is4():
+		b := vtep.As4()
+		return net.HardwareAddr{0x02, 0x57, b[0], b[1], b[2], b[3]}
+	case vtep.Is6():
+		b := vtep.As16()
+		return net.HardwareAddr{0x02, 0x58, b[12], b[13], b[14], b[15]}
+	}
+	return nil
+}
+
+// deviceMAC is d.MAC or, when empty, the one derived from its VTEP
+// addresses (IPv4 first).
+func deviceMAC(d VXLAN) net.HardwareAddr {
+	switch {
+	case len(d.MAC) > 0:
+		return d.MAC
+	case d.Addr.IsValid():
+		return MACFor(d.Addr.Addr())
+	case d.Addr6.IsValid():
+		return MACFor(d.Addr6.Addr())
+	}
+	return nil
+}
+
+// peerMAC is p.MAC or, when empty, the one derived from its VTEPs.
+func peerMAC(p Peer) net.HardwareAddr {
+	switch {
+	case len(p.MAC) > 0:
+		return p.MAC
+	case p.VTEP.IsValid():
+		return MACFor(p.VTEP)
+	}
+	return MACFor(p.VTEP6)
+}
+
+// hasIPv6 reports whether s has any IPv6 object: then the IPv6 rule and
+// sysctls are wanted (an IPv4-only state leaves IPv6 as it found it).
+func (s *State) hasIPv6() bool {
+	for _, d := range s.Devices {
+		if d.Addr6.IsValid() {
+			return true
+		}
+	}
+	for _, r := range s.Routes {
+		if r.Dst.Addr().Is6() {
+			return true
+		}
+	}
+	return false
 }

@@ -29,8 +29,17 @@ const RouteProtocol = 247
 const DeviceAlias = "weft-managed"
 
 // vxlanOverhead is what VXLAN over IPv4 adds to a frame: outer IPv4 (20) +
-// UDP (8) + VXLAN (8) + inner Ethernet (14).
-const vxlanOverhead = 50
+// UDP (8) + VXLAN (8) + inner Ethernet (14); over IPv6 the outer header is
+// 40 bytes.
+const (
+	vxlanOverhead  = 50
+	vxlanOverhead6 = 70
+)
+
+// ipv6RoutePriority is the metric the kernel gives an IPv6 route added
+// without one (IP6_RT_PRIO_USER). It is written explicitly so that a
+// dumped route compares equal to the desired one.
+const ipv6RoutePriority = 1024
 
 // Stats counts what one Apply or Cleanup changed in the kernel. Listing
 // (dumps) is not counted: only netlink writes and sysctl writes are.
@@ -196,6 +205,7 @@ func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
 		}
 		idx[d.Name] = link.Attrs().Index
 		r.address(d, link)
+		r.address6(d, link)
 		devicesChanged = devicesChanged || r.changes != before
 		v := m.verified[d.Name]
 		if v == nil || v.ifindex != link.Attrs().Index || r.changes != before {
@@ -238,8 +248,16 @@ func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
 	} else {
 		m.routes = nil
 	}
-	if ctx.Err() == nil && r.rule(s.Table, s.RulePriority) {
-		r.deleteRoutes(elsewhere)
+	if ctx.Err() == nil {
+		ok := r.rule(unix.AF_INET, s.Table, s.RulePriority)
+		if s.hasIPv6() {
+			ok = r.rule(unix.AF_INET6, s.Table, s.RulePriority) && ok
+		} else {
+			r.removeRules(unix.AF_INET6, s.Table, s.RulePriority) // weft's IPv6 rule of an earlier state
+		}
+		if ok {
+			r.deleteRoutes(elsewhere)
+		}
 	}
 	if ctx.Err() == nil {
 		r.sysctls(s, idx)
@@ -305,7 +323,8 @@ func (m *Netlink) Cleanup(ctx context.Context, names []string, table, priority i
 	}
 	_, elsewhere := r.routes(State{Table: table}, nil, nil, nil)
 	r.deleteRoutes(elsewhere)
-	r.removeRules(table, priority)
+	r.removeRules(unix.AF_INET, table, priority)
+	r.removeRules(unix.AF_INET6, table, priority)
 	_, err = m.finishLocked(r)
 	return err
 }
@@ -346,12 +365,12 @@ func (r *run) device(d VXLAN) netlink.Link {
 		parent = ul.Attrs().Index
 		if mtu == 0 {
 			mtu = ul.Attrs().MTU - vxlanOverhead
+			if d.LocalIP.Is6() {
+				mtu = ul.Attrs().MTU - vxlanOverhead6
+			}
 		}
 	}
-	mac := d.MAC
-	if len(mac) == 0 && d.Addr.IsValid() {
-		mac = MACFor(d.Addr.Addr())
-	}
+	mac := deviceMAC(d)
 	want := &netlink.Vxlan{
 		LinkAttrs: netlink.LinkAttrs{
 			Name:         d.Name,
@@ -504,6 +523,50 @@ func (r *run) address(d VXLAN, link netlink.Link) {
 	r.changed("added address", "device", d.Name, "addr", d.Addr.String())
 }
 
+// address6 makes d.Addr6 the only global IPv6 address of the device (the
+// kernel's link-local fe80::/64 address is left alone), after the
+// device's IPv6 sysctls allow it. Without Addr6 it only removes a global
+// IPv6 address an earlier state left.
+func (r *run) address6(d VXLAN, link netlink.Link) {
+	if d.Addr6.IsValid() {
+		r.deviceSysctls6(d.Name)
+	}
+	addrs, err := r.h.AddrList(link, unix.AF_INET6)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		r.fail(fmt.Errorf("device %s: list IPv6 addresses: %w", d.Name, err))
+		return
+	}
+	have := false
+	for _, a := range addrs {
+		p, ok := prefixOf(a.IPNet)
+		if !ok || p.Addr().IsLinkLocalUnicast() {
+			continue
+		}
+		// A tentative (DAD) or dadfailed address is not usable as a route
+		// source or neighbour target: re-added with nodad.
+		if d.Addr6.IsValid() && p == d.Addr6 && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
+			have = true
+			continue
+		}
+		if err := r.h.AddrDel(link, &a); err != nil && !isNotFound(err) {
+			r.fail(fmt.Errorf("device %s: delete stale IPv6 address %s: %w", d.Name, a.IPNet, err))
+			continue
+		}
+		r.changed("deleted stale address", "device", d.Name, "addr", a.IPNet.String())
+	}
+	if have || !d.Addr6.IsValid() {
+		return
+	}
+	// No duplicate address detection: the address is derived and unique
+	// by construction, and DAD would leave it tentative (unusable) for a
+	// second or more after every (re)creation.
+	if err := r.h.AddrAdd(link, &netlink.Addr{IPNet: ipNet(d.Addr6), Flags: unix.IFA_F_NODAD}); err != nil {
+		r.fail(fmt.Errorf("device %s: add IPv6 address %s: %w", d.Name, d.Addr6, err))
+		return
+	}
+	r.changed("added address", "device", d.Name, "addr", d.Addr6.String())
+}
+
 // ---- FDB and neighbours ----
 
 // macKey is an Ethernet MAC as a comparable value: maps keyed by it cost
@@ -526,14 +589,6 @@ func (k macKey) String() string { return k.hw().String() }
 type fdbEntry struct {
 	MAC macKey
 	Dst netip.Addr
-}
-
-// peerMAC is p.MAC or, when empty, the one derived from its VTEP.
-func peerMAC(p Peer) net.HardwareAddr {
-	if len(p.MAC) > 0 {
-		return p.MAC
-	}
-	return MACFor(p.VTEP)
 }
 
 // diffFDB compares the device's FDB with the wanted MAC -> underlay map.
@@ -585,7 +640,12 @@ func (r *run) fdb(d VXLAN, link netlink.Link, v *verified) {
 			continue
 		}
 		if !p.Underlay.IsValid() {
-			r.fail(fmt.Errorf("device %s: fdb %s: peer %s has no underlay address", d.Name, mac, p.VTEP))
+			r.fail(fmt.Errorf("device %s: fdb %s: peer %s has no underlay address", d.Name, mac, peerName(p)))
+			continue
+		}
+		if d.LocalIP.IsValid() && p.Underlay.Is6() != d.LocalIP.Is6() {
+			// The kernel would take it, and the packets would never leave.
+			r.fail(fmt.Errorf("device %s: fdb %s: peer %s underlay %s is not of the device's underlay family (local %s)", d.Name, mac, peerName(p), p.Underlay, d.LocalIP))
 			continue
 		}
 		want[mac] = p.Underlay
@@ -668,7 +728,7 @@ func diffFDBCached(have, want map[macKey]netip.Addr) (del []netlink.Neigh, set [
 func diffNeighCached(have, want map[netip.Addr]macKey) (del []netlink.Neigh, set []netip.Addr) {
 	for ip := range have {
 		if _, ok := want[ip]; !ok {
-			del = append(del, netlink.Neigh{Family: unix.AF_INET, IP: net.IP(ip.AsSlice())})
+			del = append(del, netlink.Neigh{Family: family(ip), IP: net.IP(ip.AsSlice())})
 		}
 	}
 	for ip, mac := range want {
@@ -679,7 +739,7 @@ func diffNeighCached(have, want map[netip.Addr]macKey) (del []netlink.Neigh, set
 	return del, set
 }
 
-// diffNeigh compares the device's IPv4 neighbours with the wanted VTEP ->
+// diffNeigh compares the device's neighbours (both families) with the wanted VTEP ->
 // MAC map. Only static (permanent) entries that are not wanted are stale:
 // entries the kernel resolved itself are its business.
 func diffNeigh(existing []netlink.Neigh, want map[netip.Addr]macKey) (del []netlink.Neigh, set []netip.Addr) {
@@ -711,16 +771,27 @@ func diffNeigh(existing []netlink.Neigh, want map[netip.Addr]macKey) (del []netl
 func (r *run) neighbours(d VXLAN, link netlink.Link, v *verified) {
 	want := make(map[netip.Addr]macKey, len(d.Peers))
 	for _, p := range d.Peers {
-		if !p.VTEP.Is4() {
+		switch {
+		case p.VTEP.IsValid() && !p.VTEP.Is4():
 			r.fail(fmt.Errorf("device %s: neighbour %v: not an IPv4 VTEP address", d.Name, p.VTEP))
+			continue
+		case p.VTEP6.IsValid() && (!p.VTEP6.Is6() || p.VTEP6.Is4In6()):
+			r.fail(fmt.Errorf("device %s: neighbour %v: not an IPv6 VTEP address", d.Name, p.VTEP6))
+			continue
+		case !p.VTEP.IsValid() && !p.VTEP6.IsValid():
+			r.fail(fmt.Errorf("device %s: peer %s: no VTEP address", d.Name, p.Underlay))
 			continue
 		}
 		mac, ok := keyOf(peerMAC(p))
 		if !ok {
-			r.fail(fmt.Errorf("device %s: neighbour %v: lladdr %s is not an Ethernet MAC", d.Name, p.VTEP, peerMAC(p)))
+			r.fail(fmt.Errorf("device %s: neighbour %s: lladdr %s is not an Ethernet MAC", d.Name, peerName(p), peerMAC(p)))
 			continue
 		}
-		want[p.VTEP] = mac
+		for _, v := range []netip.Addr{p.VTEP, p.VTEP6} {
+			if v.IsValid() {
+				want[v] = mac
+			}
+		}
 	}
 	var del []netlink.Neigh
 	var set []netip.Addr
@@ -728,12 +799,18 @@ func (r *run) neighbours(d VXLAN, link netlink.Link, v *verified) {
 	if v.neigh != nil {
 		del, set = diffNeighCached(v.neigh, want)
 	} else {
-		existing, err := r.h.NeighList(link.Attrs().Index, unix.AF_INET)
-		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-			r.fail(fmt.Errorf("device %s: list neighbours: %w", d.Name, err))
-			return
+		// Both families are dumped whatever s wants: a static IPv6
+		// neighbour of an earlier state is stale too.
+		var existing []netlink.Neigh
+		for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+			ns, err := r.h.NeighList(link.Attrs().Index, fam)
+			if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+				r.fail(fmt.Errorf("device %s: list %s neighbours: %w", d.Name, familyName(fam), err))
+				return
+			}
+			partial = partial || err != nil // an interrupted dump may miss stale entries
+			existing = append(existing, ns...)
 		}
-		partial = err != nil // an interrupted dump may miss stale entries
 		del, set = diffNeigh(existing, want)
 	}
 	nerr := len(r.errs)
@@ -755,7 +832,7 @@ func (r *run) neighbours(d VXLAN, link netlink.Link, v *verified) {
 		mac := want[ip].hw()
 		n := &netlink.Neigh{
 			LinkIndex:    link.Attrs().Index,
-			Family:       unix.AF_INET,
+			Family:       family(ip),
 			State:        netlink.NUD_PERMANENT,
 			IP:           net.IP(ip.AsSlice()),
 			HardwareAddr: mac,
@@ -773,7 +850,7 @@ func (r *run) neighbours(d VXLAN, link netlink.Link, v *verified) {
 // desiredRoute renders rt for table; linkIndex resolves its device.
 func desiredRoute(rt Route, table, linkIndex int) *netlink.Route {
 	nr := &netlink.Route{
-		Family:    unix.AF_INET,
+		Family:    family(rt.Dst.Addr()),
 		Table:     table,
 		Dst:       ipNet(rt.Dst.Masked()),
 		Gw:        net.IP(rt.Via.AsSlice()),
@@ -786,6 +863,9 @@ func desiredRoute(rt Route, table, linkIndex int) *netlink.Route {
 	if rt.Src.IsValid() {
 		nr.Src = net.IP(rt.Src.AsSlice())
 	}
+	if nr.Family == unix.AF_INET6 {
+		nr.Priority = ipv6RoutePriority
+	}
 	return nr
 }
 
@@ -797,7 +877,7 @@ func routeMatches(cur, want *netlink.Route) bool {
 		cur.Flags&int(netlink.FLAG_ONLINK) != 0 &&
 		cur.Type == want.Type &&
 		cur.Scope == want.Scope &&
-		cur.Priority == 0 && cur.Tos == 0 &&
+		cur.Priority == want.Priority && cur.Tos == 0 &&
 		len(cur.MultiPath) == 0
 }
 
@@ -816,10 +896,16 @@ func (r *run) routes(s State, idx map[string]int, blocked map[string]bool, trust
 	var existing []netlink.Route
 	if trusted == nil {
 		filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: RouteProtocol}
-		all, err := r.h.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-			r.fail(fmt.Errorf("list weft's routes: %w", err))
-			return nil, nil
+		var all []netlink.Route
+		// Both families whatever s wants: weft's IPv6 routes of an
+		// earlier state are stale too.
+		for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+			rs, err := r.h.RouteListFiltered(fam, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+			if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+				r.fail(fmt.Errorf("list weft's %s routes: %w", familyName(fam), err))
+				return nil, nil
+			}
+			all = append(all, rs...)
 		}
 		for _, rt := range all {
 			if rt.Table == s.Table {
@@ -903,11 +989,12 @@ func (r *run) routes(s State, idx map[string]int, blocked map[string]bool, trust
 			cur := &existing[k]
 			dst, _ := prefixOf(cur.Dst)
 			if i, ok := pos[dst]; ok && state[i] == absent {
-				if routeMatches(cur, render(want[i])) {
+				w := render(want[i])
+				if routeMatches(cur, w) {
 					state[i] = done
 					continue
 				}
-				if cur.Priority == 0 && cur.Tos == 0 {
+				if cur.Priority == w.Priority && cur.Tos == 0 {
 					state[i] = ours
 					continue
 				}
@@ -984,10 +1071,10 @@ func (r *run) deleteRoutes(rs []netlink.Route) {
 
 // ---- rule ----
 
-// isPlainLookup reports whether ru is `from all lookup table` with no
-// selectors, IPv4.
-func isPlainLookup(ru netlink.Rule, table, priority int) bool {
-	return ru.Family == unix.AF_INET &&
+// isPlainLookup reports whether ru is `from all lookup table` of family
+// fam with no selectors.
+func isPlainLookup(ru netlink.Rule, fam, table, priority int) bool {
+	return ru.Family == fam &&
 		ru.Priority == priority && ru.Table == table &&
 		(ru.Src == nil || isZeroNet(ru.Src)) && (ru.Dst == nil || isZeroNet(ru.Dst)) &&
 		ru.Mark == 0 && ru.Mask == nil && ru.Tos == 0 && ru.TunID == 0 &&
@@ -998,19 +1085,20 @@ func isPlainLookup(ru netlink.Rule, table, priority int) bool {
 }
 
 // rule makes exactly one `from all lookup table priority priority` rule
-// exist. Duplicates of it and rules carrying weft's protocol elsewhere (an
-// earlier table or priority) are removed; nothing else is touched. It
-// reports whether the rule is in place.
-func (r *run) rule(table, priority int) (ok bool) {
-	rules, err := r.h.RuleList(unix.AF_INET)
+// of family fam exist (`ip rule` or `ip -6 rule`). Duplicates of it and
+// rules carrying weft's protocol elsewhere (an earlier table or priority)
+// are removed; nothing else is touched. It reports whether the rule is in
+// place.
+func (r *run) rule(fam, table, priority int) (ok bool) {
+	rules, err := r.h.RuleList(fam)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		r.fail(fmt.Errorf("list rules: %w", err))
+		r.fail(fmt.Errorf("list %s rules: %w", familyName(fam), err))
 		return false
 	}
 	var plain, earlier []netlink.Rule
 	for _, ru := range rules {
 		switch {
-		case isPlainLookup(ru, table, priority):
+		case isPlainLookup(ru, fam, table, priority):
 			plain = append(plain, ru)
 		case ru.Protocol == RouteProtocol:
 			earlier = append(earlier, ru) // an earlier table or priority of weft's
@@ -1031,23 +1119,23 @@ func (r *run) rule(table, priority int) (ok bool) {
 	// and cannot be told "protocol unspecified", so a specific duplicate
 	// cannot be picked: remove them all and add weft's one.
 	for _, ru := range plain {
-		if err := r.deletePlainRule(rules, ru); err != nil {
+		if err := r.deletePlainRule(rules, fam, ru); err != nil {
 			r.fail(err)
 			earlier = nil
 			return false
 		}
 	}
 	ru := netlink.NewRule()
-	ru.Family = unix.AF_INET
+	ru.Family = fam
 	ru.Table = table
 	ru.Priority = priority
 	ru.Protocol = RouteProtocol
 	if err := r.h.RuleAdd(ru); err != nil {
-		r.fail(fmt.Errorf("rule from all lookup %d priority %d: %w", table, priority, err))
+		r.fail(fmt.Errorf("%s rule from all lookup %d priority %d: %w", familyName(fam), table, priority, err))
 		earlier = nil
 		return false
 	}
-	r.changed("added rule", "table", table, "priority", priority)
+	r.changed("added rule", "family", familyName(fam), "table", table, "priority", priority)
 	return true
 }
 
@@ -1055,10 +1143,10 @@ func (r *run) rule(table, priority int) (ok bool) {
 // could hit a foreign rule instead: without a protocol to match, the
 // kernel deletes the first rule with the same priority and table, whatever
 // its selectors.
-func (r *run) deletePlainRule(all []netlink.Rule, ru netlink.Rule) error {
+func (r *run) deletePlainRule(all []netlink.Rule, fam int, ru netlink.Rule) error {
 	if ru.Protocol == 0 {
 		for _, o := range all {
-			if o.Priority == ru.Priority && o.Table == ru.Table && !isPlainLookup(o, ru.Table, ru.Priority) {
+			if o.Priority == ru.Priority && o.Table == ru.Table && !isPlainLookup(o, fam, ru.Table, ru.Priority) {
 				return fmt.Errorf("rule %s: cannot delete it without risking the foreign rule %s at the same priority and table", ru, o)
 			}
 		}
@@ -1075,18 +1163,18 @@ func (r *run) deleteRule(ru netlink.Rule) {
 	r.changed("deleted rule", "rule", ru.String())
 }
 
-// removeRules deletes weft's rule (the plain lookup at priority, or any
-// rule with weft's protocol).
-func (r *run) removeRules(table, priority int) {
-	rules, err := r.h.RuleList(unix.AF_INET)
+// removeRules deletes weft's rule of family fam (the plain lookup at
+// priority, or any rule with weft's protocol).
+func (r *run) removeRules(fam, table, priority int) {
+	rules, err := r.h.RuleList(fam)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		r.fail(fmt.Errorf("list rules: %w", err))
+		r.fail(fmt.Errorf("list %s rules: %w", familyName(fam), err))
 		return
 	}
 	for _, ru := range rules {
 		switch {
-		case isPlainLookup(ru, table, priority):
-			if err := r.deletePlainRule(rules, ru); err != nil {
+		case isPlainLookup(ru, fam, table, priority):
+			if err := r.deletePlainRule(rules, fam, ru); err != nil {
 				r.fail(err)
 			}
 		case ru.Protocol == RouteProtocol:
@@ -1096,6 +1184,32 @@ func (r *run) removeRules(table, priority int) {
 }
 
 // ---- helpers ----
+
+// family is addr's address family for netlink.
+func family(addr netip.Addr) int {
+	if addr.Is4() || addr.Is4In6() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
+
+func familyName(fam int) string {
+	if fam == unix.AF_INET6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// peerName names a peer in errors: its VTEP addresses.
+func peerName(p Peer) string {
+	switch {
+	case p.VTEP.IsValid() && p.VTEP6.IsValid():
+		return p.VTEP.String() + "/" + p.VTEP6.String()
+	case p.VTEP.IsValid():
+		return p.VTEP.String()
+	}
+	return p.VTEP6.String()
+}
 
 func isNotFound(err error) bool {
 	var lnf netlink.LinkNotFoundError

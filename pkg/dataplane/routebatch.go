@@ -30,8 +30,9 @@ func writeRoutes(ops []routeOp) (errs []error, err error) {
 }
 
 // routeRequest renders op the way the netlink library's RouteAdd,
-// RouteReplace and RouteDel do for weft's routes (IPv4, one gateway, an
-// output device, maybe a preferred source, flags, protocol, table).
+// RouteReplace and RouteDel do for weft's routes (IPv4 or IPv6, one
+// gateway, an output device, maybe a preferred source, flags, protocol,
+// table, and for IPv6 the metric).
 func routeRequest(op routeOp) *nl.NetlinkRequest {
 	r := op.route
 	var req *nl.NetlinkRequest
@@ -48,6 +49,16 @@ func routeRequest(op routeOp) *nl.NetlinkRequest {
 		msg = nl.NewRtMsg()
 	}
 	msg.Family = unix.AF_INET
+	addr := func(ip net.IP) []byte { return ip.To4() }
+	if r.Dst != nil && r.Dst.IP.To4() == nil {
+		msg.Family = unix.AF_INET6
+		addr = func(ip net.IP) []byte {
+			if ip.To4() != nil {
+				return nil // never an IPv4 address in an IPv6 route
+			}
+			return ip.To16()
+		}
+	}
 	msg.Protocol = uint8(r.Protocol)
 	if !op.del {
 		msg.Scope = uint8(r.Scope)
@@ -58,7 +69,7 @@ func routeRequest(op routeOp) *nl.NetlinkRequest {
 	if r.Dst != nil {
 		ones, _ := r.Dst.Mask.Size()
 		msg.Dst_len = uint8(ones)
-		attrs = append(attrs, nl.NewRtAttr(unix.RTA_DST, r.Dst.IP.To4()))
+		attrs = append(attrs, nl.NewRtAttr(unix.RTA_DST, addr(r.Dst.IP)))
 	}
 	if r.Table < 256 {
 		msg.Table = uint8(r.Table)
@@ -67,15 +78,20 @@ func routeRequest(op routeOp) *nl.NetlinkRequest {
 		attrs = append(attrs, nl.NewRtAttr(unix.RTA_TABLE, u32(uint32(r.Table))))
 	}
 	if !op.del {
-		if ip := r.Gw.To4(); ip != nil {
+		if ip := addr(r.Gw); ip != nil {
 			attrs = append(attrs, nl.NewRtAttr(unix.RTA_GATEWAY, ip))
 		}
-		if ip := net.IP(r.Src).To4(); ip != nil {
+		if ip := addr(net.IP(r.Src)); ip != nil {
 			attrs = append(attrs, nl.NewRtAttr(unix.RTA_PREFSRC, ip))
 		}
 		if r.LinkIndex > 0 {
 			attrs = append(attrs, nl.NewRtAttr(unix.RTA_OIF, u32(uint32(r.LinkIndex))))
 		}
+	}
+	if r.Priority > 0 {
+		// IPv6 routes are keyed by metric too: a delete without it would
+		// take the first route to Dst, whatever its metric.
+		attrs = append(attrs, nl.NewRtAttr(unix.RTA_PRIORITY, u32(uint32(r.Priority))))
 	}
 	req.AddData(msg)
 	for _, a := range attrs {
