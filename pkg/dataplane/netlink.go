@@ -1100,7 +1100,7 @@ func (r *run) rule(fam, table, priority int) (ok bool) {
 		switch {
 		case isPlainLookup(ru, fam, table, priority):
 			plain = append(plain, ru)
-		case ru.Protocol == RouteProtocol:
+		case ru.Protocol == RouteProtocol && ru.Family == fam:
 			earlier = append(earlier, ru) // an earlier table or priority of weft's
 		}
 	}
@@ -1167,6 +1167,9 @@ func (r *run) deleteRule(ru netlink.Rule) {
 // priority, or any rule with weft's protocol).
 func (r *run) removeRules(fam, table, priority int) {
 	rules, err := r.h.RuleList(fam)
+	if fam == unix.AF_INET6 && errors.Is(err, unix.EAFNOSUPPORT) {
+		return // a kernel without IPv6 (ipv6.disable=1) has no IPv6 rule to remove
+	}
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		r.fail(fmt.Errorf("list %s rules: %w", familyName(fam), err))
 		return
@@ -1177,7 +1180,7 @@ func (r *run) removeRules(fam, table, priority int) {
 			if err := r.deletePlainRule(rules, fam, ru); err != nil {
 				r.fail(err)
 			}
-		case ru.Protocol == RouteProtocol:
+		case ru.Protocol == RouteProtocol && ru.Family == fam:
 			r.deleteRule(ru)
 		}
 	}
