@@ -1,5 +1,8 @@
 // Package discovery finds the node's CNI interface: the host interface the
-// primary CNI (Calico, flannel, a bridge…) created, and its IPv4 address. It
+// primary CNI (Calico, flannel, a bridge…) created, and its IPv4 address;
+// in a dual-stack or IPv6 cluster also the one holding its IPv6 address,
+// chosen by the same rules (Calico and flannel use a second device for
+// IPv6, a bridge holds both). It
 // never decides once: the daemon calls Choose on every plugin event and every
 // netlink link/address event, so an interface that appears late (after a
 // reboot, the CNI starts after weft) is found the moment it exists.
@@ -21,9 +24,10 @@ const (
 
 // WellKnown are the CNI interface names of the common primary CNIs, in the
 // order they are preferred when several exist.
-var WellKnown = []string{"vxlan.calico", "tunl0", "flannel.1", "cni0", "cbr0", "weave", "kube-bridge", "cilium_host"}
+var WellKnown = []string{"vxlan.calico", "vxlan-v6.calico", "tunl0", "flannel.1", "flannel-v6.1", "cni0", "cbr0", "weave", "kube-bridge", "cilium_host"}
 
-// Iface is a host interface with an IPv4 address inside the pod CIDRs.
+// Iface is a host interface with its addresses (after Filter: those
+// inside the pod CIDRs).
 type Iface struct {
 	Name  string
 	Index int
@@ -45,10 +49,11 @@ type Choice struct {
 	Source string
 }
 
-// Filter keeps the interfaces that can be the CNI interface: an IPv4 address
-// inside podCIDRs, not weft's own, not a veth (a veth's host side belongs to
-// one pod and goes away with it — ptp puts the pod gateway IP on each one).
-// Only the addresses inside podCIDRs are kept.
+// Filter keeps the interfaces that can be the CNI interface: an address
+// inside podCIDRs (of either family: an IPv4 CIDR holds no IPv6 address),
+// not weft's own, not a veth (a veth's host side belongs to one pod and
+// goes away with it — ptp puts the pod gateway IP on each one). Only the
+// addresses inside podCIDRs are kept, IPv4 first.
 func Filter(all []Iface, podCIDRs []netip.Prefix, exclude []string) []Iface {
 	ex := map[string]bool{}
 	for _, n := range exclude {
@@ -61,9 +66,7 @@ func Filter(all []Iface, podCIDRs []netip.Prefix, exclude []string) []Iface {
 		}
 		var keep []netip.Addr
 		for _, a := range in.Addrs {
-			if !a.Is4() {
-				continue
-			}
+			a = a.Unmap()
 			for _, p := range podCIDRs {
 				if p.Contains(a) {
 					keep = append(keep, a)
@@ -81,21 +84,45 @@ func Filter(all []Iface, podCIDRs []netip.Prefix, exclude []string) []Iface {
 	return out
 }
 
-// Choose picks the CNI interface among candidates (already Filtered), in the
-// preference order of DESIGN.md: the pinned name; the interface that holds a
-// pod gateway the plugin reported; a well-known name; the lowest ifindex.
-// A pinned name that is not (yet) a candidate means no choice: an operator
-// who pinned an interface does not want weft to guess.
-func Choose(cands []Iface, h Hints) (Choice, error) {
-	if h.Pinned != "" {
-		for _, c := range cands {
-			if c.Name == h.Pinned {
-				return Choice{Name: c.Name, IP: c.Addrs[0], Source: SourcePinned}, nil
+// Choose picks the IPv4 CNI interface among candidates (already
+// Filtered), in the preference order of DESIGN.md: the pinned name; the
+// interface that holds a pod gateway the plugin reported; a well-known
+// name; the lowest ifindex. A pinned name that is not (yet) a candidate
+// means no choice: an operator who pinned an interface does not want weft
+// to guess.
+func Choose(cands []Iface, h Hints) (Choice, error) { return choose(cands, h, false) }
+
+// Choose6 is Choose for the IPv6 address (inside the IPv6 pod CIDRs), by
+// the same rules among the candidates holding one. It may pick another
+// interface than Choose (vxlan-v6.calico next to vxlan.calico).
+func Choose6(cands []Iface, h Hints) (Choice, error) { return choose(cands, h, true) }
+
+func choose(cands []Iface, h Hints, v6 bool) (Choice, error) {
+	fam := "IPv4"
+	if v6 {
+		fam = "IPv6"
+	}
+	// first is c's first address of the family (Filter sorts them).
+	first := func(c Iface) (netip.Addr, bool) {
+		for _, a := range c.Addrs {
+			if a.Is6() == v6 {
+				return a, true
 			}
 		}
-		return Choice{}, fmt.Errorf("pinned CNI interface %q has no IPv4 address inside the pod CIDRs (yet)", h.Pinned)
+		return netip.Addr{}, false
+	}
+	if h.Pinned != "" {
+		for _, c := range cands {
+			if a, ok := first(c); ok && c.Name == h.Pinned {
+				return Choice{Name: c.Name, IP: a, Source: SourcePinned}, nil
+			}
+		}
+		return Choice{}, fmt.Errorf("pinned CNI interface %q has no %s address inside the pod CIDRs (yet)", h.Pinned, fam)
 	}
 	for _, gw := range h.GatewayIPs {
+		if gw.Is6() != v6 {
+			continue
+		}
 		for _, c := range cands {
 			for _, a := range c.Addrs {
 				if a == gw {
@@ -106,14 +133,15 @@ func Choose(cands []Iface, h Hints) (Choice, error) {
 	}
 	for _, name := range WellKnown {
 		for _, c := range cands {
-			if c.Name == name {
-				return Choice{Name: c.Name, IP: c.Addrs[0], Source: SourceWellKnown}, nil
+			if a, ok := first(c); ok && c.Name == name {
+				return Choice{Name: c.Name, IP: a, Source: SourceWellKnown}, nil
 			}
 		}
 	}
-	if len(cands) > 0 {
-		c := cands[0]
-		return Choice{Name: c.Name, IP: c.Addrs[0], Source: SourceLowest}, nil
+	for _, c := range cands {
+		if a, ok := first(c); ok {
+			return Choice{Name: c.Name, IP: a, Source: SourceLowest}, nil
+		}
 	}
-	return Choice{}, fmt.Errorf("no host interface has an IPv4 address inside the pod CIDRs")
+	return Choice{}, fmt.Errorf("no host interface has an %s address inside the pod CIDRs", fam)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"time"
 
@@ -16,18 +17,27 @@ import (
 
 // Interfaces lists the host's interfaces with their IPv4 addresses, in the
 // calling thread's network namespace.
-func Interfaces() ([]Iface, error) {
+func Interfaces() ([]Iface, error) { return InterfacesWith(false) }
+
+// InterfacesWith is Interfaces that, with ipv6, also lists each
+// interface's IPv6 addresses other than link-local ones (every interface
+// has one; none is a CNI address). IPv4-only clusters skip that dump.
+func InterfacesWith(ipv6 bool) ([]Iface, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	fam := netlink.FAMILY_V4
+	if ipv6 {
+		fam = netlink.FAMILY_ALL
+	}
+	addrs, err := netlink.AddrList(nil, fam)
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
 	byIndex := map[int][]netip.Addr{}
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+		if ip, ok := cniCandidate(a.IP); ok {
 			byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], ip)
 		}
 	}
@@ -53,13 +63,30 @@ type Event struct {
 	// Deleted marks a link event that removes the link; Port one about a
 	// link's bridge port (AF_BRIDGE), not the link itself.
 	Deleted, Port bool
-	// Addr is the IPv4 address of an address event.
+	// Addr is the address of an address event: IPv4, or IPv6 other than
+	// link-local.
 	Addr netip.Addr
 }
 
-// Watch calls notify (which must not block) on every link and IPv4 address
-// change, every route deleted from table() (read at each event: a reload
-// may move weft's table; 0 = none yet) and every ip rule deleted, until
+// cniCandidate converts a netlink address; link-local IPv6 addresses
+// (one on every interface, every pod's veth included) are never a CNI
+// interface's and are dropped.
+func cniCandidate(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	a = a.Unmap()
+	if a.Is6() && (a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast()) {
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// Watch calls notify (which must not block) on every link and address
+// change (IPv4, and IPv6 other than link-local), every route of either
+// family deleted from table() (read at each event: a reload may move
+// weft's table; 0 = none yet) and every ip rule of either family deleted, until
 // ctx ends. A broken subscription (the kernel dropped it, or
 // the socket overran) is re-established after a short pause, and notify is
 // called then too, since events may have been missed.
@@ -106,13 +133,20 @@ func watchOnce(ctx context.Context, table func() int, notify func(Event)) error 
 	// 20,000 route additions at start are seen and dropped by the message
 	// type alone: decoding each (the library's subscription does) would
 	// cost the start-up pass a core.
-	routes, err := subscribeDeletions(unix.RTNLGRP_IPV4_ROUTE, unix.RTM_DELROUTE, "routes", func(data []byte) bool {
-		return routeTable(data) == table()
-	}, done, onErr)
+	inTable := func(data []byte) bool { return routeTable(data) == table() }
+	routes, err := subscribeDeletions(unix.RTNLGRP_IPV4_ROUTE, unix.RTM_DELROUTE, "routes", inTable, done, onErr)
+	if err != nil {
+		return err
+	}
+	routes6, err := subscribeDeletions(unix.RTNLGRP_IPV6_ROUTE, unix.RTM_DELROUTE, "IPv6 routes", inTable, done, onErr)
 	if err != nil {
 		return err
 	}
 	rules, err := subscribeDeletions(unix.RTNLGRP_IPV4_RULE, unix.RTM_DELRULE, "ip rules", nil, done, onErr)
+	if err != nil {
+		return err
+	}
+	rules6, err := subscribeDeletions(unix.RTNLGRP_IPV6_RULE, unix.RTM_DELRULE, "ip -6 rules", nil, done, onErr)
 	if err != nil {
 		return err
 	}
@@ -126,13 +160,15 @@ func watchOnce(ctx context.Context, table func() int, notify func(Event)) error 
 			// A deleted ip rule may be weft's; the library has no rule
 			// subscription, so this is a raw one.
 			notify(Event{Kind: "rule-deleted"})
+		case <-rules6:
+			notify(Event{Kind: "rule-deleted"})
 		case ev := <-links:
 			notify(ev)
 		case u, ok := <-addrs:
 			if !ok {
 				return fmt.Errorf("address subscription closed")
 			}
-			if ip, ok := netip.AddrFromSlice(u.LinkAddress.IP.To4()); ok && u.LinkAddress.IP.To4() != nil {
+			if ip, ok := cniCandidate(u.LinkAddress.IP); ok {
 				ev := Event{Kind: "address", Index: u.LinkIndex, Addr: ip}
 				// One request, so that the receiver can tell a pod's
 				// veth (never a CNI interface) from a candidate.
@@ -142,6 +178,8 @@ func watchOnce(ctx context.Context, table func() int, notify func(Event)) error 
 				notify(ev)
 			}
 		case <-routes:
+			notify(Event{Kind: "route-deleted"})
+		case <-routes6:
 			notify(Event{Kind: "route-deleted"})
 		}
 	}
@@ -252,7 +290,7 @@ func cString(b []byte) string {
 	return string(b)
 }
 
-// subscribeDeletions reports every message of type del in the IPv4
+// subscribeDeletions reports every message of type del in the
 // multicast group (that match accepts, when given) until done is closed.
 // Reports coalesce: a burst is one signal.
 func subscribeDeletions(group uint, del uint16, what string, match func(data []byte) bool, done <-chan struct{}, onErr func(error)) (<-chan struct{}, error) {

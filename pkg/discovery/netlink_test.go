@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -66,6 +67,54 @@ func TestWatchReportsEvents(t *testing.T) {
 	expect("route-deleted", "ip", "route", "del", "10.2.0.0/16", "table", "240")
 	n.MustExec(t, "ip", "rule", "add", "priority", "240", "lookup", "240")
 	expect("rule-deleted", "ip", "rule", "del", "priority", "240")
+	// IPv6: a global address, weft's table, the ip -6 rule.
+	expect("address", "ip", "-6", "addr", "add", "fd00:1:0:2::1/64", "dev", "br-t", "nodad")
+	n.MustExec(t, "ip", "-6", "route", "add", "fd00:2::/56", "dev", "br-t", "table", "240")
+	expect("route-deleted", "ip", "-6", "route", "del", "fd00:2::/56", "table", "240")
+	n.MustExec(t, "ip", "-6", "rule", "add", "priority", "240", "lookup", "240")
+	expect("rule-deleted", "ip", "-6", "rule", "del", "priority", "240")
+}
+
+// InterfacesWith(true) lists the global IPv6 addresses next to the IPv4
+// ones and never a link-local one; Interfaces stays IPv4 only.
+func TestInterfacesIPv6(t *testing.T) {
+	n := netnstest.New(t)
+	for _, c := range [][]string{
+		{"link", "add", "br-t", "type", "bridge"},
+		{"addr", "add", "10.1.2.1/24", "dev", "br-t"},
+		{"-6", "addr", "add", "fd00:1:0:2::1/64", "dev", "br-t", "nodad"},
+		{"-6", "addr", "add", "fe80::77/64", "dev", "br-t", "nodad"},
+		{"link", "set", "br-t", "up"},
+	} {
+		n.MustExec(t, "ip", c...)
+	}
+	list := func(v6 bool) []netip.Addr {
+		var out []netip.Addr
+		if err := n.Do(func(ns.NetNS) error {
+			ifs, err := InterfacesWith(v6)
+			for _, i := range ifs {
+				if i.Name == "br-t" {
+					out = i.Addrs
+				}
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if got, want := list(false), addrs("10.1.2.1"); !slices.Equal(got, want) {
+		t.Errorf("IPv4 only: %v, want %v", got, want)
+	}
+	got := list(true)
+	if !slices.Contains(got, netip.MustParseAddr("fd00:1:0:2::1")) || !slices.Contains(got, netip.MustParseAddr("10.1.2.1")) || slices.ContainsFunc(got, netip.Addr.IsLinkLocalUnicast) {
+		t.Errorf("with IPv6: %v, want 10.1.2.1 and fd00:1:0:2::1, no link-local", got)
+	}
+	pod := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("fd00:1::/56")}
+	c6, err := Choose6(Filter([]Iface{{Name: "br-t", Index: 3, Kind: "bridge", Addrs: got}}, pod, nil), Hints{})
+	if err != nil || c6.IP != netip.MustParseAddr("fd00:1:0:2::1") {
+		t.Errorf("Choose6 = %+v, %v", c6, err)
+	}
 }
 
 // Link events carry the name, index and kind the netlink library reads
