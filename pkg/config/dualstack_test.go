@@ -115,8 +115,15 @@ func TestDualStackValidation(t *testing.T) {
 		{name: "IPv6 VTEP range overlaps a pod CIDR",
 			muts: []mutation{{"cluster.podCIDRs", []any{"10.1.0.0/16", "fd57:6566:7400::/64"}}},
 			want: []string{"vxlan.vtepCIDR6"}, reason: "a VTEP range must not overlap"},
-		{name: "IPv6-only cluster has an IPv6 underlay",
+		{name: "IPv4 pods over an IPv6 underlay",
 			muts: []mutation{{"cluster.nodes", []any{
+				map[string]any{"name": "c1-n1", "ip6": "fd00:10::11"}, map[string]any{"name": "c1-n2", "ip6": "fd00:10::12"}}},
+				{"remotes[0].gatewayIP", "fd00:20::11"}},
+			want: []string{"cluster.nodes[0].ip"}, reason: "cluster.podCIDRs[0] 10.1.0.0/16 is IPv4, and IPv4 pods need an IPv4 underlay"},
+		{name: "IPv6-only cluster has an IPv6 underlay",
+			muts: []mutation{{"cluster.podCIDRs", []any{"fd00:1::/56"}}, {"cluster.serviceCIDRs", []any{"fd00:101::/112"}},
+				{"remotes[0].podCIDRs", []any{"fd00:2::/56"}},
+				{"cluster.nodes", []any{
 				map[string]any{"name": "c1-n1", "ip6": "fd00:10::11"}, map[string]any{"name": "c1-n2", "ip6": "fd00:10::12"}}},
 				{"remotes[0].gatewayIP", "fd00:20::11"}},
 			check: func(t *testing.T, p Parsed) {

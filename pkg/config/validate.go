@@ -142,6 +142,15 @@ func (c *Config) validate(fam families) error {
 		errs.add(fmt.Sprintf("cluster.nodes[%d].ip6", noIP6), fmt.Sprintf("required: cluster.nodes[%d] has no ip, so the VXLAN underlay must be IPv6 and every node needs an IPv6 address", noIP))
 	}
 	p.Underlay6 = noIP >= 0
+	if p.Underlay6 && noIP6 < 0 { // (else the error above says it)
+		// (Parsed.PodCIDRs are filled at the end: the raw list is read.)
+		for i, raw := range c.Cluster.PodCIDRs {
+			if pc, err := netip.ParsePrefix(raw); err == nil && pc.Addr().Is4() {
+				errs.add(fmt.Sprintf("cluster.nodes[%d].ip", noIP), fmt.Sprintf("required: cluster.podCIDRs[%d] %s is IPv4, and IPv4 pods need an IPv4 underlay (an IPv4 VTEP on every node)", i, pc))
+				break
+			}
+		}
+	}
 	switch {
 	case !fileTopology:
 	case c.Cluster.Gateway == "":

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -24,16 +25,25 @@ const (
 )
 
 // VXLANOverhead is what VXLAN over IPv4 adds to a frame (IP 20 + UDP 8 +
-// VXLAN 8 + inner Ethernet 14).
-const VXLANOverhead = 50
+// VXLAN 8 + inner Ethernet 14); VXLANOverhead6 over IPv6 (IP 40).
+const (
+	VXLANOverhead  = 50
+	VXLANOverhead6 = 70
+)
 
 // Inputs are the facts resolved at run time rather than configured.
 type Inputs struct {
-	NodeIP      netip.Addr // this node's underlay address
-	UnderlayIf  string     // interface holding NodeIP
+	// NodeIP is this node's underlay address: IPv4, or IPv6 in a
+	// cluster whose underlay is IPv6 (config's Parsed.Underlay6).
+	NodeIP      netip.Addr
+	UnderlayIf  string // interface holding NodeIP
 	UnderlayMTU int
 	CNIIf       string     // "" while unknown
 	CNIIP       netip.Addr // invalid while unknown: routes carry no source
+	// CNIIP6 is the CNI interface's IPv6 address (discovery's Choose6):
+	// the source of the IPv6 routes; invalid while unknown or without
+	// IPv6 pod CIDRs.
+	CNIIP6 netip.Addr
 }
 
 // Result is the desired state of one node.
@@ -49,10 +59,19 @@ type Result struct {
 
 // VTEPIP maps an underlay address into a VTEP range: the network of
 // vtepCIDR plus nodeIP's host bits under the same prefix length
-// (240.168.10.12 for 192.168.10.12 in 240.0.0.0/8). It returns the invalid
-// Addr unless both are IPv4.
+// (240.168.10.12 for 192.168.10.12 in 240.0.0.0/8). An IPv6 range takes an
+// IPv4 node address as its low 32 bits (fd57:6566:7400::c0a8:a0c for
+// 192.168.10.12 in fd57:6566:7400::/96) and an IPv6 one's host bits. An
+// IPv4 range and an IPv6 node address give the invalid Addr (an IPv6
+// underlay carries no IPv4 VTEPs), as does an invalid argument.
 func VTEPIP(vtepCIDR netip.Prefix, nodeIP netip.Addr) netip.Addr {
-	if !vtepCIDR.IsValid() || !vtepCIDR.Addr().Is4() || !nodeIP.Is4() {
+	if !vtepCIDR.IsValid() || !nodeIP.IsValid() {
+		return netip.Addr{}
+	}
+	if vtepCIDR.Addr().Is6() {
+		return vtepIP6(vtepCIDR, nodeIP)
+	}
+	if !nodeIP.Is4() {
 		return netip.Addr{}
 	}
 	mask := uint32(0)
@@ -67,6 +86,52 @@ func VTEPIP(vtepCIDR netip.Prefix, nodeIP netip.Addr) netip.Addr {
 	return netip.AddrFrom4(out)
 }
 
+func vtepIP6(vtepCIDR netip.Prefix, nodeIP netip.Addr) netip.Addr {
+	var host [16]byte
+	if nodeIP.Is4() {
+		b := nodeIP.As4()
+		copy(host[12:], b[:])
+	} else {
+		host = nodeIP.As16()
+	}
+	n := vtepCIDR.Addr().As16()
+	bits := vtepCIDR.Bits()
+	var out [16]byte
+	for i := range out {
+		m := byte(0)
+		switch {
+		case bits >= 8*(i+1):
+			m = 0xff
+		case bits > 8*i:
+			m = ^byte(0) << (8 - (bits - 8*i))
+		}
+		out[i] = n[i]&m | host[i]&^m
+	}
+	return netip.AddrFrom16(out)
+}
+
+// families says which address families the local cluster's pods have:
+// weft builds IPv4 objects only for IPv4 pod CIDRs and IPv6 objects only
+// for IPv6 ones.
+func families(p config.Parsed) (v4, v6 bool) {
+	for _, c := range p.PodCIDRs {
+		if c.Addr().Is6() {
+			v6 = true
+		} else {
+			v4 = true
+		}
+	}
+	return v4, v6
+}
+
+// underlayOf is a node's address on the cluster's underlay.
+func underlayOf(p config.Parsed, n config.ParsedNode) netip.Addr {
+	if p.Underlay6 {
+		return n.IP6
+	}
+	return n.IP
+}
+
 // Desired computes the node's desired state. cfg must have been validated
 // (cfg.Parsed filled). An error means the inputs are not yet sufficient to
 // build any state (node IP, underlay interface or MTU unknown); problems
@@ -76,7 +141,10 @@ func Desired(cfg *config.Config, in Inputs) (Result, error) {
 		return Result{}, errors.New("desired state: configuration not validated")
 	}
 	var missing []string
-	if !in.NodeIP.Is4() {
+	switch {
+	case cfg.Parsed.Underlay6 && !in.NodeIP.Is6():
+		missing = append(missing, "node IPv6 address (the cluster's underlay is IPv6)")
+	case !cfg.Parsed.Underlay6 && !in.NodeIP.Is4():
 		missing = append(missing, "node IPv4 address")
 	}
 	if in.UnderlayIf == "" {
@@ -111,32 +179,53 @@ func Desired(cfg *config.Config, in Inputs) (Result, error) {
 		remoteCIDRs = append(remoteCIDRs, r.ServiceCIDRs...)
 	}
 
-	vx := device(cfg.VXLAN, p.VTEPCIDR, in)
+	v4, v6 := families(p)
+	ranges := vtepRanges{v4: p.VTEPCIDR}
+	cableRanges := vtepRanges{v4: p.CableCIDR}
+	if !v4 {
+		ranges.v4, cableRanges.v4 = netip.Prefix{}, netip.Prefix{}
+	}
+	if v6 {
+		ranges.v6, cableRanges.v6 = p.VTEPCIDR6, p.CableCIDR6
+	}
 	routes := make([]dataplane.Route, 0, n)
+	// route is the route to dst via the peer's VTEP of dst's family; a
+	// family the local pods do not have gets none (its pods could not use
+	// it), which problems reports.
+	route := func(dst netip.Prefix, via dataplane.Peer, dev string) {
+		r := dataplane.Route{Dst: dst, Via: via.VTEP, Dev: dev, Src: in.CNIIP}
+		if dst.Addr().Is6() {
+			r.Via, r.Src = via.VTEP6, in.CNIIP6
+		}
+		if r.Via.IsValid() {
+			routes = append(routes, r)
+		}
+	}
+
+	vx := device(cfg.VXLAN, ranges, in)
 	devices := []dataplane.VXLAN{}
 	if res.Role == RoleNonGateway {
-		vx.Peers = []dataplane.Peer{peer(p.VTEPCIDR, gw.IP)}
-		gwVTEP := vx.Peers[0].VTEP
+		vx.Peers = []dataplane.Peer{peer(ranges, underlayOf(p, gw))}
 		for _, dst := range remoteCIDRs {
-			routes = append(routes, dataplane.Route{Dst: dst, Via: gwVTEP, Dev: vx.Name, Src: in.CNIIP})
+			route(dst, vx.Peers[0], vx.Name)
 		}
 	} else {
 		for _, n := range p.Nodes {
 			if n.Name == cfg.NodeName {
 				continue
 			}
-			vx.Peers = append(vx.Peers, peer(p.VTEPCIDR, n.IP))
+			vx.Peers = append(vx.Peers, peer(ranges, underlayOf(p, n)))
 		}
 		if cfg.Cable == config.CableVXLAN {
-			cable := device(cfg.CableVXLAN, p.CableCIDR, in)
+			cable := device(cfg.CableVXLAN, cableRanges, in)
 			for _, r := range p.Remotes {
-				if !r.GatewayIP.IsValid() {
-					continue // validation requires it with cable vxlan
+				if !r.GatewayIP.IsValid() || r.GatewayIP.Is6() != in.NodeIP.Is6() {
+					continue // required with cable vxlan; another family is a problem
 				}
-				pr := peer(p.CableCIDR, r.GatewayIP)
+				pr := peer(cableRanges, r.GatewayIP)
 				cable.Peers = append(cable.Peers, pr)
 				for _, dst := range slices.Concat(r.PodCIDRs, r.ServiceCIDRs) {
-					routes = append(routes, dataplane.Route{Dst: dst, Via: pr.VTEP, Dev: cable.Name, Src: in.CNIIP})
+					route(dst, pr, cable.Name)
 				}
 			}
 			sortPeers(cable.Peers)
@@ -193,32 +282,67 @@ func Desired(cfg *config.Config, in Inputs) (Result, error) {
 	return res, nil
 }
 
-func device(v config.VXLAN, cidr netip.Prefix, in Inputs) dataplane.VXLAN {
+// vtepRanges are one device's VTEP ranges of the families in use (an
+// invalid one is a family the cluster does not have).
+type vtepRanges struct{ v4, v6 netip.Prefix }
+
+func (r vtepRanges) vteps(underlay netip.Addr) (v4, v6 netip.Addr) {
+	if r.v4.IsValid() {
+		v4 = VTEPIP(r.v4, underlay)
+	}
+	if r.v6.IsValid() {
+		v6 = VTEPIP(r.v6, underlay)
+	}
+	return v4, v6
+}
+
+// vtepMAC is the MAC of a VTEP with these addresses: the IPv4 one's when
+// it has one, so that a dual-stack device keeps its IPv4-only MAC.
+func vtepMAC(v4, v6 netip.Addr) net.HardwareAddr {
+	if v4.IsValid() {
+		return dataplane.MACFor(v4)
+	}
+	return dataplane.MACFor(v6)
+}
+
+func device(v config.VXLAN, r vtepRanges, in Inputs) dataplane.VXLAN {
 	mtu := v.MTU
 	if mtu == 0 {
 		mtu = in.UnderlayMTU - VXLANOverhead
+		if in.NodeIP.Is6() {
+			mtu = in.UnderlayMTU - VXLANOverhead6
+		}
 	}
-	vtep := VTEPIP(cidr, in.NodeIP)
-	return dataplane.VXLAN{
+	v4, v6 := r.vteps(in.NodeIP)
+	d := dataplane.VXLAN{
 		Name:     v.Name,
 		VNI:      v.VNI,
 		Port:     v.Port,
 		Underlay: in.UnderlayIf,
 		LocalIP:  in.NodeIP,
 		MTU:      mtu,
-		Addr:     netip.PrefixFrom(vtep, cidr.Bits()),
-		MAC:      dataplane.MACFor(vtep),
+		MAC:      vtepMAC(v4, v6),
 	}
+	if v4.IsValid() {
+		d.Addr = netip.PrefixFrom(v4, r.v4.Bits())
+	}
+	if v6.IsValid() {
+		d.Addr6 = netip.PrefixFrom(v6, r.v6.Bits())
+	}
+	return d
 }
 
-func peer(cidr netip.Prefix, underlay netip.Addr) dataplane.Peer {
-	vtep := VTEPIP(cidr, underlay)
-	return dataplane.Peer{VTEP: vtep, MAC: dataplane.MACFor(vtep), Underlay: underlay}
+func peer(r vtepRanges, underlay netip.Addr) dataplane.Peer {
+	v4, v6 := r.vteps(underlay)
+	return dataplane.Peer{VTEP: v4, VTEP6: v6, MAC: vtepMAC(v4, v6), Underlay: underlay}
 }
 
 func sortPeers(ps []dataplane.Peer) {
 	slices.SortFunc(ps, func(a, b dataplane.Peer) int {
 		if c := a.VTEP.Compare(b.VTEP); c != 0 {
+			return c
+		}
+		if c := a.VTEP6.Compare(b.VTEP6); c != 0 {
 			return c
 		}
 		return a.Underlay.Compare(b.Underlay)
@@ -251,8 +375,22 @@ func problems(cfg *config.Config, in Inputs) []string {
 	switch {
 	case !listed:
 		out = append(out, fmt.Sprintf("warning: this node %q (%s) is not in cluster.nodes: the gateway has no FDB entry for it, so remote traffic cannot come back to it", cfg.NodeName, in.NodeIP))
-	case self.IP != in.NodeIP:
-		out = append(out, fmt.Sprintf("node %q runs with node IP %s but cluster.nodes lists %s: the gateway sends its traffic to %s", cfg.NodeName, in.NodeIP, self.IP, self.IP))
+	case underlayOf(p, self) != in.NodeIP:
+		ul := underlayOf(p, self)
+		out = append(out, fmt.Sprintf("node %q runs with node IP %s but cluster.nodes lists %s: the gateway sends its traffic to %s", cfg.NodeName, in.NodeIP, ul, ul))
+	}
+	v4, v6 := families(p)
+	for _, r := range p.Remotes {
+		for _, c := range slices.Concat(r.PodCIDRs, r.ServiceCIDRs) {
+			if c.Addr().Is6() && !v6 || c.Addr().Is4() && !v4 {
+				fam := map[bool]string{false: "IPv4", true: "IPv6"}[c.Addr().Is6()]
+				out = append(out, fmt.Sprintf("remote %q: its %s CIDRs (%s, …) are not routed: this cluster has no %s pod CIDR", r.ID, fam, c, fam))
+				break
+			}
+		}
+		if cfg.Cable == config.CableVXLAN && r.GatewayIP.IsValid() && in.NodeIP.IsValid() && r.GatewayIP.Is6() != in.NodeIP.Is6() {
+			out = append(out, fmt.Sprintf("remote %q: gateway %s is not of this cluster's underlay family (node IP %s): no cable to it", r.ID, r.GatewayIP, in.NodeIP))
+		}
 	}
 
 	type owner struct {
@@ -273,24 +411,34 @@ func problems(cfg *config.Config, in Inputs) []string {
 
 	var nodes []owner
 	for _, n := range p.Nodes {
-		nodes = append(nodes, owner{fmt.Sprintf("node %q", n.Name), n.IP})
+		nodes = append(nodes, owner{fmt.Sprintf("node %q", n.Name), underlayOf(p, n)})
 	}
 	if !listed {
 		nodes = append(nodes, owner{fmt.Sprintf("node %q", cfg.NodeName), in.NodeIP})
 	}
-	collide("vxlan.vtepCIDR", p.VTEPCIDR, nodes)
+	if v4 && !p.Underlay6 {
+		collide("vxlan.vtepCIDR", p.VTEPCIDR, nodes)
+	}
+	if v6 {
+		collide("vxlan.vtepCIDR6", p.VTEPCIDR6, nodes)
+	}
 
 	if cfg.Cable == config.CableVXLAN {
 		var gws []owner
 		if gw, ok := nodeByName(p.Nodes, cfg.Cluster.Gateway); ok {
-			gws = append(gws, owner{fmt.Sprintf("local gateway %q", gw.Name), gw.IP})
+			gws = append(gws, owner{fmt.Sprintf("local gateway %q", gw.Name), underlayOf(p, gw)})
 		}
 		for _, r := range p.Remotes {
 			if r.GatewayIP.IsValid() {
 				gws = append(gws, owner{fmt.Sprintf("remote %q gateway", r.ID), r.GatewayIP})
 			}
 		}
-		collide("cableVxlan.vtepCIDR", p.CableCIDR, gws)
+		if v4 && !p.Underlay6 {
+			collide("cableVxlan.vtepCIDR", p.CableCIDR, gws)
+		}
+		if v6 {
+			collide("cableVxlan.vtepCIDR6", p.CableCIDR6, gws)
+		}
 	}
 	return out
 }
