@@ -124,7 +124,7 @@ func TestDualStackValidation(t *testing.T) {
 			muts: []mutation{{"cluster.podCIDRs", []any{"fd00:1::/56"}}, {"cluster.serviceCIDRs", []any{"fd00:101::/112"}},
 				{"remotes[0].podCIDRs", []any{"fd00:2::/56"}},
 				{"cluster.nodes", []any{
-				map[string]any{"name": "c1-n1", "ip6": "fd00:10::11"}, map[string]any{"name": "c1-n2", "ip6": "fd00:10::12"}}},
+					map[string]any{"name": "c1-n1", "ip6": "fd00:10::11"}, map[string]any{"name": "c1-n2", "ip6": "fd00:10::12"}}},
 				{"remotes[0].gatewayIP", "fd00:20::11"}},
 			check: func(t *testing.T, p Parsed) {
 				if !p.Underlay6 || !p.Cable6 || p.NodeIP.IsValid() || p.NodeIP6 != netip.MustParseAddr("fd00:10::12") {

@@ -46,7 +46,7 @@ func TestDesiredDualStackNonGateway(t *testing.T) {
 		Devices: []dataplane.VXLAN{{
 			Name: "vx-weft", VNI: 100, Port: 4800, Underlay: "eth0", LocalIP: ip("192.168.10.12"),
 			MTU: 1450, Addr: pfx("240.168.10.12/8"), Addr6: pfx("fd57:6566:7400::c0a8:a0c/96"),
-			MAC: mac("02:57:f0:a8:0a:0c"), // the IPv4 VTEP's: unchanged by dual stack
+			MAC:   mac("02:57:f0:a8:0a:0c"), // the IPv4 VTEP's: unchanged by dual stack
 			Peers: []dataplane.Peer{gw},
 		}},
 		Routes: []dataplane.Route{
