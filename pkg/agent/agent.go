@@ -59,10 +59,13 @@ const maxConfigProblems = 20
 // Production uses the netlink implementations; the narrow interface lets
 // unit tests run the loop without a kernel.
 type Kernel interface {
-	Interfaces() ([]discovery.Iface, error)
+	// Interfaces lists the host's interfaces with their IPv4 addresses,
+	// and with ipv6 their global IPv6 ones too.
+	Interfaces(ipv6 bool) ([]discovery.Iface, error)
 	// Underlay returns the interface, address and MTU of the underlay:
-	// the interface holding nodeIP when valid, else the default-route one.
-	Underlay(nodeIP netip.Addr) (name string, addr netip.Addr, mtu int, err error)
+	// the interface holding nodeIP when valid, else the one of the
+	// default route (the IPv6 one with ipv6).
+	Underlay(nodeIP netip.Addr, ipv6 bool) (name string, addr netip.Addr, mtu int, err error)
 }
 
 // Observer is told what the agent does, for metrics. Methods must not block.
@@ -123,6 +126,10 @@ type Agent struct {
 	// NetlinkEvent (relevance.go).
 	ifaces []discovery.Iface
 	watch  *watched
+	// cniPartial says which family of a dual-stack node's CNI interface
+	// discovery did not find ("" when none is missing); the node is not
+	// ready meanwhile. Only the Run goroutine uses it.
+	cniPartial string
 
 	mu        sync.Mutex
 	cfg       *config.Config // nil while no configuration was ever valid
@@ -523,13 +530,19 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 	}
 
 	in := topology.Inputs{NodeIP: cfg.Parsed.NodeIP}
+	if cfg.Parsed.Underlay6 {
+		in.NodeIP = cfg.Parsed.NodeIP6
+	}
+	cni6 := ""
 	if cni != nil {
 		in.CNIIf = cni.Name
 		in.CNIIP, _ = netip.ParseAddr(cni.IP)
+		in.CNIIP6, _ = netip.ParseAddr(cni.IP6)
+		cni6 = cni.Name6
 	}
-	ul, addr, mtu, err := a.d.Kernel.Underlay(cfg.Parsed.NodeIP)
+	ul, addr, mtu, err := a.d.Kernel.Underlay(in.NodeIP, cfg.Parsed.Underlay6)
 	ph.mark("underlay")
-	a.noteWatched(cfg, a.ifaces, in.CNIIf, in.CNIIP, ul)
+	a.noteWatched(cfg, a.ifaces, in.CNIIf, in.CNIIP, ul, cni6)
 	var remotes []api.Remote
 	switch {
 	case err != nil:
@@ -642,6 +655,8 @@ func (a *Agent) reconcile(ctx context.Context, verify bool) error {
 	switch {
 	case cni == nil:
 		a.ready, a.notReady = false, "CNI interface not found yet"
+	case a.cniPartial != "":
+		a.ready, a.notReady = false, "CNI interface: "+a.cniPartial
 	case err != nil:
 		a.ready, a.notReady = false, "last reconcile failed: "+err.Error()
 	default:
@@ -682,7 +697,8 @@ func (a *Agent) discover(ctx context.Context, cfg *config.Config, ph *phases) (_
 			return nil
 		}
 	}
-	ifaces, err := a.d.Kernel.Interfaces()
+	v4, v6 := podFamilies(cfg)
+	ifaces, err := a.d.Kernel.Interfaces(v6)
 	ph.mark("interfaces")
 	a.ifaces = ifaces
 	if err != nil {
@@ -696,9 +712,39 @@ func (a *Agent) discover(ctx context.Context, cfg *config.Config, ph *phases) (_
 		Exclude:    []string{cfg.VXLAN.Name, cfg.CableVXLAN.Name},
 	}
 	a.mu.Unlock()
-	choice, cerr := discovery.Choose(discovery.Filter(ifaces, cfg.Parsed.PodCIDRs, hints.Exclude), hints)
+	cands := discovery.Filter(ifaces, cfg.Parsed.PodCIDRs, hints.Exclude)
+	// One choice per family the pods have, by the same rules. A missing
+	// family keeps the node not ready; the other's routes still get
+	// their source.
+	rec := &api.CNIInterface{Since: a.d.Now().UTC()}
+	var cerr error
+	a.cniPartial = ""
+	if v4 {
+		c, err := discovery.Choose(cands, hints)
+		cerr = err
+		rec.Name, rec.IP, rec.Source = c.Name, c.IP.String(), c.Source
+		if err != nil {
+			rec = nil
+		}
+	}
+	if v6 {
+		c, err := discovery.Choose6(cands, hints)
+		switch {
+		case err != nil:
+			cerr = errors.Join(cerr, err)
+		case rec == nil:
+		case !v4:
+			rec.Name, rec.Source = c.Name, c.Source
+			fallthrough
+		default:
+			rec.Name6, rec.IP6, rec.Source6 = c.Name, c.IP.String(), c.Source
+		}
+		if err != nil && !v4 {
+			rec = nil
+		}
+	}
 	prev := a.d.Store.CNI()
-	if cerr != nil {
+	if rec == nil {
 		a.setCond(CondCNIInterfaceReady, false, "NotFound", cerr.Error(),
 			"weft waits for the primary CNI (no restart needed); if the CNI interface has an unusual name, set cniInterface in the config")
 		if prev != nil {
@@ -707,18 +753,51 @@ func (a *Agent) discover(ctx context.Context, cfg *config.Config, ph *phases) (_
 		}
 		return nil, recorded, nil
 	}
-	rec := &api.CNIInterface{Name: choice.Name, IP: choice.IP.String(), Source: choice.Source, Since: a.d.Now().UTC()}
-	if prev != nil && prev.Name == rec.Name && prev.IP == rec.IP {
+	found := func() {
+		if cerr != nil { // a dual-stack node with one family found
+			a.cniPartial = cerr.Error()
+			a.setCond(CondCNIInterfaceReady, false, "NotFound", cerr.Error(),
+				"weft waits for the primary CNI to give its interface an address of that family (no restart needed)")
+			return
+		}
+		a.setCond(CondCNIInterfaceReady, true, "Found", describeCNI(rec), "")
+	}
+	if prev != nil && prev.Name == rec.Name && prev.IP == rec.IP && prev.Name6 == rec.Name6 && prev.IP6 == rec.IP6 {
 		rec.Since = prev.Since
-		if prev.Source == rec.Source {
-			a.setCond(CondCNIInterfaceReady, true, "Found", fmt.Sprintf("%s %s (%s)", rec.Name, rec.IP, rec.Source), "")
+		if prev.SameAddresses(rec) {
+			found()
 			return prev, recorded, nil
 		}
 	}
-	a.d.Log.Info("CNI interface discovered", "name", rec.Name, "ip", rec.IP, "source", rec.Source)
+	a.d.Log.Info("CNI interface discovered", "name", rec.Name, "ip", rec.IP, "source", rec.Source, "name6", rec.Name6, "ip6", rec.IP6)
 	record(rec)
-	a.setCond(CondCNIInterfaceReady, true, "Found", fmt.Sprintf("%s %s (%s)", rec.Name, rec.IP, rec.Source), "")
+	found()
 	return rec, recorded, nil
+}
+
+// describeCNI is the CNIInterfaceReady message: "cni0 10.1.2.1
+// (well-known)", and the IPv6 address and its interface when known.
+func describeCNI(c *api.CNIInterface) string {
+	var parts []string
+	if c.IP != "" {
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", c.Name, c.IP, c.Source))
+	}
+	if c.IP6 != "" {
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", c.Name6, c.IP6, c.Source6))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// podFamilies says which families the local cluster's pods have.
+func podFamilies(cfg *config.Config) (v4, v6 bool) {
+	for _, p := range cfg.Parsed.PodCIDRs {
+		if p.Addr().Is6() {
+			v6 = true
+		} else {
+			v4 = true
+		}
+	}
+	return v4, v6
 }
 
 func remoteStatus(cfg *config.Config, s dataplane.State, ok bool) []api.Remote {

@@ -41,8 +41,10 @@ remotes:
 `
 
 type fakeKernel struct {
-	mu     sync.Mutex
-	ifaces []discovery.Iface
+	mu       sync.Mutex
+	ifaces   []discovery.Iface
+	ipv6     []bool         // Interfaces' argument, per call
+	underlay []underlayCall // Underlay's arguments, per call
 }
 
 func (k *fakeKernel) set(ifs ...discovery.Iface) {
@@ -51,14 +53,33 @@ func (k *fakeKernel) set(ifs ...discovery.Iface) {
 	k.ifaces = ifs
 }
 
-func (k *fakeKernel) Interfaces() ([]discovery.Iface, error) {
+func (k *fakeKernel) Interfaces(ipv6 bool) ([]discovery.Iface, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return append([]discovery.Iface(nil), k.ifaces...), nil
+	k.ipv6 = append(k.ipv6, ipv6)
+	out := make([]discovery.Iface, 0, len(k.ifaces))
+	for _, i := range k.ifaces {
+		if !ipv6 { // as the kernel: no IPv6 dump unless asked for
+			i.Addrs = slices.DeleteFunc(slices.Clone(i.Addrs), netip.Addr.Is6)
+		}
+		out = append(out, i)
+	}
+	return out, nil
 }
 
-func (k *fakeKernel) Underlay(netip.Addr) (string, netip.Addr, int, error) {
+func (k *fakeKernel) Underlay(nodeIP netip.Addr, ipv6 bool) (string, netip.Addr, int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.underlay = append(k.underlay, underlayCall{nodeIP, ipv6})
+	if ipv6 {
+		return "eth0", netip.MustParseAddr("fd00:10::12"), 1500, nil
+	}
 	return "eth0", netip.MustParseAddr("192.168.10.12"), 1500, nil
+}
+
+type underlayCall struct {
+	nodeIP netip.Addr
+	ipv6   bool
 }
 
 // recorder stands in for the kernel managers: it keeps what it was asked to
@@ -120,6 +141,12 @@ func newTestAgentWith(t testing.TB, cfgYAML string, with func(*Deps)) (*Agent, *
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTestAgentCfg(t, cfg, with)
+}
+
+// newTestAgentCfg is newTestAgentWith with a parsed configuration.
+func newTestAgentCfg(t testing.TB, cfg *config.Config, with func(*Deps)) (*Agent, *fakeKernel, *recorder, *state.Store) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := state.Open(t.TempDir(), log)
 	if err != nil {

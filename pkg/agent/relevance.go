@@ -30,9 +30,11 @@ type watched struct {
 }
 
 // noteWatched records the interfaces to watch after a pass's discovery.
-func (a *Agent) noteWatched(cfg *config.Config, ifaces []discovery.Iface, cniName string, cniIP netip.Addr, underlay string) {
+// cni6 is the interface holding the CNI IPv6 address when it is not the
+// CNI interface (vxlan-v6.calico): any change of it matters.
+func (a *Agent) noteWatched(cfg *config.Config, ifaces []discovery.Iface, cniName string, cniIP netip.Addr, underlay, cni6 string) {
 	w := &watched{names: map[string]bool{}, index: map[int]bool{}, pods: cfg.Parsed.PodCIDRs, cniName: cniName, cniIP: cniIP}
-	for _, n := range append([]string{cfg.VXLAN.Name, cfg.CableVXLAN.Name, cfg.CNIInterface, underlay}, discovery.WellKnown...) {
+	for _, n := range append([]string{cfg.VXLAN.Name, cfg.CableVXLAN.Name, cfg.CNIInterface, underlay, cni6}, discovery.WellKnown...) {
 		if n != "" && n != cniName {
 			w.names[n] = true
 		}

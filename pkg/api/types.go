@@ -85,12 +85,29 @@ type Error struct {
 	Error string `json:"error"`
 }
 
-// CNIInterface is the daemon's record of the node's CNI interface.
+// CNIInterface is the daemon's record of the node's CNI interface. In a
+// dual-stack or IPv6 cluster the IPv6 address may be on another interface
+// (Calico's vxlan-v6.calico): Name6, IP6 and Source6 say which. An
+// IPv6-only cluster has IP empty and Name = Name6.
 type CNIInterface struct {
-	Name   string    `json:"name"`
-	IP     string    `json:"ip"`
-	Source string    `json:"source"` // pinned | plugin | well-known | lowest-ifindex
-	Since  time.Time `json:"since"`
+	Name    string    `json:"name"`
+	IP      string    `json:"ip"`
+	Source  string    `json:"source"` // pinned | plugin | well-known | lowest-ifindex
+	Since   time.Time `json:"since"`
+	Name6   string    `json:"name6,omitempty"`
+	IP6     string    `json:"ip6,omitempty"`
+	Source6 string    `json:"source6,omitempty"`
+}
+
+// SameAddresses reports whether c and o name the same interfaces,
+// addresses and sources (Since aside).
+func (c *CNIInterface) SameAddresses(o *CNIInterface) bool {
+	if c == nil || o == nil {
+		return c == o
+	}
+	a, b := *c, *o
+	a.Since, b.Since = time.Time{}, time.Time{}
+	return a == b
 }
 
 // Reconcile describes the last reconcile pass.

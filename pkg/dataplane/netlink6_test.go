@@ -418,3 +418,42 @@ func TestIPv6Traffic(t *testing.T) {
 		})
 	}
 }
+
+// The IPv6 underlay default: the IPv6 default route's interface and its
+// stable global address (not a temporary, deprecated or tentative one, not
+// link-local), and the IPv6 address's interface for a configured nodeIP6.
+func TestUnderlayHelpers6(t *testing.T) {
+	n := setupNode(t)
+	for _, c := range [][]string{
+		// The stable one first and the others after it, whichever end
+		// of the list the kernel starts from.
+		{"-6", "addr", "add", "fd00:10::97/64", "dev", "ul0", "nodad", "preferred_lft", "0"}, // deprecated
+		{"-6", "addr", "add", nodeIP6.String() + "/64", "dev", "ul0", "nodad"},
+		{"-6", "addr", "add", "fd00:10::99/64", "dev", "ul0", "nodad", "preferred_lft", "0"}, // deprecated
+		{"-6", "addr", "add", "fd00:10::98/64", "dev", "ul0"},                                // tentative (DAD)
+		{"link", "set", "ul0", "mtu", "9000"},
+		{"-6", "route", "add", "default", "via", "fd00:10::1", "dev", "ul0"},
+	} {
+		n.MustExec(t, "ip", c...)
+	}
+	if err := n.Do(func(ns.NetNS) error {
+		name, addr, mtu, err := DefaultRouteInterface6()
+		if err != nil {
+			return err
+		}
+		if name != "ul0" || addr != nodeIP6 || mtu != 9000 {
+			t.Errorf("DefaultRouteInterface6 = %s %s %d, want ul0 %s 9000", name, addr, mtu, nodeIP6)
+		}
+		name, mtu, err = InterfaceForAddr(nodeIP6)
+		if err != nil || name != "ul0" || mtu != 9000 {
+			t.Errorf("InterfaceForAddr(%s) = %s %d %v", nodeIP6, name, mtu, err)
+		}
+		// The IPv4 default is not the IPv6 one.
+		if _, _, _, err := DefaultRouteInterface(); err == nil || !strings.Contains(err.Error(), "no IPv4 default route") {
+			t.Errorf("DefaultRouteInterface with only an IPv6 default: %v", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

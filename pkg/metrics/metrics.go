@@ -100,6 +100,9 @@ var (
 	descCNIReady = prometheus.NewDesc(namespace+"_cni_interface_ready",
 		"1 when the node's CNI interface is known; the interface label names it (empty while none is found).",
 		[]string{"interface"}, nil)
+	descCNIReady6 = prometheus.NewDesc(namespace+"_cni_interface_ipv6_ready",
+		"1 when the interface holding the node's CNI IPv6 address is known (dual-stack and IPv6 clusters; absent otherwise); the interface label names it.",
+		[]string{"interface"}, nil)
 	descAttachments = prometheus.NewDesc(namespace+"_attachments",
 		"Pod attachments weftd knows on this node.", nil, nil)
 	descSpoolReplayed = prometheus.NewDesc(namespace+"_spool_replayed_total",
@@ -134,7 +137,7 @@ type statusCollector struct {
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCNIReady, descAttachments, descSpoolReplayed, descSpoolDropped,
+	for _, d := range []*prometheus.Desc{descCNIReady, descCNIReady6, descAttachments, descSpoolReplayed, descSpoolDropped,
 		descSpoolSkipped, descBackend, descRoutes, descReady, descCondition, descTriggers, descInfo,
 		descLeadership, descLeading, descBrokerErrors} {
 		ch <- d
@@ -147,6 +150,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCNIReady, prometheus.GaugeValue, 1, st.CNIInterface.Name)
 	} else {
 		ch <- prometheus.MustNewConstMetric(descCNIReady, prometheus.GaugeValue, 0, "")
+	}
+	if st.CNIInterface != nil && st.CNIInterface.IP6 != "" {
+		ch <- prometheus.MustNewConstMetric(descCNIReady6, prometheus.GaugeValue, 1, st.CNIInterface.Name6)
 	}
 	ch <- prometheus.MustNewConstMetric(descAttachments, prometheus.GaugeValue, float64(st.Attachments))
 	ch <- prometheus.MustNewConstMetric(descSpoolReplayed, prometheus.CounterValue, float64(st.Spool.Replayed))

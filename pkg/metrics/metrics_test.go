@@ -155,6 +155,9 @@ func TestScrape(t *testing.T) {
 		{"weft_condition", map[string]string{"type": "CNIInterfaceReady", "reason": "NotFound"}, 0},
 		{"weft_node_info", map[string]string{"node": "c1-n2", "cluster": "c1", "role": "non-gateway", "version": "v1"}, 1},
 	}
+	if _, ok := fams["weft_cni_interface_ipv6_ready"]; ok {
+		t.Error("weft_cni_interface_ipv6_ready present without an IPv6 CNI address")
+	}
 	for _, c := range checks {
 		if got, ok := value(fams, c.name, c.labels); !ok || got != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
@@ -173,7 +176,8 @@ func TestScrape(t *testing.T) {
 	// The status-derived metrics follow the status at the next scrape.
 	fs.set(func(st *api.Status) {
 		st.Ready = true
-		st.CNIInterface = &api.CNIInterface{Name: "vxlan.calico", IP: "10.1.2.0", Source: "well-known", Since: now}
+		st.CNIInterface = &api.CNIInterface{Name: "vxlan.calico", IP: "10.1.2.0", Source: "well-known", Since: now,
+			Name6: "vxlan-v6.calico", IP6: "fd00:1:0:2::", Source6: "well-known"}
 		st.Attachments = 4
 		st.PacketFilter = "iptables"
 		st.Remotes[1].RoutesInstalled = true
@@ -185,6 +189,7 @@ func TestScrape(t *testing.T) {
 		want   float64
 	}{
 		{"weft_cni_interface_ready", map[string]string{"interface": "vxlan.calico"}, 1},
+		{"weft_cni_interface_ipv6_ready", map[string]string{"interface": "vxlan-v6.calico"}, 1},
 		{"weft_attachments", nil, 4},
 		{"weft_packet_filter_backend_info", map[string]string{"backend": "iptables"}, 1},
 		{"weft_remote_routes_installed", map[string]string{"remote": "c3"}, 1},

@@ -38,12 +38,17 @@ import (
 // netlinkKernel is the production agent.Kernel.
 type netlinkKernel struct{}
 
-func (netlinkKernel) Interfaces() ([]discovery.Iface, error) { return discovery.Interfaces() }
+func (netlinkKernel) Interfaces(ipv6 bool) ([]discovery.Iface, error) {
+	return discovery.InterfacesWith(ipv6)
+}
 
-func (netlinkKernel) Underlay(nodeIP netip.Addr) (string, netip.Addr, int, error) {
+func (netlinkKernel) Underlay(nodeIP netip.Addr, ipv6 bool) (string, netip.Addr, int, error) {
 	if nodeIP.IsValid() {
 		name, mtu, err := dataplane.InterfaceForAddr(nodeIP)
 		return name, nodeIP, mtu, err
+	}
+	if ipv6 {
+		return dataplane.DefaultRouteInterface6()
 	}
 	return dataplane.DefaultRouteInterface()
 }

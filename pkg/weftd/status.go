@@ -23,6 +23,9 @@ func PrintStatus(w io.Writer, st api.Status, now time.Time) {
 	if c := st.CNIInterface; c != nil {
 		fmt.Fprintf(w, "CNI interface  %s %s (via %s, since %s, %s ago)\n", c.Name, c.IP, c.Source,
 			c.Since.Format(time.RFC3339), now.Sub(c.Since).Round(time.Second))
+		if c.IP6 != "" {
+			fmt.Fprintf(w, "CNI IPv6       %s %s (via %s)\n", c.Name6, c.IP6, c.Source6)
+		}
 	} else {
 		fmt.Fprintf(w, "CNI interface  not found yet\n")
 	}

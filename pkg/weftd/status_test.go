@@ -24,6 +24,9 @@ func TestPrintStatus(t *testing.T) {
 			{Type: "DataplaneReady", Status: true, Reason: "Applied", Since: now.Add(-3 * time.Hour)},
 		},
 	}
+	dual := ready
+	dual.CNIInterface = &api.CNIInterface{Name: "vxlan.calico", IP: "10.1.2.0", Source: "plugin", Since: now.Add(-3 * time.Hour),
+		Name6: "vxlan-v6.calico", IP6: "fd00:1:0:2::", Source6: "well-known"}
 	broken := ready
 	broken.Ready = false
 	broken.CNIInterface = nil
@@ -55,6 +58,10 @@ func TestPrintStatus(t *testing.T) {
 			"routes in place",
 			"ok   CNIInterfaceReady      Found",
 		}, []string{"NOT READY", "fix:"}},
+		{"dual stack", dual, []string{
+			"CNI interface  vxlan.calico 10.1.2.0 (via plugin, since 2026-03-01T09:00:00Z, 3h0m0s ago)",
+			"CNI IPv6       vxlan-v6.calico fd00:1:0:2:: (via well-known)",
+		}, nil},
 		{"broken", broken, []string{
 			"NOT READY",
 			"CNI interface  not found yet",

@@ -1,0 +1,153 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/weft-net/weft/pkg/config"
+	"github.com/weft-net/weft/pkg/discovery"
+)
+
+// dualConfig is testConfig with the IPv6 half of a dual-stack cluster in
+// its parsed form (the file cannot say it yet: config refuses IPv6 until
+// the packet filter carries it too).
+func dualConfig(t *testing.T) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cfg.Parsed
+	p.PodCIDRs = append(p.PodCIDRs, netip.MustParsePrefix("fd00:1::/56"))
+	p.Nodes[0].IP6, p.Nodes[1].IP6 = netip.MustParseAddr("fd00:10::11"), netip.MustParseAddr("fd00:10::12")
+	p.Remotes[0].PodCIDRs = append(p.Remotes[0].PodCIDRs, netip.MustParsePrefix("fd00:2::/56"))
+	return cfg
+}
+
+var (
+	eth0 = discovery.Iface{Name: "eth0", Index: 2, Kind: "veth", Addrs: []netip.Addr{netip.MustParseAddr("192.168.10.12"), netip.MustParseAddr("fd00:10::12")}}
+	v4   = netip.MustParseAddr("10.1.2.1")
+	v6   = netip.MustParseAddr("fd00:1:0:2::1")
+)
+
+// Discovery per family: the IPv6 address is looked for only in a cluster
+// with IPv6 pods, a node with one family found stays not ready (naming the
+// missing family) while the routes of the other get their source, and both
+// reach status and the routes once found.
+func TestDualStackDiscovery(t *testing.T) {
+	ctx := context.Background()
+	a, k, rec, store := newTestAgentCfg(t, dualConfig(t), nil)
+	k.set(eth0, discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{v4}})
+	_ = a.Reconcile(ctx)
+	st := a.Status()
+	c := cond(st, CondCNIInterfaceReady)
+	if st.Ready || c.Status || !strings.Contains(c.Message, "IPv6") {
+		t.Fatalf("IPv6 address missing: ready %v, condition %+v", st.Ready, c)
+	}
+	if st.CNIInterface == nil || st.CNIInterface.IP != "10.1.2.1" || st.CNIInterface.IP6 != "" {
+		t.Fatalf("cni = %+v, want the IPv4 half", st.CNIInterface)
+	}
+	srcs := func() map[bool][]netip.Addr { // per family of the destination
+		out := map[bool][]netip.Addr{}
+		for _, r := range rec.dp.Routes {
+			out[r.Dst.Addr().Is6()] = append(out[r.Dst.Addr().Is6()], r.Src)
+		}
+		return out
+	}
+	if got := srcs(); !slices.Equal(got[false], []netip.Addr{v4, v4}) || len(got[true]) != 1 || got[true][0].IsValid() {
+		t.Fatalf("route sources %v, want the CNI IPv4 on the IPv4 routes and none yet on the IPv6 one", got)
+	}
+	if !slices.Contains(k.ipv6, true) || slices.Contains(k.ipv6, false) {
+		t.Errorf("Interfaces(ipv6) calls %v, want the IPv6 listing", k.ipv6)
+	}
+
+	k.set(eth0, discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{v4, v6}})
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st = a.Status()
+	if !st.Ready || st.CNIInterface.IP6 != v6.String() || st.CNIInterface.Name6 != "cni0" || st.CNIInterface.Source6 != discovery.SourceWellKnown {
+		t.Fatalf("after the IPv6 address: ready %v cni %+v", st.Ready, st.CNIInterface)
+	}
+	if m := cond(st, CondCNIInterfaceReady).Message; m != "cni0 10.1.2.1 (well-known), cni0 fd00:1:0:2::1 (well-known)" {
+		t.Errorf("condition message %q", m)
+	}
+	if got := srcs(); !slices.Equal(got[true], []netip.Addr{v6}) {
+		t.Errorf("IPv6 route sources %v, want %v", got[true], v6)
+	}
+	if got := store.CNI(); got == nil || got.IP6 != v6.String() {
+		t.Errorf("IPv6 address not recorded durably: %+v", got)
+	}
+
+	// Calico: the IPv6 address on its own device.
+	k.set(eth0,
+		discovery.Iface{Name: "vxlan.calico", Index: 7, Kind: "vxlan", Addrs: []netip.Addr{v4}},
+		discovery.Iface{Name: "vxlan-v6.calico", Index: 8, Kind: "vxlan", Addrs: []netip.Addr{v6}})
+	_ = a.Reconcile(ctx)
+	if c := a.Status().CNIInterface; c == nil || c.Name != "vxlan.calico" || c.Name6 != "vxlan-v6.calico" || c.IP6 != v6.String() {
+		t.Fatalf("calico layout: cni %+v", c)
+	}
+}
+
+// An IPv4-only cluster asks the kernel for nothing IPv6, whatever the
+// host's interfaces hold: its passes are what they were before IPv6.
+func TestIPv4OnlyAsksNoIPv6(t *testing.T) {
+	ctx := context.Background()
+	a, k, rec, _ := newTestAgent(t)
+	k.set(eth0, discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{v4, v6}})
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(k.ipv6, true) || len(k.underlay) == 0 || k.underlay[0].ipv6 {
+		t.Errorf("Interfaces %v Underlay %v: an IPv4-only cluster asked for IPv6", k.ipv6, k.underlay)
+	}
+	st := a.Status()
+	if !st.Ready || st.CNIInterface.IP6 != "" || st.CNIInterface.Name6 != "" {
+		t.Errorf("ready %v cni %+v", st.Ready, st.CNIInterface)
+	}
+	for _, r := range rec.dp.Routes {
+		if r.Dst.Addr().Is6() {
+			t.Errorf("IPv6 route %v in an IPv4-only cluster", r)
+		}
+	}
+	if d := rec.dp.Devices[0]; d.Addr6.IsValid() {
+		t.Errorf("IPv6 VTEP %v in an IPv4-only cluster", d.Addr6)
+	}
+}
+
+// An IPv6-only cluster: the underlay is found from the node's IPv6 address
+// and the device's underlay is IPv6.
+func TestIPv6OnlyUnderlay(t *testing.T) {
+	ctx := context.Background()
+	cfg := dualConfig(t)
+	p := &cfg.Parsed
+	p.PodCIDRs, p.ServiceCIDRs = p.PodCIDRs[1:], nil
+	p.Nodes[0].IP, p.Nodes[1].IP = netip.Addr{}, netip.Addr{}
+	p.NodeIP, p.NodeIP6, p.Underlay6 = netip.Addr{}, netip.MustParseAddr("fd00:10::12"), true
+	p.Remotes[0].PodCIDRs, p.Remotes[0].ServiceCIDRs = p.Remotes[0].PodCIDRs[1:], nil
+	a, k, rec, _ := newTestAgentCfg(t, cfg, nil)
+	k.set(eth0, discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{v6}})
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(k.underlay) == 0 || k.underlay[0] != (underlayCall{p.NodeIP6, true}) {
+		t.Errorf("Underlay calls %v, want (fd00:10::12, ipv6)", k.underlay)
+	}
+	st := a.Status()
+	if !st.Ready || st.CNIInterface.Name != "cni0" || st.CNIInterface.IP != "" || st.CNIInterface.IP6 != v6.String() {
+		t.Fatalf("ready %v cni %+v (%+v)", st.Ready, st.CNIInterface, st.Conditions)
+	}
+	d := rec.dp.Devices[0]
+	if d.LocalIP != p.NodeIP6 || d.Addr.IsValid() || d.Addr6 != netip.MustParsePrefix("fd57:6566:7400::12/96") || d.MTU != 1430 {
+		t.Errorf("device %+v", d)
+	}
+	if len(d.Peers) != 1 || d.Peers[0].Underlay != netip.MustParseAddr("fd00:10::11") {
+		t.Errorf("peers %+v, want the gateway's IPv6 address", d.Peers)
+	}
+	if len(rec.dp.Routes) != 1 || rec.dp.Routes[0].Src != v6 {
+		t.Errorf("routes %+v", rec.dp.Routes)
+	}
+}
