@@ -138,6 +138,7 @@ type Agent struct {
 	pfSetting [2]string    // packetFilter, iptablesMode pf was chosen with
 	passed    bool         // a pass with a configuration has completed
 	gwHints   []netip.Addr // pod gateways the plugin reported, newest first
+	gwHints6  []netip.Addr // the IPv6 ones
 	conds     map[string]api.Condition
 	last      *api.Reconcile
 	ready     bool
@@ -708,7 +709,7 @@ func (a *Agent) discover(ctx context.Context, cfg *config.Config, ph *phases) (_
 	a.mu.Lock()
 	hints := discovery.Hints{
 		Pinned:     cfg.CNIInterface,
-		GatewayIPs: append([]netip.Addr(nil), a.gwHints...),
+		GatewayIPs: slices.Concat(a.gwHints, a.gwHints6),
 		Exclude:    []string{cfg.VXLAN.Name, cfg.CableVXLAN.Name},
 	}
 	a.mu.Unlock()

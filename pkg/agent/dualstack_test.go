@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weft-net/weft/pkg/api"
 	"github.com/weft-net/weft/pkg/config"
 	"github.com/weft-net/weft/pkg/discovery"
 )
@@ -149,5 +150,28 @@ func TestIPv6OnlyUnderlay(t *testing.T) {
 	}
 	if len(rec.dp.Routes) != 1 || rec.dp.Routes[0].Src != v6 {
 		t.Errorf("routes %+v", rec.dp.Routes)
+	}
+}
+
+// A dual-stack pod's IPv6 gateway is a discovery hint for the IPv6
+// address, as its IPv4 one is for the IPv4 address.
+func TestPluginIPv6GatewayHint(t *testing.T) {
+	ctx := context.Background()
+	a, k, _, _ := newTestAgentCfg(t, dualConfig(t), nil)
+	k.set(eth0,
+		discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{v4, v6}},
+		discovery.Iface{Name: "br-pods", Index: 9, Kind: "bridge", Addrs: []netip.Addr{netip.MustParseAddr("10.1.3.1"), netip.MustParseAddr("fd00:1:0:3::1")}},
+	)
+	ev := api.Event{Verb: api.VerbAdd, ContainerID: "c1", IfName: "eth0", IPs: []api.PodIP{
+		{Address: "10.1.2.5/24", Gateway: "10.1.2.1"},
+		{Address: "fd00:1:0:3::5/64", Gateway: "fd00:1:0:3::1"},
+	}}
+	if err := a.Add(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Reconcile(ctx)
+	c := a.Status().CNIInterface
+	if c == nil || c.Name != "cni0" || c.Source != discovery.SourcePlugin || c.Name6 != "br-pods" || c.IP6 != "fd00:1:0:3::1" || c.Source6 != discovery.SourcePlugin {
+		t.Fatalf("cni = %+v, want cni0 for IPv4 and br-pods for IPv6, both from the plugin's gateways", c)
 	}
 }

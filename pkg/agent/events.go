@@ -120,23 +120,30 @@ func (a *Agent) spoolDir() string {
 }
 
 // noteGateways remembers the pod gateways, newest first, deduplicated, and
-// says whether that changed the hints discovery sees. Caller holds a.mu.
+// says whether that changed the hints discovery sees. Each family has its
+// own list (a dual-stack pod reports one gateway of each), so IPv6 ones
+// never push the IPv4 ones out. Caller holds a.mu.
 func (a *Agent) noteGateways(ips []api.PodIP) bool {
-	before := a.gwHints
+	before, before6 := a.gwHints, a.gwHints6
 	for _, ip := range ips {
 		gw, err := netip.ParseAddr(ip.Gateway)
-		if err != nil || !gw.Is4() {
+		if err != nil || gw.Zone() != "" {
 			continue
 		}
+		gw = gw.Unmap()
+		hints := &a.gwHints
+		if gw.Is6() {
+			hints = &a.gwHints6
+		}
 		out := []netip.Addr{gw}
-		for _, g := range a.gwHints {
+		for _, g := range *hints {
 			if g != gw && len(out) < 8 {
 				out = append(out, g)
 			}
 		}
-		a.gwHints = out
+		*hints = out
 	}
-	return !slices.Equal(before, a.gwHints)
+	return !slices.Equal(before, a.gwHints) || !slices.Equal(before6, a.gwHints6)
 }
 
 // Check answers the plugin's CHECK.
