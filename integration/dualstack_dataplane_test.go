@@ -27,7 +27,10 @@ import (
 // (intra-cluster pod routing) is static host-gw routes. Every node reaches
 // every remote node's CNI address over IPv6 (and over IPv4 in the dual-
 // stack case), both directions through both gateways, and the receiver
-// sees the sender's CNI address of that family: the route's src.
+// sees the sender's CNI address of that family: the route's src. Then c1's
+// gateway moves to c1-n2 (every node of both clusters converges by one
+// Apply, as on a config change), the matrix holds again, and Cleanup leaves
+// no IPv6 object behind.
 func TestDualStackDataPath(t *testing.T) {
 	netnstest.RequireRoot(t)
 	for _, tc := range []struct {
@@ -97,42 +100,108 @@ func testDualStackDataPath(t *testing.T, underlay6 bool) {
 	}
 
 	ctx := context.Background()
+	managers := map[*dsNode]*dataplane.Netlink{}
 	for _, n := range nodes {
-		cfg := dsConfig(t, n, nodes, underlay6)
-		in := topology.Inputs{NodeIP: n.ul4, UnderlayIf: "ul0", UnderlayMTU: 1500, CNIIf: "cni0", CNIIP: n.cni4, CNIIP6: n.cni6}
-		if underlay6 {
-			in.NodeIP, in.CNIIP = n.ul6, netip.Addr{}
-		}
-		res, err := topology.Desired(cfg, in)
-		if err != nil {
-			t.Fatalf("%s: desired state: %v", n.name, err)
-		}
-		if len(res.Problems) > 0 {
-			t.Fatalf("%s: problems %q", n.name, res.Problems)
-		}
-		m := dataplane.New(nil)
-		var aerr error
-		if err := n.ns.Do(func(ns.NetNS) error { aerr = m.Apply(ctx, res.Dataplane); return nil }); err != nil {
-			t.Fatal(err)
-		}
-		if aerr != nil {
-			t.Fatalf("%s: apply: %v", n.name, aerr)
-		}
-		if underlay6 {
-			out := n.ns.MustExec(t, "ip", "-d", "link", "show", "dev", "vx-weft")
-			if !strings.Contains(out, "local "+n.ul6.String()) {
-				t.Fatalf("%s: vx-weft not on the IPv6 underlay:\n%s", n.name, out)
-			}
+		managers[n] = dataplane.New(nil)
+	}
+	gateways := map[string]string{"c1": "c1-n1", "c2": "c2-n1"}
+	applyAll := func() {
+		t.Helper()
+		for _, n := range nodes {
+			dsApply(t, ctx, managers[n], n, dsConfig(t, n, nodes, gateways, underlay6), underlay6)
 		}
 	}
-
-	// Nothing else routes between the clusters (no default route, the
-	// host-gw routes stay inside each cluster): what reaches the other
-	// cluster went through weft's devices, which the counters confirm.
+	applyAll()
+	gw := func(c string) *dsNode {
+		for _, n := range nodes {
+			if n.name == gateways[c] {
+				return n
+			}
+		}
+		return nil
+	}
 	cable := func(n *dsNode) string {
 		return strings.TrimSpace(n.ns.MustExec(t, "cat", "/sys/class/net/vx-weft-cable/statistics/tx_packets"))
 	}
-	before := cable(nodes[0])
+	before := cable(gw("c1"))
+	dsMatrix(t, nodes, underlay6)
+	// Nothing else routes between the clusters (no default route, the
+	// host-gw routes stay inside each cluster): what reached the other
+	// cluster went through weft's devices, which the counters confirm.
+	if after := cable(gw("c1")); after == before {
+		t.Errorf("%s's vx-weft-cable sent nothing (tx_packets %s): the probes did not cross weft's cable", gateways["c1"], after)
+	}
+
+	t.Run("gateway-move", func(t *testing.T) {
+		gateways["c1"] = "c1-n2"
+		applyAll()
+		for _, n := range nodes[:2] {
+			links := n.ns.MustExec(t, "ip", "link", "show")
+			if has := strings.Contains(links, "vx-weft-cable"); has != (n.name == "c1-n2") {
+				t.Errorf("%s after the move: vx-weft-cable present %v", n.name, has)
+			}
+		}
+		dsMatrix(t, nodes, underlay6)
+	})
+
+	t.Run("cleanup", func(t *testing.T) {
+		for _, n := range nodes {
+			var err error
+			if derr := n.ns.Do(func(ns.NetNS) error {
+				err = managers[n].Cleanup(ctx, []string{"vx-weft", "vx-weft-cable"}, 240, 240)
+				return nil
+			}); derr != nil {
+				t.Fatal(derr)
+			}
+			if err != nil {
+				t.Errorf("%s: cleanup: %v", n.name, err)
+			}
+			for _, c := range [][]string{{"-6", "rule", "show"}, {"-6", "route", "show", "table", "all"}, {"-6", "addr", "show"}, {"-6", "neigh", "show"}, {"-d", "link", "show"}} {
+				out, _ := n.ns.Exec("ip", c...)
+				for _, bad := range []string{"proto 247", "lookup 240", "vx-weft", "fd57:"} {
+					if strings.Contains(out, bad) {
+						t.Errorf("%s after cleanup: ip %s still shows %q:\n%s", n.name, strings.Join(c, " "), bad, out)
+					}
+				}
+			}
+		}
+	})
+}
+
+// dsApply computes n's desired state from cfg and applies it with m, as a
+// reconcile pass does.
+func dsApply(t *testing.T, ctx context.Context, m *dataplane.Netlink, n *dsNode, cfg *config.Config, underlay6 bool) {
+	t.Helper()
+	in := topology.Inputs{NodeIP: n.ul4, UnderlayIf: "ul0", UnderlayMTU: 1500, CNIIf: "cni0", CNIIP: n.cni4, CNIIP6: n.cni6}
+	if underlay6 {
+		in.NodeIP, in.CNIIP = n.ul6, netip.Addr{}
+	}
+	res, err := topology.Desired(cfg, in)
+	if err != nil {
+		t.Fatalf("%s: desired state: %v", n.name, err)
+	}
+	if len(res.Problems) > 0 {
+		t.Fatalf("%s: problems %q", n.name, res.Problems)
+	}
+	var aerr error
+	if err := n.ns.Do(func(ns.NetNS) error { aerr = m.Apply(ctx, res.Dataplane); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if aerr != nil {
+		t.Fatalf("%s: apply: %v", n.name, aerr)
+	}
+	if underlay6 {
+		out := n.ns.MustExec(t, "ip", "-d", "link", "show", "dev", "vx-weft")
+		if !strings.Contains(out, "local "+n.ul6.String()) {
+			t.Fatalf("%s: vx-weft not on the IPv6 underlay:\n%s", n.name, out)
+		}
+	}
+}
+
+// dsMatrix probes every node from every node of the other cluster, over
+// each family the clusters have.
+func dsMatrix(t *testing.T, nodes []*dsNode, underlay6 bool) {
+	t.Helper()
 	families := []bool{true}
 	if !underlay6 {
 		families = []bool{false, true}
@@ -159,30 +228,26 @@ func testDualStackDataPath(t *testing.T, underlay6 bool) {
 			}
 		}
 	}
-	if after := cable(nodes[0]); after == before {
-		t.Errorf("c1-n1's vx-weft-cable sent nothing (tx_packets %s): the probes did not cross weft's cable", after)
-	}
 }
 
 // dsConfig is the parsed configuration of node n as Validate will parse a
 // dual-stack (or IPv6-only) file: the IPv4 file parsed, its IPv6 half
 // added.
-func dsConfig(t *testing.T, n *dsNode, nodes []*dsNode, underlay6 bool) *config.Config {
+func dsConfig(t *testing.T, n *dsNode, nodes []*dsNode, gateways map[string]string, underlay6 bool) *config.Config {
 	t.Helper()
 	own, other := "c1", "c2"
 	if n.cluster == "c2" {
 		own, other = "c2", "c1"
 	}
-	var list, gw, remoteGW string
+	var list, remoteGW string
+	var remoteGW6 netip.Addr
+	gw := gateways[own]
 	for _, o := range nodes {
 		switch {
 		case o.cluster == own:
 			list += fmt.Sprintf("    - {name: %s, ip: %s}\n", o.name, o.ul4)
-			if strings.HasSuffix(o.name, "-n1") {
-				gw = o.name
-			}
-		case strings.HasSuffix(o.name, "-n1"):
-			remoteGW = o.ul4.String()
+		case o.name == gateways[other]:
+			remoteGW, remoteGW6 = o.ul4.String(), o.ul6
 		}
 	}
 	ownN, otherN := own[1:], other[1:]
@@ -212,11 +277,7 @@ func dsConfig(t *testing.T, n *dsNode, nodes []*dsNode, underlay6 bool) *config.
 			p.Nodes[i].IP = netip.Addr{}
 		}
 		p.NodeIP, p.Underlay6, p.Cable6 = netip.Addr{}, true, true
-		for _, o := range nodes {
-			if o.cluster == other && strings.HasSuffix(o.name, "-n1") {
-				p.Remotes[0].GatewayIP = o.ul6
-			}
-		}
+		p.Remotes[0].GatewayIP = remoteGW6
 	}
 	return cfg
 }
