@@ -125,6 +125,9 @@ func (a *Agent) topologyStatus(cfg *config.Config) *api.Topology {
 		if t.Gateway.IP.IsValid() {
 			st.Gateway.IP = t.Gateway.IP.String()
 		}
+		if t.Gateway.IP6.IsValid() {
+			st.Gateway.IP6 = t.Gateway.IP6.String()
+		}
 	}
 	if c := t.Control; c != nil {
 		st.Control = &api.TopologyControl{Candidate: c.Candidate, Leading: c.Leading, LeaseHolder: c.LeaseHolder, LeadershipChanges: c.LeadershipChanges, Message: c.Message}

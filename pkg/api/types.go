@@ -208,6 +208,7 @@ type BrokerSync struct {
 type TopologyGateway struct {
 	Name string `json:"name"`
 	IP   string `json:"ip,omitempty"`
+	IP6  string `json:"ip6,omitempty"`
 	From string `json:"from"`
 }
 

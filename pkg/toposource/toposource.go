@@ -37,6 +37,7 @@ type Node struct {
 type Gateway struct {
 	Name string     `json:"name"`
 	IP   netip.Addr `json:"ip,omitzero"`
+	IP6  netip.Addr `json:"ip6,omitzero"`   // a dual-stack gateway's IPv6 address
 	From string     `json:"from,omitempty"` // e.g. "Endpoint submariner-operator/c1-…"
 }
 
@@ -118,7 +119,7 @@ func FromConfig(cfg *config.Config) Topology {
 	for _, n := range cfg.Parsed.Nodes {
 		t.Nodes = append(t.Nodes, Node{Name: n.Name, IP: n.IP, IP6: n.IP6, From: FromFile})
 		if n.Name == cfg.Cluster.Gateway {
-			t.Gateway = Gateway{Name: n.Name, IP: n.IP, From: FromFile}
+			t.Gateway = Gateway{Name: n.Name, IP: n.IP, IP6: n.IP6, From: FromFile}
 		}
 	}
 	for _, r := range cfg.Parsed.Remotes {

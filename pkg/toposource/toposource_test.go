@@ -89,6 +89,15 @@ func TestApplyCarriesIPv6(t *testing.T) {
 	}
 }
 
+// The file's gateway carries its IPv6 address to status.
+func TestFromConfigGatewayIPv6(t *testing.T) {
+	cfg := parse(t, fileCfg)
+	cfg.Parsed.Nodes[0].IP6 = netip.MustParseAddr("fd00:10::11") // as Validate parses ip6
+	if g := FromConfig(cfg).Gateway; g.Name != "c1-n1" || g.IP6 != netip.MustParseAddr("fd00:10::11") {
+		t.Errorf("gateway %+v, want c1-n1 with fd00:10::11", g)
+	}
+}
+
 func TestApplyProblems(t *testing.T) {
 	cfg := parse(t, kubeCfg)
 	top := Topology{

@@ -3,6 +3,7 @@ package weftd
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/weft-net/weft/pkg/api"
@@ -28,7 +29,11 @@ func printTopology(w io.Writer, t *api.Topology, now time.Time) {
 		fmt.Fprintf(w, "               %s\n", t.Message)
 	}
 	if g := t.Gateway; g != nil {
-		fmt.Fprintf(w, "  gateway      %s %s from %s\n", g.Name, g.IP, g.From)
+		ip := g.IP
+		if g.IP6 != "" {
+			ip = strings.TrimSpace(ip + " " + g.IP6)
+		}
+		fmt.Fprintf(w, "  gateway      %s %s from %s\n", g.Name, ip, g.From)
 	} else {
 		fmt.Fprintf(w, "  gateway      none known\n")
 	}

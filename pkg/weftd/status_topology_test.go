@@ -65,3 +65,13 @@ func TestPrintStatusControl(t *testing.T) {
 		})
 	}
 }
+
+func TestPrintStatusTopologyDualStackGateway(t *testing.T) {
+	st := api.Status{Node: "c1-n2", Topology: &api.Topology{Source: "file", Synced: true, Nodes: 2,
+		Gateway: &api.TopologyGateway{Name: "c1-n1", IP: "192.168.10.11", IP6: "fd00:10::11", From: "file"}}}
+	var b bytes.Buffer
+	PrintStatus(&b, st, time.Now())
+	if w := "gateway      c1-n1 192.168.10.11 fd00:10::11 from file"; !strings.Contains(b.String(), w) {
+		t.Errorf("missing %q in\n%s", w, b.String())
+	}
+}
