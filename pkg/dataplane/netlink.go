@@ -65,6 +65,12 @@ type Netlink struct {
 	// routes is weft's routes as the last Apply left them, for Applies
 	// that need not re-read the table; nil = unknown.
 	routes *routeCache
+	// noIPv6 says the last Apply wanted no IPv6 object and left none
+	// (its IPv6 sweep succeeded): an IPv4-only Apply without Verify then
+	// skips the sweep (an IPv6 address listing per device and an ip -6
+	// rule dump), so an IPv4-only node's steady-state pass costs what it
+	// did before weft knew IPv6. Verify passes always sweep.
+	noIPv6 bool
 }
 
 // routeCache is weft's routes in one table of one namespace, confirmed by
@@ -183,6 +189,8 @@ func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
 		m.submariner = findSubmariner(links)
 	}
 	blocked := map[string]bool{} // weft devices not created: routes through them are not wanted either
+	want6 := s.hasIPv6()
+	sweep6 := want6 || s.Verify || !m.noIPv6
 	// A device created, changed, brought up or readdressed may have lost
 	// its routes without a notification: then the table is re-read.
 	devicesChanged := false
@@ -205,7 +213,9 @@ func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
 		}
 		idx[d.Name] = link.Attrs().Index
 		r.address(d, link)
-		r.address6(d, link)
+		if sweep6 || d.Addr6.IsValid() {
+			r.address6(d, link)
+		}
 		devicesChanged = devicesChanged || r.changes != before
 		v := m.verified[d.Name]
 		if v == nil || v.ifindex != link.Attrs().Index || r.changes != before {
@@ -250,9 +260,9 @@ func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
 	}
 	if ctx.Err() == nil {
 		ok := r.rule(unix.AF_INET, s.Table, s.RulePriority)
-		if s.hasIPv6() {
+		if want6 {
 			ok = r.rule(unix.AF_INET6, s.Table, s.RulePriority) && ok
-		} else {
+		} else if sweep6 {
 			r.removeRules(unix.AF_INET6, s.Table, s.RulePriority) // weft's IPv6 rule of an earlier state
 		}
 		if ok {
@@ -265,6 +275,10 @@ func (m *Netlink) ApplyStats(ctx context.Context, s State) (Stats, error) {
 	if err := ctx.Err(); err != nil {
 		r.fail(fmt.Errorf("apply interrupted: %w", err))
 	}
+	// Routes and neighbours of an earlier IPv6 state go by their caches;
+	// addresses and the rule by the sweep, which ran unless the last
+	// Apply was clean already. Any error: sweep again next time.
+	m.noIPv6 = !want6 && len(r.errs) == 0
 	return m.finishLocked(r)
 }
 
@@ -301,6 +315,7 @@ func (m *Netlink) Cleanup(ctx context.Context, names []string, table, priority i
 	defer m.mu.Unlock()
 	clear(m.verified)
 	m.routes = nil
+	m.noIPv6 = false
 	r, err := m.startLocked(ctx)
 	if err != nil {
 		return err

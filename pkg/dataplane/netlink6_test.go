@@ -153,10 +153,22 @@ func TestIPv6RemovedWhenNotWanted(t *testing.T) {
 	}
 
 	mustApply(t, n, m, dualState())
-	v4.Verify = true
-	mustApply(t, n, m, v4)
+	mustApply(t, n, m, v4) // no Verify: the last state had IPv6, so it is swept
 	checkNoIPv6(t, n, "vx-weft")
 	checkState(t, n, v4)
+
+	// Once clean, an IPv4-only pass without Verify lists no IPv6 (a
+	// hand-made IPv6 address stays); the resync's Verify pass removes it.
+	n.MustExec(t, "ip", "-6", "addr", "add", "fd57:6566:7400::77/96", "dev", "vx-weft", "nodad")
+	if c := mustApply(t, n, m, v4); c != 0 {
+		t.Errorf("clean IPv4-only pass made %d changes, want 0 (no IPv6 sweep)", c)
+	}
+	contains(t, "ip -6 addr", n.MustExec(t, "ip", "-6", "addr", "show", "dev", "vx-weft"), "fd57:6566:7400::77")
+	v4.Verify = true
+	if c := mustApply(t, n, m, v4); c != 1 {
+		t.Errorf("Verify pass made %d changes, want 1 (the stray IPv6 address)", c)
+	}
+	checkNoIPv6(t, n, "vx-weft")
 }
 
 func TestIPv6DriftRepaired(t *testing.T) {
