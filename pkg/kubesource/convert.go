@@ -167,14 +167,15 @@ func build(clusterID string, nodes []*corev1.Node, eps []*Endpoint) toposource.T
 			switch {
 			case err != nil:
 				t.Problems = append(t.Problems, fmt.Sprintf("%s: spec.subnets[%d] %q is not a CIDR: skipped", ref, i, s))
-			case !p.Addr().Is4():
-				// IPv6 subnets wait for dual stack.
 			default:
+				// IPv6 subnets too: the desired-state computation routes
+				// them when the local cluster has IPv6 pods and names them
+				// as not routed otherwise, never drops them silently.
 				r.CIDRs = append(r.CIDRs, p.Masked())
 			}
 		}
 		if len(r.CIDRs) == 0 {
-			t.Problems = append(t.Problems, fmt.Sprintf("%s: no IPv4 subnets: remote %q ignored", ref, id))
+			t.Problems = append(t.Problems, fmt.Sprintf("%s: no subnets: remote %q ignored", ref, id))
 			continue
 		}
 		if hc := e.Spec.HealthCheckIP; hc != "" {

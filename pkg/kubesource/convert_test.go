@@ -136,15 +136,15 @@ func TestBuildEndpoints(t *testing.T) {
 			remotes: []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, GatewayIP: netip.MustParseAddr("192.168.20.11"), From: "Endpoint submariner-operator/c2"}},
 		},
 		{
-			name:     "bad subnets are skipped and named; IPv6 waits for dual stack",
+			name:     "bad subnets are skipped and named; IPv6 ones are kept (routed or named by the desired state)",
 			eps:      []*Endpoint{ep("c2", "c2", "c2-n1", "192.168.20.11", 0, "10.2.0.0/16", "fd02::/64", "ten-two")},
-			remotes:  []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, GatewayIP: netip.MustParseAddr("192.168.20.11"), From: "Endpoint submariner-operator/c2"}},
+			remotes:  []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16"), netip.MustParsePrefix("fd02::/64")}, GatewayIP: netip.MustParseAddr("192.168.20.11"), From: "Endpoint submariner-operator/c2"}},
 			problems: []string{`Endpoint submariner-operator/c2: spec.subnets[2] "ten-two" is not a CIDR: skipped`},
 		},
 		{
-			name:     "a remote without IPv4 subnets is ignored",
+			name:     "a remote without subnets is ignored",
 			eps:      []*Endpoint{ep("c3", "c3", "c3-n1", "192.168.30.11", 0)},
-			problems: []string{`Endpoint submariner-operator/c3: no IPv4 subnets: remote "c3" ignored`},
+			problems: []string{`Endpoint submariner-operator/c3: no subnets: remote "c3" ignored`},
 		},
 		{
 			name:     "a remote with a bad private_ip keeps its routes, without a cable peer",
