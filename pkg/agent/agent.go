@@ -808,13 +808,16 @@ func remoteStatus(cfg *config.Config, s dataplane.State, ok bool) []api.Remote {
 		_, found := slices.BinarySearchFunc(s.Routes, p, func(r dataplane.Route, p netip.Prefix) int { return dataplane.CompareDst(r.Dst, p) })
 		return found
 	}
+	// A remote's CIDRs of a family the local pods lack are never routed
+	// (TopologyValid names them): they do not make its routes missing.
+	v4, v6 := podFamilies(cfg)
 	out := make([]api.Remote, 0, len(cfg.Parsed.Remotes))
 	for _, r := range cfg.Parsed.Remotes {
 		rs := api.Remote{ID: r.ID, RoutesInstalled: ok, CIDRs: make([]string, 0, len(r.PodCIDRs)+len(r.ServiceCIDRs))}
 		for _, list := range [][]netip.Prefix{r.PodCIDRs, r.ServiceCIDRs} {
 			for _, p := range list {
 				rs.CIDRs = append(rs.CIDRs, p.String())
-				if rs.RoutesInstalled && !has(p) {
+				if routed := v6 && p.Addr().Is6() || v4 && p.Addr().Is4(); routed && rs.RoutesInstalled && !has(p) {
 					rs.RoutesInstalled = false
 				}
 			}

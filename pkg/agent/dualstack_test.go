@@ -175,3 +175,32 @@ func TestPluginIPv6GatewayHint(t *testing.T) {
 		t.Fatalf("cni = %+v, want cni0 for IPv4 and br-pods for IPv6, both from the plugin's gateways", c)
 	}
 }
+
+// An IPv4 cluster told of a remote's IPv6 CIDR (a dual-stack Submariner
+// Endpoint): not routed, named in TopologyValid, and the remote's IPv4
+// routes still count as installed.
+func TestRemoteIPv6CIDRInIPv4Cluster(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := config.Parse([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Parsed.Remotes[0].PodCIDRs = append(cfg.Parsed.Remotes[0].PodCIDRs, netip.MustParsePrefix("fd00:2::/56"))
+	a, k, rec, _ := newTestAgentCfg(t, cfg, nil)
+	k.set(eth0, discovery.Iface{Name: "cni0", Index: 5, Kind: "bridge", Addrs: []netip.Addr{v4}})
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := a.Status()
+	for _, r := range rec.dp.Routes {
+		if r.Dst.Addr().Is6() {
+			t.Errorf("IPv6 route %v in an IPv4 cluster", r)
+		}
+	}
+	if c := cond(st, CondTopologyValid); c.Status || !strings.Contains(c.Message, `remote "c2": its IPv6 CIDRs (fd00:2::/56, …) are not routed`) {
+		t.Errorf("TopologyValid %+v, want the IPv6 CIDRs named", c)
+	}
+	if !st.Ready || len(st.Remotes) != 1 || !st.Remotes[0].RoutesInstalled || !slices.Contains(st.Remotes[0].CIDRs, "fd00:2::/56") {
+		t.Errorf("ready %v remotes %+v, want c2's IPv4 routes installed and its IPv6 CIDR listed", st.Ready, st.Remotes)
+	}
+}
