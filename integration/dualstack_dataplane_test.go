@@ -89,6 +89,19 @@ func testDualStackDataPath(t *testing.T, underlay6 bool) {
 			nodes = append(nodes, n)
 		}
 	}
+	// A nodad IPv6 address is bindable at once but gets its local route
+	// from the kernel's DAD worker, late on a loaded machine: until then a
+	// packet for it is forwarded, not delivered. The probes wait for it.
+	for _, n := range nodes {
+		for _, a := range []netip.Addr{n.ul6, n.cni6} {
+			if _, ok := dpWaitUntil(5*time.Second, func() bool {
+				out, _ := n.ns.Exec("ip", "-6", "route", "show", "table", "local", a.String())
+				return strings.Contains(out, "local "+a.String())
+			}); !ok {
+				t.Fatalf("%s: no local route for %s", n.name, a)
+			}
+		}
+	}
 	// The primary CNI's intra-cluster routing, host-gw style.
 	for _, n := range nodes {
 		for _, o := range nodes {

@@ -372,6 +372,8 @@ func TestIPv6Traffic(t *testing.T) {
 			m := New(testLogger(t))
 			mustApply(t, a, m, state(na, nb))
 			mustApply(t, b, m, state(nb, na))
+			waitLocal6(t, a, na.cni6)
+			waitLocal6(t, b, nb.cni6)
 			var conn *net.UDPConn
 			if err := b.Do(func(ns.NetNS) error {
 				var err error
@@ -467,5 +469,26 @@ func TestUnderlayHelpers6(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitLocal6 waits until each address has its local route. An address
+// added with nodad can be bound at once, but the kernel inserts its local
+// route from the DAD worker, later on a loaded machine: meanwhile a packet
+// for it is forwarded (all.forwarding=1), not delivered.
+func waitLocal6(t *testing.T, n *netnstest.NS, addrs ...netip.Addr) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, a := range addrs {
+		for {
+			out := n.MustExec(t, "ip", "-6", "route", "show", "table", "local", a.String())
+			if strings.Contains(out, "local "+a.String()) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no local route for %s after 5s", n.Name, a)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
