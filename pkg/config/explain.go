@@ -170,6 +170,10 @@ func fixFor(path, reason, file string) string {
 		}
 		return fix
 	}
+	if strings.HasSuffix(reason, ipv6NotReady) {
+		// Rewriting an IPv6 value as IPv4 is not what the operator wants.
+		return fmt.Sprintf("remove %s from %s until weft carries IPv6; the cluster's IPv6 traffic meanwhile goes where the primary CNI sends it, without weft", path, file)
+	}
 	if want, ok := wants[pathIndex.ReplaceAllString(path, "[]")]; ok {
 		return fmt.Sprintf("set %s in %s to %s", path, file, want)
 	}
