@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -111,13 +110,6 @@ func TestConfigInvalidAtStart(t *testing.T) {
 			cfg["remotes"] = []any{map[string]any{"id": "c2", "podCIDRs": []string{"10.2.0.0/33"}, "gatewayIP": "192.168.20.11"}}
 			return cfg.MustYAML()
 		}, field: "remotes[0].podCIDRs[0]", value: `"10.2.0.0/33"`, condition: `remotes[0].podCIDRs[0] = "10.2.0.0/33": "10.2.0.0/33" is not a CIDR`, reason: "InvalidConfig"},
-		// Until weft carries IPv6 end to end, an IPv6 CIDR is refused, not
-		// accepted and bypassed (issue 14): the reason names the family.
-		{name: "IPv6", bad: func(cfg harness.WeftdConfig) []byte {
-			cl := cfg["cluster"].(map[string]any)
-			cl["podCIDRs"] = append(slices.Clone(cl["podCIDRs"].([]string)), "fd00:1::/56")
-			return cfg.MustYAML()
-		}, field: "cluster.podCIDRs[1]", value: `"fd00:1::/56"`, condition: `"fd00:1::/56" is an IPv6 CIDR: IPv6 is not supported yet`, reason: "InvalidConfig"},
 		{name: "unparsable", bad: func(cfg harness.WeftdConfig) []byte {
 			return []byte("nodeName: c1-n1\ncluster: {id: c1, podCIDRs: [10.1.0.0/16\nremotes: []\n")
 		}, flags: true, field: "line ", value: "", condition: "yaml", reason: "ParseError"},

@@ -14,6 +14,9 @@ import (
 	"github.com/weft-net/weft/pkg/config"
 	"github.com/weft-net/weft/pkg/dataplane"
 	"github.com/weft-net/weft/pkg/netnstest"
+	"github.com/weft-net/weft/pkg/packetfilter"
+	iptables "github.com/weft-net/weft/pkg/packetfilter/iptables"
+	nftables "github.com/weft-net/weft/pkg/packetfilter/nftables"
 	"github.com/weft-net/weft/pkg/topology"
 )
 
@@ -37,7 +40,9 @@ func TestDualStackDataPath(t *testing.T) {
 		name      string
 		underlay6 bool
 	}{{"dual stack over IPv4 underlay", false}, {"IPv6 only over IPv6 underlay", true}} {
-		t.Run(tc.name, func(t *testing.T) { testDualStackDataPath(t, tc.underlay6) })
+		for _, backend := range []string{"", "nftables", "iptables"} {
+			t.Run(tc.name+"/"+backend, func(t *testing.T) { testDualStackDataPath(t, tc.underlay6, backend) })
+		}
 	}
 }
 
@@ -51,7 +56,7 @@ type dsNode struct {
 	pod4, pod6    netip.Prefix // the node's pod subnets (host-gw routes)
 }
 
-func testDualStackDataPath(t *testing.T, underlay6 bool) {
+func testDualStackDataPath(t *testing.T, underlay6 bool, backend string) {
 	ul := netnstest.New(t)
 	ul.MustExec(t, "ip", "link", "add", "br0", "type", "bridge")
 	ul.MustExec(t, "ip", "link", "set", "br0", "up")
@@ -114,14 +119,29 @@ func testDualStackDataPath(t *testing.T, underlay6 bool) {
 
 	ctx := context.Background()
 	managers := map[*dsNode]*dataplane.Netlink{}
+	pfs := map[*dsNode]packetfilter.Backend{}
 	for _, n := range nodes {
 		managers[n] = dataplane.New(nil)
+		switch backend {
+		case "nftables":
+			b, err := nftables.New()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pfs[n] = b
+		case "iptables":
+			b, err := iptables.New()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pfs[n] = b
+		}
 	}
 	gateways := map[string]string{"c1": "c1-n1", "c2": "c2-n1"}
 	applyAll := func() {
 		t.Helper()
 		for _, n := range nodes {
-			dsApply(t, ctx, managers[n], n, dsConfig(t, n, nodes, gateways, underlay6), underlay6)
+			dsApply(t, ctx, managers[n], pfs[n], n, dsConfig(t, n, nodes, gateways, underlay6), underlay6)
 		}
 	}
 	applyAll()
@@ -143,6 +163,31 @@ func testDualStackDataPath(t *testing.T, underlay6 bool) {
 	// cluster went through weft's devices, which the counters confirm.
 	if after := cable(gw("c1")); after == before {
 		t.Errorf("%s's vx-weft-cable sent nothing (tx_packets %s): the probes did not cross weft's cable", gateways["c1"], after)
+	}
+
+	if backend != "" {
+		// Host-network traffic from an address outside the pod CIDRs
+		// (a socket bound to the underlay address) is seen as the CNI
+		// address of its family: the host SNAT, IPv6 included.
+		for _, v6 := range []bool{false, true} {
+			if !v6 && underlay6 {
+				continue
+			}
+			from, to := nodes[1], nodes[3] // c1-n2 (non-gateway) -> c2-n2
+			bind, dst, want := from.ul4, to.cni4, from.cni4
+			if v6 {
+				bind, dst, want = from.ul6, to.cni6, from.cni6
+			}
+			seen, err := dsProbeFrom(from.ns, to.ns, bind, dst)
+			if err != nil {
+				t.Errorf("host %s (%s) -> %s: %v", from.name, bind, dst, err)
+				continue
+			}
+			t.Logf("host %s bound to %s -> %s: seen from %s", from.name, bind, dst, seen)
+			if seen != want {
+				t.Errorf("host %s bound to %s -> %s: seen from %s, want the CNI address %s", from.name, bind, dst, seen, want)
+			}
+		}
 	}
 
 	t.Run("gateway-move", func(t *testing.T) {
@@ -183,7 +228,7 @@ func testDualStackDataPath(t *testing.T, underlay6 bool) {
 
 // dsApply computes n's desired state from cfg and applies it with m, as a
 // reconcile pass does.
-func dsApply(t *testing.T, ctx context.Context, m *dataplane.Netlink, n *dsNode, cfg *config.Config, underlay6 bool) {
+func dsApply(t *testing.T, ctx context.Context, m *dataplane.Netlink, pf packetfilter.Backend, n *dsNode, cfg *config.Config, underlay6 bool) {
 	t.Helper()
 	in := topology.Inputs{NodeIP: n.ul4, UnderlayIf: "ul0", UnderlayMTU: 1500, CNIIf: "cni0", CNIIP: n.cni4, CNIIP6: n.cni6}
 	if underlay6 {
@@ -202,6 +247,14 @@ func dsApply(t *testing.T, ctx context.Context, m *dataplane.Netlink, n *dsNode,
 	}
 	if aerr != nil {
 		t.Fatalf("%s: apply: %v", n.name, aerr)
+	}
+	if pf != nil {
+		if err := n.ns.Do(func(ns.NetNS) error { aerr = pf.Apply(ctx, res.Filter); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if aerr != nil {
+			t.Fatalf("%s: packet filter: %v", n.name, aerr)
+		}
 	}
 	if underlay6 {
 		out := n.ns.MustExec(t, "ip", "-d", "link", "show", "dev", "vx-weft")
@@ -295,9 +348,14 @@ func dsConfig(t *testing.T, n *dsNode, nodes []*dsNode, gateways map[string]stri
 	return cfg
 }
 
-// dsProbe sends one UDP datagram from a's namespace to dst in b's and
-// waits for the echo; it returns the source address b saw.
 func dsProbe(a, b *netnstest.NS, dst netip.Addr) (netip.Addr, error) {
+	return dsProbeFrom(a, b, netip.Addr{}, dst)
+}
+
+// dsProbeFrom sends one UDP datagram from a's namespace (from bind when
+// valid) to dst in b's and waits for the echo; it returns the source
+// address b saw.
+func dsProbeFrom(a, b *netnstest.NS, bind, dst netip.Addr) (netip.Addr, error) {
 	network := "udp4"
 	if dst.Is6() {
 		network = "udp6"
@@ -322,7 +380,11 @@ func dsProbe(a, b *netnstest.NS, dst netip.Addr) (netip.Addr, error) {
 		_, _ = conn.WriteToUDPAddrPort(buf[:nr], from)
 	}()
 	err := a.Do(func(ns.NetNS) error {
-		c, err := net.DialUDP(network, nil, &net.UDPAddr{IP: net.IP(dst.AsSlice()), Port: 7777})
+		var laddr *net.UDPAddr
+		if bind.IsValid() {
+			laddr = &net.UDPAddr{IP: net.IP(bind.AsSlice())}
+		}
+		c, err := net.DialUDP(network, laddr, &net.UDPAddr{IP: net.IP(dst.AsSlice()), Port: 7777})
 		if err != nil {
 			return err
 		}

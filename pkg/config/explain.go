@@ -106,7 +106,7 @@ func valueAt(doc map[string]any, path string) string {
 var wants = map[string]string{
 	"nodeName":                  "this node's name as listed in cluster.nodes (default: $NODE_NAME, then the hostname)",
 	"nodeIP":                    "an IPv4 unicast address of this node, e.g. 192.168.10.12 (or remove it: taken from cluster.nodes, else the default-route interface)",
-	"nodeIP6":                   "an IPv6 global or ULA address of this node (or remove it: taken from cluster.nodes[].ip6); refused until weft carries IPv6 (issue 14)",
+	"nodeIP6":                   "an IPv6 global or ULA address of this node (or remove it: taken from cluster.nodes[].ip6)",
 	"cluster":                   "a mapping with id, podCIDRs, serviceCIDRs, gateway and nodes",
 	"cluster.id":                "this cluster's id, e.g. c1, different from every remotes[].id",
 	"cluster.podCIDRs":          "a list of this cluster's pod CIDRs, e.g. [10.1.0.0/16]",
@@ -118,7 +118,7 @@ var wants = map[string]string{
 	"cluster.nodes[]":           "a mapping {name: NODE, ip: UNDERLAY-IPv4, ip6: UNDERLAY-IPv6}, at least one of ip and ip6",
 	"cluster.nodes[].name":      "the node's name, used once in the list",
 	"cluster.nodes[].ip":        "the node's IPv4 underlay address, used once in the list",
-	"cluster.nodes[].ip6":       "the node's IPv6 address (global or ULA), used once in the list; every node needs one if any node has no ip; refused until weft carries IPv6 (issue 14)",
+	"cluster.nodes[].ip6":       "the node's IPv6 address (global or ULA), used once in the list; every node needs one if any node has no ip",
 	"remotes":                   "a list of remote clusters {id, podCIDRs, serviceCIDRs, gatewayIP}",
 	"remotes[]":                 "a mapping {id, podCIDRs, serviceCIDRs, gatewayIP}",
 	"remotes[].id":              "the remote cluster's id, used once and different from cluster.id",
@@ -126,7 +126,7 @@ var wants = map[string]string{
 	"remotes[].podCIDRs[]":      cidrWant,
 	"remotes[].serviceCIDRs":    "a list of the remote cluster's service CIDRs",
 	"remotes[].serviceCIDRs[]":  cidrWant,
-	"remotes[].gatewayIP":       "the remote gateway's underlay address (required with cable: vxlan), IPv4, or IPv6 once weft carries IPv6; every remote's of the same family",
+	"remotes[].gatewayIP":       "the remote gateway's underlay address (required with cable: vxlan), IPv4 or IPv6, every remote's of the same family",
 	"cable":                     "vxlan or none",
 	"cniInterface":              `an interface name (at most 15 characters, no '/', ':' or spaces), or "" to discover it`,
 	"vxlan.name":                "an interface name of at most 15 characters, different from cableVxlan.name (default vx-weft)",
@@ -159,7 +159,7 @@ var wants = map[string]string{
 	"healthCheck.lossThreshold": "1..100 probes in a row unanswered before a target is down (default 5)",
 }
 
-const cidrWant = "an IPv4 CIDR (IPv6 once weft carries IPv6, issue 14) with its host bits zero, e.g. 10.2.0.0/16; it must not overlap another cluster's CIDRs (the route would be ambiguous)"
+const cidrWant = "an IPv4 or IPv6 CIDR with its host bits zero, e.g. 10.2.0.0/16 or fd00:2::/56; it must not overlap another cluster's CIDRs (the route would be ambiguous)"
 
 // fixFor says what to do about one field error.
 func fixFor(path, reason, file string) string {

@@ -31,11 +31,12 @@ const (
 var reservedTables = map[int]string{253: "default", 254: "main", 255: "local"}
 
 // ipv6Ready opens the configuration to IPv6 pod, service and node
-// addresses. It stays false until the reconcile loop hands IPv6 to both
-// the data plane and the packet filter (issue 14): an IPv6 CIDR accepted
-// before that would be traffic that bypasses weft (no route, no SNAT, no
-// MSS clamp), which is worse than a refused file.
-const ipv6Ready = false
+// addresses: the reconcile loop hands IPv6 to both the data plane and the
+// packet filter (issue 14). An IPv6 CIDR accepted without both would be
+// traffic that bypasses weft (no route, no SNAT, no MSS clamp), which is
+// worse than a refused file: a build that cannot carry a family sets its
+// gate false, and validate's family checks refuse it with the reason.
+const ipv6Ready = true
 
 // ipv6NotReady is the reason IPv6 input is refused while ipv6Ready is false.
 const ipv6NotReady = "IPv6 is not supported yet: weft's reconcile loop does not give IPv6 to its data plane and packet filter, so IPv6 traffic would bypass weft (issue 14)"

@@ -125,11 +125,11 @@ func build(clusterID string, nodes []*corev1.Node, eps []*Endpoint) toposource.T
 	for _, n := range nodes {
 		ips := nodeIPs(n)
 		if !ips[0].IsValid() {
-			// An IPv6-only node needs an IPv6 VXLAN underlay, which the
-			// reconcile loop does not build yet (issue 14).
+			// An IPv6-only node needs an IPv6 VXLAN underlay, which
+			// only a file topology selects so far (cluster.nodes[].ip6).
 			why := "no InternalIP"
 			if ips[1].IsValid() {
-				why = "only an IPv6 InternalIP (" + ips[1].String() + "; IPv6-only nodes wait for weft's IPv6 underlay)"
+				why = "only an IPv6 InternalIP (" + ips[1].String() + "; IPv6-only clusters need topology: file for now)"
 			}
 			t.Problems = append(t.Problems, fmt.Sprintf("Node %s has no IPv4 InternalIP, %s: not a member until it has one", n.Name, why))
 			continue

@@ -80,7 +80,7 @@ func TestBuildNodes(t *testing.T) {
 	if !reflect.DeepEqual(top.Nodes, want) {
 		t.Errorf("nodes = %+v, want %+v", top.Nodes, want)
 	}
-	if len(top.Problems) != 2 || !strings.Contains(top.Problems[0], "Node c1-v6 has no IPv4 InternalIP, only an IPv6 InternalIP (fd00::1;") ||
+	if len(top.Problems) != 2 || !strings.Contains(top.Problems[0], "Node c1-v6 has no IPv4 InternalIP, only an IPv6 InternalIP (fd00::1; IPv6-only clusters need topology: file for now)") ||
 		!strings.Contains(top.Problems[1], "Node c1-none has no IPv4 InternalIP, no InternalIP") {
 		t.Errorf("problems = %q", top.Problems)
 	}

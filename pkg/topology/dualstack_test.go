@@ -68,6 +68,9 @@ func TestDesiredDualStackNonGateway(t *testing.T) {
 	if !reflect.DeepEqual(res.Filter.LocalCIDRs, wantLocal) {
 		t.Errorf("filter local %v, want %v", res.Filter.LocalCIDRs, wantLocal)
 	}
+	if res.Filter.CNIIP != v4 || res.Filter.CNIIP6 != v6 {
+		t.Errorf("filter CNI addresses %v / %v, want %v / %v (the host SNAT sources)", res.Filter.CNIIP, res.Filter.CNIIP6, v4, v6)
+	}
 
 	// The CNI interface's IPv6 address not known yet: IPv6 routes
 	// without a source, as IPv4 ones.

@@ -273,6 +273,7 @@ func Desired(cfg *config.Config, in Inputs) (Result, error) {
 		RemoteCIDRs: sortedPrefixes(remoteCIDRs),
 		Devices:     names,
 		CNIIP:       in.CNIIP,
+		CNIIP6:      in.CNIIP6,
 		VXLANPorts:  slices.Compact(ports),
 		MSS:         packetfilter.MSS{Mode: cfg.MSS.Mode, Value: cfg.MSS.Value},
 	}
