@@ -7,8 +7,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
-
 	"github.com/weft-net/weft/integration/harness"
 	"github.com/weft-net/weft/pkg/api"
 )
@@ -186,29 +184,5 @@ func newProbeNode(ctx context.Context, env *harness.Env, u *harness.Underlay, bc
 	} else {
 		cfg["healthCheck"] = map[string]any{"enabled": false}
 	}
-	w, err := n.StartWeftd(ctx, cfg.MustYAML())
-	if err != nil {
-		return nil, err
-	}
-	base, _, wft, err := conflists(n)
-	if err != nil {
-		return nil, err
-	}
-	sn := &startupNode{n: n, w: w, cni: libcni.NewCNIConfigWithCacheDir(env.CNIPath(), n.CacheDir, nil)}
-	for _, c := range []struct {
-		dst         **chain
-		short, name string
-		b           []byte
-	}{{&sn.bare, "bare", "bridge+host-local", base}, {&sn.weft, "weft", "bridge+host-local+weft", wft}} {
-		list, err := libcni.ConfListFromBytes(c.b)
-		if err != nil {
-			return nil, fmt.Errorf("conflist %s: %w", c.name, err)
-		}
-		pod, err := n.NewPod("bench", "probe-"+c.short)
-		if err != nil {
-			return nil, err
-		}
-		*c.dst = &chain{name: c.name, tag: bc.id + "-" + c.short, node: n, list: list, pod: pod}
-	}
-	return sn, nil
+	return startChains(ctx, env, n, cfg, bc, false, func(short, _ string) string { return "probe-" + short })
 }

@@ -105,6 +105,15 @@ func newStartupNode(ctx context.Context, env *harness.Env, u *harness.Underlay, 
 		return nil, err
 	}
 	cfg["stateDir"] = stateDir
+	return startChains(ctx, env, n, cfg, bc, true, func(short, name string) string {
+		return "startup-" + strings.ReplaceAll(name, "+", "-")
+	})
+}
+
+// startChains starts weftd on n with cfg and makes n's chains, each with a
+// pod named by podName: bare bridge+host-local, +weft, and +tuning when
+// tuning is set.
+func startChains(ctx context.Context, env *harness.Env, n *harness.Node, cfg harness.WeftdConfig, bc benchCluster, tuning bool, podName func(short, name string) string) (*startupNode, error) {
 	w, err := n.StartWeftd(ctx, cfg.MustYAML())
 	if err != nil {
 		return nil, err
@@ -114,16 +123,22 @@ func newStartupNode(ctx context.Context, env *harness.Env, u *harness.Underlay, 
 		return nil, err
 	}
 	sn := &startupNode{n: n, w: w, cni: libcni.NewCNIConfigWithCacheDir(env.CNIPath(), n.CacheDir, nil)}
-	for _, c := range []struct {
+	type want struct {
 		dst         **chain
 		short, name string
 		b           []byte
-	}{{&sn.bare, "bare", "bridge+host-local", base}, {&sn.tuning, "tuning", "bridge+host-local+tuning", tun}, {&sn.weft, "weft", "bridge+host-local+weft", wft}} {
+	}
+	wants := []want{{&sn.bare, "bare", "bridge+host-local", base}}
+	if tuning {
+		wants = append(wants, want{&sn.tuning, "tuning", "bridge+host-local+tuning", tun})
+	}
+	wants = append(wants, want{&sn.weft, "weft", "bridge+host-local+weft", wft})
+	for _, c := range wants {
 		list, err := libcni.ConfListFromBytes(c.b)
 		if err != nil {
 			return nil, fmt.Errorf("conflist %s: %w", c.name, err)
 		}
-		pod, err := n.NewPod("bench", "startup-"+strings.ReplaceAll(c.name, "+", "-"))
+		pod, err := n.NewPod("bench", podName(c.short, c.name))
 		if err != nil {
 			return nil, err
 		}
