@@ -262,6 +262,20 @@ func rv(obj []byte) string {
 	return s[:strings.IndexByte(s, '"')]
 }
 
+// followThenFinish ends a handover: every node follows the new holder
+// (within 30 s), the probe runs a second more and is stopped.
+func followThenFinish(ctx context.Context, t *testing.T, s *scenario.Scenario, p *scenario.Prober) {
+	t.Helper()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, _, err := s.WaitFollow(cctx); err != nil {
+		p.Finish()
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	p.Finish()
+}
+
 // The gateway's label is removed: it releases the Lease, the other
 // candidate takes it at once (no expiry wait), both clusters follow.
 func checkLabelRemoved(ctx context.Context, t *testing.T, s *scenario.Scenario) {
@@ -277,14 +291,7 @@ func checkLabelRemoved(ctx context.Context, t *testing.T, s *scenario.Scenario) 
 	gw := waitHolder(ctx, t, s, s.Clusters.C1, old.Name)
 	took := time.Since(start)
 	s.Elected(gw)
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, _, err := s.WaitFollow(cctx); err != nil {
-		p.Finish()
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second)
-	p.Finish()
+	followThenFinish(ctx, t, s, p)
 	t.Logf("label removed from %s: %s holds the Lease after %s; probe gap %s (%d of %d lost; goal ≤ 2s)",
 		old.Name, gw.Name, took.Round(time.Millisecond), p.Gap.Round(time.Millisecond), p.Lost, p.Sent)
 	if took > 2*time.Second {
@@ -341,14 +348,7 @@ func checkGatewayDies(ctx context.Context, t *testing.T, s *scenario.Scenario) {
 	if err := s.RemoveMember(m); err != nil {
 		t.Fatal(err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, _, err := s.WaitFollow(cctx); err != nil {
-		p.Finish()
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second)
-	p.Finish()
+	followThenFinish(ctx, t, s, p)
 	t.Logf("gateway %s died: %s holds the Lease after %s; probe gap %s (%d of %d lost; goal ≤ %s)",
 		old.Name, gw.Name, took.Round(time.Millisecond), p.Gap.Round(time.Millisecond), p.Lost, p.Sent, leaseDuration+2*time.Second)
 	if p.Gap > leaseDuration+2*time.Second {
