@@ -76,16 +76,19 @@ func NewRouted(t testing.TB, ipv6 bool) *Routed {
 // the source address the remote side sees.
 func (r *Routed) SourceSeen(t testing.TB, from *NS, to netip.Addr) netip.Addr {
 	t.Helper()
-	dst := netip.AddrPortFrom(to, 9999)
+	// Port 0: the kernel picks a free port per call, so no earlier socket
+	// of this or a parallel test (or one in TIME_WAIT-like teardown) can
+	// collide with it ("bind: address already in use" was seen on IPv6).
 	var conn *net.UDPConn
 	if err := r.Remote.Do(func(ns.NetNS) error {
 		var err error
-		conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(dst))
+		conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(to, 0)))
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	dst := netip.AddrPortFrom(to, conn.LocalAddr().(*net.UDPAddr).AddrPort().Port())
 	if err := from.Do(func(ns.NetNS) error {
 		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
 		if err != nil {
@@ -113,7 +116,7 @@ func (r *Routed) ServerMSS(t testing.TB) int {
 	var ln *net.TCPListener
 	if err := r.Remote.Do(func(ns.NetNS) error {
 		var err error
-		ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(r.RemoteIP, 9998)))
+		ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(r.RemoteIP, 0)))
 		return err
 	}); err != nil {
 		t.Fatal(err)
