@@ -127,6 +127,7 @@ type node struct {
 	name string
 	pub  *healthpublish.Publisher
 	done chan struct{}
+	stop context.CancelFunc // ends the publisher and its feeder: the node goes away
 
 	mu     sync.Mutex
 	c2Up   bool
@@ -151,7 +152,8 @@ func (f *fixture) startIn(t *testing.T, ctx context.Context, name string, kind h
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{name: name, pub: pub, done: make(chan struct{}), c2Up: true}
+	ctx, stop := context.WithCancel(ctx)
+	n := &node{name: name, pub: pub, done: make(chan struct{}), stop: stop, c2Up: true}
 	go func() {
 		defer close(n.done)
 		pub.Run(ctx)
@@ -212,6 +214,42 @@ func (n *node) snapshot() pathhealth.Snapshot {
 
 // getJSON is kubectl get -o json as the cluster's admin: the object as
 // stored, independent of the publisher's client.
+// createNode makes a Node object as the kubelet registers one and returns
+// its UID.
+func (f *fixture) createNode(t *testing.T, ctx context.Context, name string) string {
+	t.Helper()
+	doc := fmt.Sprintf(`{"apiVersion":"v1","kind":"Node","metadata":{"name":%q}}`, name)
+	if out, err := f.srv.KubectlWith(ctx, f.srv.AdminKubeconfig, []byte(doc), "create", "-f", "-"); err != nil {
+		t.Fatalf("create node %s: %v\n%s", name, err, out)
+	}
+	out, err := f.srv.Kubectl(ctx, "get", "node", name, "-o", "jsonpath={.metadata.uid}")
+	if err != nil || strings.TrimSpace(out) == "" {
+		t.Fatalf("uid of node %s: %v %q", name, err, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// owners renders an object's owner references as apiVersion/kind/name/uid,
+// comma-separated.
+func (f *fixture) owners(t *testing.T, ctx context.Context, resource, ns, name string) string {
+	t.Helper()
+	data, err := f.getJSON(ctx, resource, ns, name)
+	if err != nil {
+		t.Fatalf("get %s %s/%s: %v", resource, ns, name, err)
+	}
+	var o struct {
+		Metadata metav1.ObjectMeta `json:"metadata"`
+	}
+	if err := json.Unmarshal(data, &o); err != nil {
+		t.Fatal(err)
+	}
+	var refs []string
+	for _, r := range o.Metadata.OwnerReferences {
+		refs = append(refs, fmt.Sprintf("%s/%s/%s/%s", r.APIVersion, r.Kind, r.Name, r.UID))
+	}
+	return strings.Join(refs, ",")
+}
+
 func (f *fixture) getJSON(ctx context.Context, resource, ns, name string) ([]byte, error) {
 	out, err := f.srv.Kubectl(ctx, "get", resource, "-n", ns, name, "-o", "json")
 	return []byte(out), err
@@ -249,6 +287,7 @@ func TestRouteAgent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	f := setup(t, ctx)
+	uid := f.createNode(t, ctx, "c1-n1")
 	var ns []*node
 	for i := range nodes {
 		ns = append(ns, f.start(t, ctx, fmt.Sprintf("c1-n%d", i+1), healthpublish.KindRouteAgent))
@@ -259,6 +298,14 @@ func TestRouteAgent(t *testing.T) {
 		}
 	}
 	checkRouteAgentFields(t, ctx, f, ns[0].name)
+	// Owned by its Node where there is one (the garbage collector deletes
+	// it with the Node: TestNodePath), by nothing where there is none.
+	if got := f.owners(t, ctx, "routeagents.submariner.io", subNS, "c1-n1"); got != "v1/Node/c1-n1/"+uid {
+		t.Errorf("RouteAgent c1-n1 owners %q, want its Node (uid %s)", got, uid)
+	}
+	if got := f.owners(t, ctx, "routeagents.submariner.io", subNS, "c1-n3"); got != "" {
+		t.Errorf("RouteAgent c1-n3 owners %q, want none (no Node c1-n3)", got)
+	}
 	checkSchemaRefuses(t, ctx, f)
 	t.Run("steady-state", func(t *testing.T) { checkSteadyState(t, ctx, f, ns) })
 	t.Run("change", func(t *testing.T) { checkChange(t, ctx, f, ns[1]) })
@@ -566,6 +613,13 @@ func TestNodePath(t *testing.T) {
 		!c2.Up || c2.Since.IsZero() || c2.RTT.Min != "450µs" || c2.Sent == 0 || c2.Lost != 0 || c2.Message != "" {
 		t.Errorf("target remote/c2 %+v", c2)
 	}
+	// No Node object yet: no owner. The Node appears; the next write (c2
+	// going down, below) adopts the object, through a PUT of the object
+	// itself since PUT …/status ignores metadata.
+	if got := f.owners(t, ctx, "nodepaths.weft.dev", weftNS, n.name); got != "" {
+		t.Errorf("NodePath owners %q before any Node exists", got)
+	}
+	uid := f.createNode(t, ctx, n.name)
 	// c2 down: the condition names it too, at once.
 	start := time.Now()
 	n.setC2(false)
@@ -576,6 +630,9 @@ func TestNodePath(t *testing.T) {
 		t.Errorf("c2 down not in the NodePath after 10 s (publisher %+v)", n.pub.Stats())
 	}
 	t.Logf("c2 down stored in the NodePath %s after the snapshot said so", time.Since(start).Round(time.Millisecond))
+	if got := f.owners(t, ctx, "nodepaths.weft.dev", weftNS, n.name); got != "v1/Node/"+n.name+"/"+uid {
+		t.Errorf("NodePath owners %q after a write with the Node present, want its Node (uid %s)", got, uid)
+	}
 	out, err := f.srv.Kubectl(ctx, "get", "nodepaths.weft.dev", "-n", weftNS)
 	if err != nil || !strings.Contains(out, "c1-n1") || !strings.Contains(out, "RemoteUnreachable") {
 		t.Errorf("kubectl get nodepaths: %v\n%s", err, out)
@@ -594,6 +651,36 @@ func TestNodePath(t *testing.T) {
 		t.Errorf("NodePath in a namespace weft may not write: %+v, want 1-7 forbidden attempts in 20 s", st)
 	} else {
 		t.Logf("refused by RBAC: %d attempts in 20 s (%s)", st.Errors, st.LastError)
+	}
+
+	// The node leaves: its weftd stops and its Node is deleted; the real
+	// garbage collector (kube-controller-manager) deletes the NodePath
+	// with it, instead of leaving one object per departed node.
+	t.Run("node-deleted", func(t *testing.T) {
+		n.stop()
+		<-n.done
+		if err := f.srv.StartControllers(ctx); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if out, err := f.srv.Kubectl(ctx, "delete", "node", n.name); err != nil {
+			t.Fatalf("delete node: %v\n%s", err, out)
+		}
+		if !waitFor(ctx, 60*time.Second, func() bool {
+			_, err := f.getJSON(ctx, "nodepaths.weft.dev", weftNS, n.name)
+			return err != nil && strings.Contains(err.Error(), "NotFound")
+		}) {
+			_, err := f.getJSON(ctx, "nodepaths.weft.dev", weftNS, n.name)
+			t.Fatalf("NodePath %s still there 60 s after its Node was deleted (%v)", n.name, err)
+		}
+		t.Logf("Node %s deleted -> its NodePath deleted by the garbage collector after %s", n.name, time.Since(start).Round(time.Millisecond))
+	})
+	if t.Failed() {
+		return
+	}
+	n = f.start(t, ctx, n.name, healthpublish.KindNodePath)
+	if !waitFor(ctx, 30*time.Second, func() bool { np, _, err := get(); return err == nil && len(np.Status.Targets) == 3 }) {
+		t.Fatalf("no NodePath status after 30 s (publisher %+v)", n.pub.Stats())
 	}
 
 	// The schema refuses what no weftd writes.

@@ -15,6 +15,7 @@ package healthpublish
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -26,6 +27,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
 	"github.com/weft-net/weft/pkg/kubesource"
@@ -258,7 +260,7 @@ func (p *Publisher) target(rc *rest.Config) (target, error) {
 		if err != nil {
 			return nil, err
 		}
-		t := &routeAgentTarget{p: p, w: writer[RouteAgent, *RouteAgent]{client: c, resource: "routeagents", namespace: p.o.Namespace, name: p.o.Node}}
+		t := &routeAgentTarget{p: p, w: writer[RouteAgent, *RouteAgent]{client: c, resource: "routeagents", namespace: p.o.Namespace, name: p.o.Node, owner: p.nodeOwner(c), log: p.o.Log}}
 		t.w.yield = t.foreign
 		return t, nil
 	}
@@ -266,7 +268,51 @@ func (p *Publisher) target(rc *rest.Config) (target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &nodePathTarget{w: writer[NodePath, *NodePath]{client: c, resource: "nodepaths", namespace: p.o.Namespace, name: p.o.Node, statusSub: true}}, nil
+	return &nodePathTarget{w: writer[NodePath, *NodePath]{client: c, resource: "nodepaths", namespace: p.o.Namespace, name: p.o.Node, statusSub: true, owner: p.nodeOwner(c), log: p.o.Log}}, nil
+}
+
+// nodeOwner looks up the node's Node object (one GET; the ClusterRole
+// grants get on nodes for the topology source) and returns the owner
+// reference to it. A failure is logged when it changes and leaves the
+// object without an owner until a later write succeeds.
+func (p *Publisher) nodeOwner(c *rest.RESTClient) func(context.Context) (metav1.OwnerReference, bool) {
+	var lastErr string
+	return func(ctx context.Context) (metav1.OwnerReference, bool) {
+		ref, err := lookupNode(ctx, c, p.o.Node)
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg != lastErr {
+			if err != nil {
+				p.o.Log.Warn("health object written without an owner: it stays if the Node is deleted", "err", err)
+			} else if lastErr != "" {
+				p.o.Log.Info("health object owned by its Node again")
+			}
+			lastErr = msg
+		}
+		return ref, err == nil
+	}
+}
+
+// lookupNode reads the Node's UID. The client is the health kind's (its
+// scheme knows no core types), so the answer is decoded by hand.
+func lookupNode(ctx context.Context, c *rest.RESTClient, name string) (metav1.OwnerReference, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	raw, err := c.Get().AbsPath("/api/v1/nodes", name).DoRaw(ctx)
+	if err != nil {
+		return metav1.OwnerReference{}, fmt.Errorf("get node %s: %w", name, err)
+	}
+	var n struct {
+		Metadata struct {
+			UID types.UID `json:"uid"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(raw, &n); err != nil || n.Metadata.UID == "" {
+		return metav1.OwnerReference{}, fmt.Errorf("get node %s: no uid in the answer (%v)", name, err)
+	}
+	return metav1.OwnerReference{APIVersion: "v1", Kind: "Node", Name: name, UID: n.Metadata.UID}, nil
 }
 
 // record counts one write and logs state changes (not every failed retry).

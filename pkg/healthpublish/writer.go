@@ -3,6 +3,7 @@ package healthpublish
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,7 +42,25 @@ type writer[T any, P object[T]] struct {
 	// keeps it); the write then fails with that error, and the next one
 	// reads again.
 	yield func(P) error
+	// owner, if set, returns the reference that makes the node's Node the
+	// owner of the object (false: none now, e.g. the Node is not found),
+	// so that the garbage collector deletes the object with its Node
+	// instead of leaving one per departed node. Asked on every create,
+	// and on an update of an object that has no Node owner yet (written
+	// before weft set one, or while the lookup failed).
+	owner func(context.Context) (metav1.OwnerReference, bool)
+	log   *slog.Logger // nil: silent
 	last  P
+}
+
+// ownedByNode tells whether o has a Node among its owners.
+func ownedByNode(o metav1.Object) bool {
+	for _, r := range o.GetOwnerReferences() {
+		if r.Kind == "Node" && r.APIVersion == "v1" {
+			return true
+		}
+	}
+	return false
 }
 
 // conflictAttempts bounds the read-modify-write loop of one write.
@@ -56,6 +75,11 @@ func (w *writer[T, P]) write(ctx context.Context, set func(P)) (string, error) {
 			obj := P(new(T))
 			obj.SetName(w.name)
 			obj.SetNamespace(w.namespace)
+			if w.owner != nil {
+				if ref, ok := w.owner(ctx); ok {
+					obj.SetOwnerReferences([]metav1.OwnerReference{ref})
+				}
+			}
 			set(obj)
 			out := P(new(T))
 			err := w.client.Post().Namespace(w.namespace).Resource(w.resource).Body(obj).Do(ctx).Into(out)
@@ -74,6 +98,9 @@ func (w *writer[T, P]) write(ctx context.Context, set func(P)) (string, error) {
 			}
 		}
 		obj := w.last.DeepCopyObject().(P)
+		if w.owner != nil && !ownedByNode(obj) {
+			obj = w.adopt(ctx, obj)
+		}
 		set(obj)
 		req := w.client.Put().Namespace(w.namespace).Resource(w.resource).Name(w.name)
 		if w.statusSub {
@@ -117,4 +144,28 @@ func (w *writer[T, P]) get(ctx context.Context) error {
 	}
 	w.last = out
 	return nil
+}
+
+// adopt adds the Node owner to obj when the lookup gives one. With a status
+// subresource, PUT …/status ignores metadata, so the owner is stored by a
+// PUT of the object itself first; if that fails the status write goes on
+// without it and the next write tries again.
+func (w *writer[T, P]) adopt(ctx context.Context, obj P) P {
+	ref, ok := w.owner(ctx)
+	if !ok {
+		return obj
+	}
+	obj.SetOwnerReferences(append(obj.GetOwnerReferences(), ref))
+	if !w.statusSub {
+		return obj
+	}
+	out := P(new(T))
+	if err := w.client.Put().Namespace(w.namespace).Resource(w.resource).Name(w.name).Body(obj).Do(ctx).Into(out); err != nil {
+		if w.log != nil {
+			w.log.Warn("add the Node owner reference", "resource", w.resource, "name", w.name, "err", err)
+		}
+		return w.last.DeepCopyObject().(P)
+	}
+	w.last = out
+	return out.DeepCopyObject().(P)
 }
