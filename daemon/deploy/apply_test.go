@@ -193,7 +193,7 @@ func TestRBAC(t *testing.T) {
 		// endpoints: weft: the node's NodePath, in weft's namespace.
 		{"get", "nodepaths.weft.dev", saNamespace, true},
 		{"create", "nodepaths.weft.dev", saNamespace, true},
-		{"update", "nodepaths.weft.dev", saNamespace, false}, // its status only, below
+		{"update", "nodepaths.weft.dev", saNamespace, true}, // to add the Node owner reference (metadata); the status goes through its subresource, below
 		{"delete", "nodepaths.weft.dev", saNamespace, false},
 		{"list", "nodepaths.weft.dev", saNamespace, false},
 		{"create", "nodepaths.weft.dev", "other", false},

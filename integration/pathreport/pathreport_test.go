@@ -284,6 +284,7 @@ func waitFor(ctx context.Context, limit time.Duration, ok func() bool) bool {
 // once; with the API server stopped nothing crashes, and the latest state
 // is written once it is back.
 func TestRouteAgent(t *testing.T) {
+	t.Parallel() // each test has its own API server; the 60 s steady state dominates
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	f := setup(t, ctx)
@@ -578,6 +579,7 @@ func checkAPIAway(t *testing.T, ctx context.Context, f *fixture, n *node) {
 // and names the failing hop in its conditions; the CRD's schema refuses a
 // malformed status.
 func TestNodePath(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	f := setup(t, ctx)
