@@ -102,8 +102,27 @@ func (n *Node) Conflist(opts CNIOptions) ([]byte, error) {
 	opts = opts.withDefaults()
 	ipam := map[string]any{
 		"type":    "host-local",
-		"subnet":  n.PodCIDR.String(),
 		"dataDir": n.IPAMDir,
+	}
+	defaultRoutes := []any{map[string]any{"dst": "0.0.0.0/0"}}
+	if !n.PodCIDR6.IsValid() {
+		ipam["subnet"] = n.PodCIDR.String()
+	} else {
+		// One range set per family: host-local hands out one address of
+		// each, the bridge gives cni0 the gateway address of each.
+		var ranges []any
+		defaultRoutes = nil
+		for _, p := range []netip.Prefix{n.PodCIDR, n.PodCIDR6} {
+			if p.IsValid() {
+				ranges = append(ranges, []any{map[string]any{"subnet": p.String()}})
+				dst := "0.0.0.0/0"
+				if p.Addr().Is6() {
+					dst = "::/0"
+				}
+				defaultRoutes = append(defaultRoutes, map[string]any{"dst": dst})
+			}
+		}
+		ipam["ranges"] = ranges
 	}
 	var primary map[string]any
 	switch opts.Layout {
@@ -120,7 +139,7 @@ func (n *Node) Conflist(opts CNIOptions) ([]byte, error) {
 	case LayoutCalico:
 		// ptp adds the route to the gateway; the default route comes
 		// from IPAM, as with Calico's own IPAM.
-		ipam["routes"] = []any{map[string]any{"dst": "0.0.0.0/0"}}
+		ipam["routes"] = defaultRoutes
 		primary = map[string]any{
 			"type":   "ptp",
 			"ipMasq": false,
@@ -248,10 +267,13 @@ type Pod struct {
 	// cnitool and libcni: cnitool derives it from the netns path
 	// (cnitool-<sha512(path)[:10]>), so libcni uses the same one.
 	ContainerID string
-	// Filled by a successful ADD.
-	IP      netip.Addr
-	Gateway netip.Addr
-	Result  *types100.Result
+	// Filled by a successful ADD: the IPv4 address and its gateway, and
+	// the IPv6 ones (each invalid when the node's plan lacks the family).
+	IP       netip.Addr
+	Gateway  netip.Addr
+	IP6      netip.Addr
+	Gateway6 netip.Addr
+	Result   *types100.Result
 	// RawResult is the last cnitool add's stdout, in the conflist's
 	// cniVersion (Result is its conversion to the current version).
 	RawResult []byte
@@ -420,18 +442,30 @@ func (p *Pod) setResult(res types.Result) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("pod %s/%s: convert result: %w", p.Namespace, p.Name, err)
 	}
 	p.Result = r
+	p.IP, p.Gateway, p.IP6, p.Gateway6 = netip.Addr{}, netip.Addr{}, netip.Addr{}, netip.Addr{}
 	for _, ipc := range r.IPs {
 		a, ok := netip.AddrFromSlice(ipc.Address.IP)
-		if !ok || !a.Unmap().Is4() {
+		if !ok {
 			continue
 		}
-		p.IP = a.Unmap()
-		if g, ok := netip.AddrFromSlice(ipc.Gateway); ok {
-			p.Gateway = g.Unmap()
+		g, _ := netip.AddrFromSlice(ipc.Gateway)
+		switch a = a.Unmap(); {
+		case a.Is4() && !p.IP.IsValid():
+			p.IP, p.Gateway = a, g.Unmap()
+		case a.Is6() && !p.IP6.IsValid():
+			p.IP6, p.Gateway6 = a, g
 		}
-		return p.IP, nil
 	}
-	return netip.Addr{}, fmt.Errorf("pod %s/%s: result has no IPv4 address", p.Namespace, p.Name)
+	if !p.IP.IsValid() && (p.Node == nil || p.Node.PodCIDR.IsValid()) {
+		return netip.Addr{}, fmt.Errorf("pod %s/%s: result has no IPv4 address", p.Namespace, p.Name)
+	}
+	if !p.IP6.IsValid() && p.Node != nil && p.Node.PodCIDR6.IsValid() {
+		return netip.Addr{}, fmt.Errorf("pod %s/%s: result has no IPv6 address (the node has IPv6 pod CIDR %s)", p.Namespace, p.Name, p.Node.PodCIDR6)
+	}
+	if !p.IP.IsValid() {
+		return p.IP6, nil
+	}
+	return p.IP, nil
 }
 
 // libcniConfig loads the node's network and a CNIConfig whose cache is the

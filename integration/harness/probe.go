@@ -70,13 +70,27 @@ func inNS(n *netnstest.NS, fn func() error) error {
 	return n.Do(func(ns.NetNS) error { return fn() })
 }
 
+// network is proto ("tcp", "udp") with the family of addr's host: "6"
+// for an IPv6 literal ("[::]:7000", "[fd00::1]:80"), "4" otherwise, so
+// that ":7000" stays an IPv4 socket and an IPv6 one never accepts IPv4.
+func network(proto, addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err == nil {
+		if a, err := netip.ParseAddr(host); err == nil && a.Is6() && !a.Is4In6() {
+			return proto + "6"
+		}
+	}
+	return proto + "4"
+}
+
 // ServeTCPEcho starts a TCP echo server in n on addr ("10.1.1.2:8080",
-// ":0"…). It is closed at env.Close too, so tests may ignore Close.
+// ":0" for IPv4, "[::]:0" for IPv6…). It is closed at env.Close too, so
+// tests may ignore Close.
 func ServeTCPEcho(env *Env, n *netnstest.NS, addr string) (*EchoServer, error) {
 	s := &EchoServer{conn: map[net.Conn]struct{}{}}
 	if err := inNS(n, func() error {
 		var err error
-		s.ln, err = net.Listen("tcp4", addr)
+		s.ln, err = net.Listen(network("tcp", addr), addr)
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("tcp echo listen %s in %s: %w", addr, n.Name, err)
@@ -160,16 +174,23 @@ func ctxTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, ProbeTimeout)
 }
 
-// dialTCP connects from n to addr; the socket is created inside n.
-func dialTCP(ctx context.Context, n *netnstest.NS, addr string) (*net.TCPConn, error) {
+// dialTCP connects from n (from bind when valid) to addr; the socket is
+// created inside n.
+func dialTCP(ctx context.Context, n *netnstest.NS, bind netip.Addr, addr string) (*net.TCPConn, error) {
 	var c net.Conn
 	err := inNS(n, func() error {
 		var err error
 		var d net.Dialer
-		c, err = d.DialContext(ctx, "tcp4", addr)
+		if bind.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: bind.AsSlice()}
+		}
+		c, err = d.DialContext(ctx, network("tcp", addr), addr)
 		return err
 	})
 	if err != nil {
+		if bind.IsValid() {
+			return nil, fmt.Errorf("dial %s from %s bound to %s: %w", addr, n.Name, bind, err)
+		}
 		return nil, fmt.Errorf("dial %s from %s: %w", addr, n.Name, err)
 	}
 	return c.(*net.TCPConn), nil
@@ -178,9 +199,15 @@ func dialTCP(ctx context.Context, n *netnstest.NS, addr string) (*net.TCPConn, e
 // ProbeTCP dials addr from n, reads the echo server's header, sends payload,
 // half-closes and reads the echo back; the echo must equal payload.
 func ProbeTCP(ctx context.Context, n *netnstest.NS, addr string, payload []byte) (TCPProbe, error) {
+	return ProbeTCPFrom(ctx, n, netip.Addr{}, addr, payload)
+}
+
+// ProbeTCPFrom is ProbeTCP from a socket bound to bind (when valid): a
+// host-network process whose source is not the one the route would pick.
+func ProbeTCPFrom(ctx context.Context, n *netnstest.NS, bind netip.Addr, addr string, payload []byte) (TCPProbe, error) {
 	ctx, cancel := ctxTimeout(ctx)
 	defer cancel()
-	c, err := dialTCP(ctx, n, addr)
+	c, err := dialTCP(ctx, n, bind, addr)
 	if err != nil {
 		return TCPProbe{}, err
 	}
@@ -266,7 +293,7 @@ func TransferTCP(ctx context.Context, n *netnstest.NS, addr string, size int64) 
 	ctx, cancel := ctxTimeout(ctx)
 	defer cancel()
 	start := time.Now()
-	c, err := dialTCP(ctx, n, addr)
+	c, err := dialTCP(ctx, n, netip.Addr{}, addr)
 	if err != nil {
 		return Transfer{}, err
 	}
@@ -328,13 +355,14 @@ func (p *pattern) Read(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// ServeUDPEcho starts a UDP server in n on addr that answers each datagram
+// ServeUDPEcho starts a UDP server in n on addr (IPv6 for an IPv6
+// literal, as ServeTCPEcho) that answers each datagram
 // with "SRC ip:port\n" followed by the datagram.
 func ServeUDPEcho(env *Env, n *netnstest.NS, addr string) (*EchoServer, error) {
 	s := &EchoServer{conn: map[net.Conn]struct{}{}}
 	if err := inNS(n, func() error {
 		var err error
-		s.pc, err = net.ListenPacket("udp4", addr)
+		s.pc, err = net.ListenPacket(network("udp", addr), addr)
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("udp echo listen %s in %s: %w", addr, n.Name, err)
@@ -371,7 +399,7 @@ func UDPRoundTrip(ctx context.Context, n *netnstest.NS, src netip.Addr, dst neti
 	var c *net.UDPConn
 	if err := inNS(n, func() error {
 		var err error
-		c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(dst))
+		c, err = net.DialUDP(network("udp", dst.String()), laddr, net.UDPAddrFromAddrPort(dst))
 		return err
 	}); err != nil {
 		return netip.AddrPort{}, fmt.Errorf("udp from %s to %s: %w", n.Name, dst, err)

@@ -16,13 +16,24 @@ import (
 const (
 	SourcePod  = "pod"
 	SourceHost = "host"
+	// SourceHostUnderlay: the host network from a socket bound to the
+	// node's underlay address (Options.HostUnderlayProbes).
+	SourceHostUnderlay = "host-ul"
+)
+
+// Address families of a probe.
+const (
+	IPv4 = "IPv4"
+	IPv6 = "IPv6"
 )
 
 // Probe is one TCP exchange from a pod or a node's host network to a pod of
 // the other cluster.
 type Probe struct {
-	// Kind is SourcePod or SourceHost.
+	// Kind is SourcePod, SourceHost or SourceHostUnderlay.
 	Kind string
+	// Family is IPv4 or IPv6: the family of Dst, Seen and Expected.
+	Family string
 	// SrcNode, SrcCluster and SrcRole describe where the probe started;
 	// SrcRole is the role under the configuration in force.
 	SrcNode    string
@@ -33,8 +44,8 @@ type Probe struct {
 	DstRole string
 	Dst     netip.AddrPort
 	// Seen is the source address the remote pod saw; Expected is what it
-	// must be: the pod's own IP for a pod, the node's CNI IP (cni0) for
-	// the host network.
+	// must be: the pod's own IP for a pod, the node's CNI IP (cni0) of the
+	// family for the host network.
 	Seen     netip.Addr
 	Expected netip.Addr
 	// OK: the exchange succeeded and Seen == Expected.
@@ -71,8 +82,9 @@ func Failed(ps []Probe) []Probe {
 
 // Matrix probes every pod -> every pod of the other cluster, and every
 // node's host network -> every pod of the other cluster, in both
-// directions, concurrently. Results are in a stable order (members order,
-// pods before hosts, then destinations).
+// directions, over every family of the plan, concurrently. Results are in
+// a stable order (families, then members order, pods before hosts, then
+// destinations).
 func (s *Scenario) Matrix(ctx context.Context) []Probe {
 	return s.MatrixFrom(ctx)
 }
@@ -83,28 +95,38 @@ func (s *Scenario) MatrixFrom(ctx context.Context, nodes ...*harness.Node) []Pro
 	type job struct {
 		probe Probe
 		ns    *netnstest.NS
+		bind  netip.Addr
+	}
+	kinds := []string{SourcePod, SourceHost}
+	if s.Opts.HostUnderlayProbes {
+		kinds = append(kinds, SourceHostUnderlay)
 	}
 	var jobs []job
-	for _, kind := range []string{SourcePod, SourceHost} {
-		for _, src := range s.Members {
-			if len(nodes) > 0 && !slices.Contains(nodes, src.Node) {
-				continue
-			}
-			for _, dst := range s.Members {
-				if dst.Cluster == src.Cluster {
+	for _, fam := range s.Families() {
+		for _, kind := range kinds {
+			for _, src := range s.Members {
+				if len(nodes) > 0 && !slices.Contains(nodes, src.Node) {
 					continue
 				}
-				p := Probe{
-					Kind: kind, SrcNode: src.Node.Name, SrcCluster: src.Cluster.ID, SrcRole: s.Role(src.Node),
-					DstNode: dst.Node.Name, DstRole: s.Role(dst.Node), Dst: dst.PodAddr(),
+				for _, dst := range s.Members {
+					if dst.Cluster == src.Cluster {
+						continue
+					}
+					p := Probe{
+						Kind: kind, Family: fam, SrcNode: src.Node.Name, SrcCluster: src.Cluster.ID, SrcRole: s.Role(src.Node),
+						DstNode: dst.Node.Name, DstRole: s.Role(dst.Node), Dst: dst.PodAddrOf(fam),
+					}
+					j := job{probe: p}
+					switch kind {
+					case SourcePod:
+						j.ns, j.probe.Expected = src.Pod.NS, src.PodIPOf(fam)
+					case SourceHost:
+						j.ns, j.probe.Expected = src.Node.NS, src.CNIIPOf(fam)
+					case SourceHostUnderlay:
+						j.ns, j.bind, j.probe.Expected = src.Node.NS, src.UnderlayIPOf(fam), src.CNIIPOf(fam)
+					}
+					jobs = append(jobs, j)
 				}
-				j := job{probe: p}
-				if kind == SourcePod {
-					j.ns, j.probe.Expected = src.Pod.NS, src.Pod.IP
-				} else {
-					j.ns, j.probe.Expected = src.Node.NS, src.CNIIP()
-				}
-				jobs = append(jobs, j)
 			}
 		}
 	}
@@ -118,19 +140,19 @@ func (s *Scenario) MatrixFrom(ctx context.Context, nodes ...*harness.Node) []Pro
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			out[i] = s.probe(ctx, j.ns, j.probe)
+			out[i] = s.probe(ctx, j.ns, j.bind, j.probe)
 		}()
 	}
 	wg.Wait()
 	return out
 }
 
-func (s *Scenario) probe(ctx context.Context, from *netnstest.NS, p Probe) Probe {
+func (s *Scenario) probe(ctx context.Context, from *netnstest.NS, bind netip.Addr, p Probe) Probe {
 	ctx, cancel := context.WithTimeout(ctx, s.Opts.ProbeTimeout)
 	defer cancel()
 	start := time.Now()
 	payload := []byte(fmt.Sprintf("weft %s -> %s", p.From(), p.Dst))
-	r, err := harness.ProbeTCP(ctx, from, p.Dst.String(), payload)
+	r, err := harness.ProbeTCPFrom(ctx, from, bind, p.Dst.String(), payload)
 	p.Took = time.Since(start)
 	p.Seen = r.Src.Addr()
 	p.Err = err

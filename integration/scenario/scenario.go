@@ -49,6 +49,19 @@ type Options struct {
 	// HealthCheckIPs writes each remote's remotes[].healthCheckIP (its
 	// gateway's cni0 address), so every node probes the whole path.
 	HealthCheckIPs bool
+	// Family is the clusters' address plan: IPv4 (default), dual stack
+	// (weft's VXLAN over the IPv4 underlay) or IPv6 only (over the IPv6
+	// underlay). The matrix then probes every family the plan has.
+	Family harness.Family
+	// HostUnderlayProbes adds matrix rows from each node's host network
+	// bound to its underlay address of the family: a source outside the
+	// pod CIDRs, which only weft's host SNAT turns into the CNI address.
+	HostUnderlayProbes bool
+	// GatewayUnderlayMTU, when not 0, is the underlay MTU of c1's first
+	// gateway, set before weftd starts; its bridge port drops every frame
+	// above it without an ICMP error, as a switch would: a path only MSS
+	// clamping makes usable for full-size TCP segments.
+	GatewayUnderlayMTU int
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -69,6 +82,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.ProbeTimeout == 0 {
 		o.ProbeTimeout = 2 * time.Second
 	}
+	if o.Family != harness.FamilyIPv4 && o.Topology != "" {
+		return o, fmt.Errorf("scenario: address family %s: only with the file topology", o.Family)
+	}
 	return o, nil
 }
 
@@ -78,18 +94,54 @@ type Member struct {
 	Cluster *harness.Cluster
 	Weftd   *harness.Weftd
 	Pod     *harness.Pod
-	Echo    *harness.EchoServer
+	// Echo is the pod's IPv4 TCP echo server, Echo6 its IPv6 one (each
+	// nil when the plan lacks the family).
+	Echo  *harness.EchoServer
+	Echo6 *harness.EchoServer
 	// FirstADD is when the node's first pod ADD started: weftd was already
 	// running, and the bridge plugin creates cni0 during that ADD.
 	FirstADD time.Time
 }
 
-// PodAddr is the address of the pod's echo server.
+// PodAddr is the address of the pod's (IPv4) echo server.
 func (m *Member) PodAddr() netip.AddrPort { return netip.AddrPortFrom(m.Pod.IP, m.Echo.Addr.Port()) }
 
 // CNIIP is the node's CNI interface address (cni0), which is the pod
 // gateway of the bridge layout.
 func (m *Member) CNIIP() netip.Addr { return m.Pod.Gateway }
+
+// PodAddrOf is the pod's echo server address of a family (IPv4, IPv6).
+func (m *Member) PodAddrOf(family string) netip.AddrPort {
+	if family == IPv6 {
+		return netip.AddrPortFrom(m.Pod.IP6, m.Echo6.Addr.Port())
+	}
+	return m.PodAddr()
+}
+
+// CNIIPOf is cni0's address of a family: what a remote pod must see as
+// the source of the node's host-network traffic of that family.
+func (m *Member) CNIIPOf(family string) netip.Addr {
+	if family == IPv6 {
+		return m.Pod.Gateway6
+	}
+	return m.CNIIP()
+}
+
+// PodIPOf is the pod's address of a family.
+func (m *Member) PodIPOf(family string) netip.Addr {
+	if family == IPv6 {
+		return m.Pod.IP6
+	}
+	return m.Pod.IP
+}
+
+// UnderlayIPOf is the node's underlay address of a family.
+func (m *Member) UnderlayIPOf(family string) netip.Addr {
+	if family == IPv6 {
+		return m.Node.IP6
+	}
+	return m.Node.IP
+}
 
 // BridgeCNIIP is n's cni0 address in the bridge layout (the first
 // address of its pod subnet), known before the first pod creates it.
@@ -131,6 +183,7 @@ func Build(ctx context.Context, env *harness.Env, opts Options) (*Scenario, erro
 	tc, err := harness.NewTwoClusters(env, harness.TwoClustersSpec{
 		NodesPerCluster: opts.NodesPerCluster,
 		CNI:             harness.CNIOptions{Layout: harness.LayoutFlannel, Weft: true},
+		Family:          opts.Family,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("build clusters: %w", err)
@@ -151,6 +204,12 @@ func Build(ctx context.Context, env *harness.Env, opts Options) (*Scenario, erro
 		s.gateways[c.ID] = c.Nodes[1]
 		for _, n := range c.Nodes {
 			s.Members = append(s.Members, &Member{Node: n, Cluster: c})
+		}
+	}
+
+	if mtu := opts.GatewayUnderlayMTU; mtu != 0 {
+		if err := s.gateways[tc.C1.ID].LowerUnderlayMTU(mtu); err != nil {
+			return nil, err
 		}
 	}
 
@@ -179,16 +238,37 @@ func Build(ctx context.Context, env *harness.Env, opts Options) (*Scenario, erro
 			return nil, fmt.Errorf("attach pod on %s: %w", m.Node.Name, err)
 		}
 		m.Pod = p
-		if !p.Gateway.IsValid() {
-			return nil, fmt.Errorf("pod on %s: the bridge result has no gateway (cni0 address)", m.Node.Name)
+		if opts.Family.HasIPv4() {
+			if !p.Gateway.IsValid() {
+				return nil, fmt.Errorf("pod on %s: the bridge result has no gateway (cni0 address)", m.Node.Name)
+			}
+			if m.Echo, err = harness.ServeTCPEcho(env, p.NS, fmt.Sprintf(":%d", opts.EchoPort)); err != nil {
+				return nil, err
+			}
 		}
-		e, err := harness.ServeTCPEcho(env, p.NS, fmt.Sprintf(":%d", opts.EchoPort))
-		if err != nil {
-			return nil, err
+		if opts.Family.HasIPv6() {
+			if !p.Gateway6.IsValid() {
+				return nil, fmt.Errorf("pod on %s: the bridge result has no IPv6 gateway (cni0 IPv6 address)", m.Node.Name)
+			}
+			if m.Echo6, err = harness.ServeTCPEcho(env, p.NS, fmt.Sprintf("[::]:%d", opts.EchoPort)); err != nil {
+				return nil, err
+			}
 		}
-		m.Echo = e
 	}
 	return s, nil
+}
+
+// Families lists the families the plan has, IPv4 first: what Matrix
+// probes.
+func (s *Scenario) Families() []string {
+	var fs []string
+	if s.Opts.Family.HasIPv4() {
+		fs = append(fs, IPv4)
+	}
+	if s.Opts.Family.HasIPv6() {
+		fs = append(fs, IPv6)
+	}
+	return fs
 }
 
 // other returns the cluster that is not c.
@@ -214,7 +294,7 @@ func (s *Scenario) config(m *Member) harness.WeftdConfig {
 	if s.Opts.HealthCheckIPs {
 		for _, r := range cfg["remotes"].([]any) {
 			rm := r.(map[string]any)
-			if gw := s.gateways[rm["id"].(string)]; gw != nil {
+			if gw := s.gateways[rm["id"].(string)]; gw != nil && gw.PodCIDR.IsValid() {
 				rm["healthCheckIP"] = BridgeCNIIP(gw).String()
 			}
 		}
