@@ -76,6 +76,21 @@ func testDualStackMatrix(t *testing.T, fam harness.Family, backend string) {
 		}
 	}
 
+	// weft's VXLAN runs over the underlay the plan says: IPv4 in dual
+	// stack, IPv6 (and nothing IPv4 on the node) in IPv6 only.
+	for _, m := range s.Members {
+		out, _ := m.Node.Exec("ip", "-d", "link", "show", "dev", "vx-weft")
+		want := "local " + m.Node.IP.String()
+		if fam == harness.FamilyIPv6 {
+			want = "local " + m.Node.IP6.String()
+			if v4, _ := m.Node.Exec("ip", "-4", "-o", "addr", "show", "dev", "eth0"); strings.TrimSpace(v4) != "" {
+				t.Errorf("%s: IPv4 on the IPv6-only underlay: %s", m.Node.Name, v4)
+			}
+		}
+		if !strings.Contains(out, want) {
+			t.Errorf("%s: vx-weft not over %s:\n%s", m.Node.Name, want, out)
+		}
+	}
 	t.Run("masquerade-control", func(t *testing.T) { dsMasqueradeControl(ctx, t, s) })
 	t.Run("matrix", func(t *testing.T) { dsCheckMatrix(ctx, t, s, 20*time.Second) })
 	t.Run("vtep-to-vtep", func(t *testing.T) { dsCheckVTEPs(ctx, t, s) })
