@@ -102,8 +102,11 @@ e2e: image
 # kubernetes mode there (Node objects, Submariner Endpoints). TOPOLOGY=kubernetes
 # ENDPOINTS=weft: weft's own control plane (gateways elected on the Lease, a
 # broker API server) and a gateway failover with its probe gap (netns only).
+# DUALSTACK=1: dual-stack clusters (weft's VXLAN over the IPv4 underlay), the
+# matrix over IPv4 and over IPv6; FAMILY=ipv6: IPv6-only clusters on an IPv6
+# underlay (netns, file topology).
 demo: build tools $(if $(filter real,$(CLUSTER)),image)
-	$(GO) run ./integration/cmd/demo $(if $(BACKEND),-backend $(BACKEND)) $(if $(CLUSTER),-cluster $(CLUSTER)) $(if $(TOPOLOGY),-topology $(TOPOLOGY)) $(if $(ENDPOINTS),-endpoints $(ENDPOINTS))
+	$(GO) run ./integration/cmd/demo $(if $(BACKEND),-backend $(BACKEND)) $(if $(CLUSTER),-cluster $(CLUSTER)) $(if $(TOPOLOGY),-topology $(TOPOLOGY)) $(if $(ENDPOINTS),-endpoints $(ENDPOINTS)) $(if $(DUALSTACK),-family dual) $(if $(FAMILY),-family $(FAMILY))
 
 clean:
 	rm -rf $(BIN) .tools

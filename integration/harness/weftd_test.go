@@ -133,3 +133,59 @@ func TestWeftdLifecycle(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// The dual-stack and IPv6-only configurations the harness generates are
+// accepted by weftd's parser, with the VXLAN underlay of the plan: IPv4
+// in dual stack, IPv6 (nodes, cable and nodeIP6) in IPv6 only.
+func TestWeftdConfigFamilies(t *testing.T) {
+	for _, fam := range []Family{FamilyDual, FamilyIPv6} {
+		t.Run(fam.String(), func(t *testing.T) {
+			cs := []*Cluster{
+				fakeCluster("c1", "10.1.0.0/16", "10.101.0.0/16", 10, 2),
+				fakeCluster("c2", "10.2.0.0/16", "10.102.0.0/16", 20, 2),
+			}
+			for i, c := range cs {
+				c.Family = fam
+				c.PodCIDR6 = netip.MustParsePrefix(fmt.Sprintf("fd00:%d::/56", i+1))
+				c.ServiceCIDR6 = netip.MustParsePrefix(fmt.Sprintf("fd00:10%d::/112", i+1))
+				for j, n := range c.Nodes {
+					n.IP6, n.PodCIDR6 = Underlay6For(n.IP), subnet6(c.PodCIDR6, j+1)
+					if fam == FamilyIPv6 {
+						n.IP = netip.Addr{}
+					}
+				}
+				if fam == FamilyIPv6 {
+					c.PodCIDR, c.ServiceCIDR = netip.Prefix{}, netip.Prefix{}
+				}
+			}
+			n := cs[0].Nodes[1]
+			y := cs[0].WeftdConfig(n, n, cs[1:], nil).MustYAML()
+			cfg, err := config.Parse(y)
+			if err != nil {
+				t.Fatalf("weftd config refused: %v\n%s", err, y)
+			}
+			p := cfg.Parsed
+			v6only := fam == FamilyIPv6
+			if p.Underlay6 != v6only || p.Cable6 != v6only || p.NodeIP6 != n.IP6 || p.NodeIP.IsValid() == v6only {
+				t.Errorf("underlay: Underlay6 %v Cable6 %v NodeIP %v NodeIP6 %v\n%s", p.Underlay6, p.Cable6, p.NodeIP, p.NodeIP6, y)
+			}
+			wantPods := 2
+			if v6only {
+				wantPods = 1
+			}
+			if len(p.PodCIDRs) != wantPods || p.PodCIDRs[len(p.PodCIDRs)-1] != cs[0].PodCIDR6 ||
+				len(p.Remotes) != 1 || len(p.Remotes[0].PodCIDRs) != wantPods || len(p.Remotes[0].ServiceCIDRs) != wantPods {
+				t.Errorf("CIDRs: local %v, remotes %+v", p.PodCIDRs, p.Remotes)
+			}
+			if v6only && p.Remotes[0].GatewayIP != cs[1].Nodes[0].IP6 || !v6only && p.Remotes[0].GatewayIP != cs[1].Nodes[0].IP {
+				t.Errorf("remote gateway %v", p.Remotes[0].GatewayIP)
+			}
+			if got := subnet6(cs[0].PodCIDR6, 3); got.String() != "fd00:1:0:3::/64" {
+				t.Errorf("node 3's IPv6 pod subnet %s", got)
+			}
+			if got := Underlay6For(netip.MustParseAddr("192.168.10.11")); got.String() != "fd00:ff::c0a8:a0b" {
+				t.Errorf("IPv6 underlay address %s", got)
+			}
+		})
+	}
+}

@@ -11,7 +11,12 @@
 // ENDPOINTS=weft`) weft runs its own control plane: the clusters elect
 // their gateways on the Lease and find each other through a broker API
 // server, and the demo kills the gateway node under a probe every 100 ms
-// and prints the failover's gap. It exits 1 when
+// and prints the failover's gap. With -family dual (`make demo
+// DUALSTACK=1`) the clusters are dual stack (weft's VXLAN over the IPv4
+// underlay) and the demo prints the matrix over IPv4 and over IPv6, rows
+// from the host network bound to the node's underlay address included
+// (seen as cni0's address of the family: weft's host SNAT); -family ipv6
+// does the same for IPv6-only clusters on an IPv6 underlay. It exits 1 when
 // any probe failed. Nothing outlives it: the namespaces, processes and
 // files are removed on success, on failure and on Ctrl-C / SIGTERM.
 package main
@@ -41,6 +46,7 @@ func main() {
 	timeout := flag.Duration("timeout", 0, "give up after this long (default 45s; 3 min with -topology kubernetes; at least 5 min with -cluster real)")
 	cluster := flag.String("cluster", "netns", "netns: nodes are network namespaces with weftd started directly; real: Kubernetes clusters with containerd and kubelet, weft from daemon/deploy/")
 	topo := flag.String("topology", "file", "file (every weftd's file lists the nodes, gateway and remotes) or kubernetes (a real API server per cluster, Node and Submariner Endpoint objects)")
+	family := flag.String("family", "ipv4", "address family of the clusters: ipv4, dual (dual stack, weft's VXLAN over IPv4) or ipv6 (IPv6 only, IPv6 underlay); dual and ipv6 run with -cluster netns -topology file")
 	endpoints := flag.String("endpoints", "submariner", "with -topology kubernetes: submariner (Endpoint objects written as Submariner's gateway engine would) or weft (gateways elected on the Lease, clusters found through a broker API server; shows a failover)")
 	flag.Parse()
 	switch {
@@ -61,6 +67,15 @@ func main() {
 		fmt.Fprintf(os.Stderr, "demo: -cluster %q: want netns or real\n", *cluster)
 		os.Exit(2)
 	}
+	fam, err := harness.ParseFamily(*family)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "demo: -family: %v\n", err)
+		os.Exit(2)
+	}
+	if fam != harness.FamilyIPv4 && (*cluster != "netns" || *topo != "file") {
+		fmt.Fprintf(os.Stderr, "demo: -family %s runs with -cluster netns -topology file only\n", *family)
+		os.Exit(2)
+	}
 	if *timeout == 0 {
 		*timeout = 45 * time.Second
 		if *topo == scenario.TopologyKubernetes || *topo == scenario.TopologyWeft {
@@ -70,11 +85,14 @@ func main() {
 	if *cluster == "real" && *timeout < 5*time.Minute {
 		*timeout = 5 * time.Minute
 	}
-	os.Exit(run(*backend, *topo, *nodes, *verbose, *timeout, *cluster == "real"))
+	os.Exit(run(*backend, *topo, fam, *nodes, *verbose, *timeout, *cluster == "real"))
 }
 
-func run(backend, topo string, nodes int, verbose bool, timeout time.Duration, real bool) (code int) {
-	opts := scenario.Options{NodesPerCluster: nodes, Backend: backend}
+func run(backend, topo string, fam harness.Family, nodes int, verbose bool, timeout time.Duration, real bool) (code int) {
+	opts := scenario.Options{NodesPerCluster: nodes, Backend: backend, Family: fam}
+	if fam != harness.FamilyIPv4 {
+		opts.HostUnderlayProbes = true
+	}
 	switch topo {
 	case "file", "":
 	case scenario.TopologyKubernetes, scenario.TopologyWeft:
@@ -138,6 +156,12 @@ func demo(ctx context.Context, env *harness.Env, out io.Writer, opts scenario.Op
 	start := time.Now()
 	fmt.Fprintf(out, "building two clusters (flannel-like bridge + host-local + host-gw + ipMasq, weft chained last), packet filter %s …\n", backendName(opts.Backend))
 	weft := opts.Topology == scenario.TopologyWeft
+	switch opts.Family {
+	case harness.FamilyDual:
+		fmt.Fprintln(out, "dual stack: every node has an IPv4 and an IPv6 underlay address, every pod one address of each family (host-local ranges), host-gw routes and ipMasq per family; weft's VXLAN runs over the IPv4 underlay")
+	case harness.FamilyIPv6:
+		fmt.Fprintln(out, "IPv6 only: nodes, pods and services have IPv6 addresses only; weft's VXLAN runs over the IPv6 underlay")
+	}
 	switch {
 	case weft:
 		fmt.Fprintln(out, "topology: kubernetes, endpoints: weft — one kube-apiserver per cluster and one for the broker; n2 and n3 of each cluster carry weft.dev/gateway=true and elect the gateway on the Lease weft-gateway (duration 3s); the leaders publish their ClusterEndpoint through the broker. No node, gateway or remote in any file")
@@ -228,54 +252,83 @@ func firstWithRole(s *scenario.Scenario, role string) *scenario.Member {
 func printTopology(out io.Writer, s *scenario.Scenario) {
 	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tROLE\tUNDERLAY IP\tPOD CIDR\tCNI IP (cni0)\tPOD IP")
+	fmt.Fprint(tw, "NODE\tROLE")
+	for _, fam := range s.Families() {
+		if len(s.Families()) == 1 && fam == scenario.IPv4 {
+			fmt.Fprint(tw, "\tUNDERLAY IP\tPOD CIDR\tCNI IP (cni0)\tPOD IP")
+			continue
+		}
+		fmt.Fprintf(tw, "\tUNDERLAY %[1]s\tPOD CIDR %[1]s\tCNI %[1]s (cni0)\tPOD %[1]s", fam)
+	}
+	fmt.Fprintln(tw)
 	for _, m := range s.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Node.Name, s.Role(m.Node), m.Node.IP, m.Node.PodCIDR, m.CNIIP(), m.Pod.IP)
+		fmt.Fprintf(tw, "%s\t%s", m.Node.Name, s.Role(m.Node))
+		for _, fam := range s.Families() {
+			cidr := m.Node.PodCIDR
+			if fam == scenario.IPv6 {
+				cidr = m.Node.PodCIDR6
+			}
+			fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s", m.UnderlayIPOf(fam), cidr, m.CNIIPOf(fam), m.PodIPOf(fam))
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 }
 
-// printMatrix prints one table per direction: rows are the sources (pods
-// and host networks), columns the remote pods, cells ✓/✗ and the source
-// address the remote pod saw.
+// printMatrix prints one table per direction and family: rows are the
+// sources (pods and host networks), columns the remote pods, cells ✓/✗
+// and the source address the remote pod saw.
 func printMatrix(out io.Writer, s *scenario.Scenario, probes []scenario.Probe) {
-	for _, c := range s.Clusters.Clusters() {
-		var dsts []*scenario.Member
-		for _, m := range s.Members {
-			if m.Cluster != c {
-				dsts = append(dsts, m)
-			}
+	kinds := []string{scenario.SourcePod, scenario.SourceHost}
+	if s.Opts.HostUnderlayProbes {
+		kinds = append(kinds, scenario.SourceHostUnderlay)
+	}
+	for _, fam := range s.Families() {
+		over := ""
+		if len(s.Families()) > 1 || fam != scenario.IPv4 {
+			over = " over " + fam
 		}
-		fmt.Fprintf(out, "\nfrom %s to the pods of the other cluster (cell: result, source address seen by the destination)\n", c.ID)
-		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprint(tw, "SOURCE\tROLE")
-		for _, d := range dsts {
-			fmt.Fprintf(tw, "\tpod %s (%s)", d.Node.Name, s.Role(d.Node))
-		}
-		fmt.Fprintln(tw)
-		for _, kind := range []string{scenario.SourcePod, scenario.SourceHost} {
+		for _, c := range s.Clusters.Clusters() {
+			var dsts []*scenario.Member
 			for _, m := range s.Members {
 				if m.Cluster != c {
-					continue
+					dsts = append(dsts, m)
 				}
-				src := m.Pod.IP
-				if kind == scenario.SourceHost {
-					src = m.CNIIP()
-				}
-				fmt.Fprintf(tw, "%s %s [%s]\t%s", kind, m.Node.Name, src, s.Role(m.Node))
-				for _, d := range dsts {
-					fmt.Fprintf(tw, "\t%s", cell(find(probes, kind, m.Node.Name, d.Node.Name)))
-				}
-				fmt.Fprintln(tw)
 			}
+			fmt.Fprintf(out, "\nfrom %s to the pods of the other cluster%s (cell: result, source address seen by the destination)\n", c.ID, over)
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			fmt.Fprint(tw, "SOURCE\tROLE")
+			for _, d := range dsts {
+				fmt.Fprintf(tw, "\tpod %s (%s)", d.Node.Name, s.Role(d.Node))
+			}
+			fmt.Fprintln(tw)
+			for _, kind := range kinds {
+				for _, m := range s.Members {
+					if m.Cluster != c {
+						continue
+					}
+					src := m.PodIPOf(fam)
+					switch kind {
+					case scenario.SourceHost:
+						src = m.CNIIPOf(fam)
+					case scenario.SourceHostUnderlay:
+						src = m.UnderlayIPOf(fam)
+					}
+					fmt.Fprintf(tw, "%s %s [%s]\t%s", kind, m.Node.Name, src, s.Role(m.Node))
+					for _, d := range dsts {
+						fmt.Fprintf(tw, "\t%s", cell(find(probes, fam, kind, m.Node.Name, d.Node.Name)))
+					}
+					fmt.Fprintln(tw)
+				}
+			}
+			tw.Flush()
 		}
-		tw.Flush()
 	}
 }
 
-func find(ps []scenario.Probe, kind, src, dst string) *scenario.Probe {
+func find(ps []scenario.Probe, fam, kind, src, dst string) *scenario.Probe {
 	for i := range ps {
-		if ps[i].Kind == kind && ps[i].SrcNode == src && ps[i].DstNode == dst {
+		if ps[i].Family == fam && ps[i].Kind == kind && ps[i].SrcNode == src && ps[i].DstNode == dst {
 			return &ps[i]
 		}
 	}
