@@ -33,6 +33,8 @@ const dsUnderlayMTU = 1400
 //     whose underlay MTU is 1400 and drops larger frames: it completes and
 //     the SYN's MSS seen by the server is clamped;
 //   - both gateways move; every node converges and the matrix holds again;
+//   - IPv6 objects removed behind weft's back are repaired within the
+//     resync interval;
 //   - weftd cleanup leaves no IPv6 object.
 func TestDualStackMatrix(t *testing.T) {
 	netnstest.RequireRoot(t)
@@ -50,7 +52,7 @@ func testDualStackMatrix(t *testing.T, fam harness.Family, backend string) {
 	}
 	ctx := ctxFor(t, 120*time.Second)
 	s, err := scenario.Build(ctx, env, scenario.Options{
-		NodesPerCluster: 2, Backend: backend, Family: fam,
+		NodesPerCluster: 2, Backend: backend, Family: fam, ResyncInterval: resync,
 		HostUnderlayProbes: true, GatewayUnderlayMTU: dsUnderlayMTU,
 	})
 	if err != nil {
@@ -112,6 +114,7 @@ func testDualStackMatrix(t *testing.T, fam harness.Family, backend string) {
 		t.Logf("matrix green %s after the move", time.Since(start).Round(time.Millisecond))
 		dsCheckVTEPs(ctx, t, s)
 	})
+	t.Run("drift", func(t *testing.T) { runDrifts(ctx, t, s, dsDrifts(s, backend)) })
 	t.Run("cleanup", func(t *testing.T) { dsCheckCleanup(ctx, t, s, backend) })
 }
 
@@ -279,6 +282,70 @@ func dsCheckTransfer(ctx context.Context, t *testing.T, s *scenario.Scenario) {
 			t.Errorf("%s: server saw %s, want the pod IP %s", fam, tr.Src.Addr(), src.PodIPOf(fam))
 		}
 	}
+}
+
+// dsDrifts are the IPv6 objects removed behind weft's back, one per node
+// (after the gateway move: n1 the gateways, n2 the non-gateways).
+func dsDrifts(s *scenario.Scenario, backend string) []drift {
+	c1n1, c1n2, c2n1, c2n2 := s.Member("c1-n1").Node, s.Member("c1-n2").Node, s.Member("c2-n1").Node, s.Member("c2-n2").Node
+	remoteOfC2 := s.Clusters.C1.PodCIDR6.String()
+	route6Back := func(n *harness.Node, dev string) func() error {
+		return func() error {
+			out, err := n.Exec("ip", "-6", "route", "show", "table", "240", remoteOfC2)
+			if err != nil || !strings.Contains(out, "dev "+dev) {
+				return fmt.Errorf("IPv6 route %s dev %s missing from table 240: %v %q", remoteOfC2, dev, err, out)
+			}
+			return nil
+		}
+	}
+	cases := []drift{
+		{
+			name: "IPv6 route deleted from table 240 on a non-gateway", node: c2n2,
+			breakIt: [][]string{{"ip", "-6", "route", "del", remoteOfC2, "table", "240"}},
+			back:    route6Back(c2n2, "vx-weft"),
+		},
+		{
+			name: "IPv6 route deleted from table 240 on a gateway", node: c2n1,
+			breakIt: [][]string{{"ip", "-6", "route", "del", remoteOfC2, "table", "240"}},
+			back:    route6Back(c2n1, "vx-weft-cable"),
+		},
+		{
+			name: "IPv6 rule deleted", node: c1n2,
+			breakIt: [][]string{{"ip", "-6", "rule", "del", "priority", "240"}},
+			back: func() error {
+				out, err := c1n2.Exec("ip", "-6", "rule", "show")
+				if err != nil || !strings.Contains(out, "lookup 240") {
+					return fmt.Errorf("ip -6 rule missing: %v\n%s", err, out)
+				}
+				return nil
+			},
+		},
+	}
+	remoteOfC1 := s.Clusters.C2.PodCIDR6.String()
+	if backend == "nftables" {
+		return append(cases, drift{
+			name: "nft table ip6 weft deleted", node: c1n1,
+			breakIt: [][]string{{"nft", "delete", "table", "ip6", "weft"}},
+			back: func() error {
+				out, err := c1n1.Exec("nft", "list", "table", "ip6", "weft")
+				if err != nil || !strings.Contains(out, "snat") || !strings.Contains(out, remoteOfC1) {
+					return fmt.Errorf("table ip6 weft incomplete: %v\n%s", err, out)
+				}
+				return nil
+			},
+		})
+	}
+	return append(cases, drift{
+		name: "ip6tables WEFT-POSTROUTING flushed", node: c1n1,
+		breakIt: [][]string{{"ip6tables", "-w", "-t", "nat", "-F", "WEFT-POSTROUTING"}},
+		back: func() error {
+			out, err := c1n1.Exec("ip6tables", "-w", "-t", "nat", "-S", "WEFT-POSTROUTING")
+			if err != nil || !strings.Contains(out, "-A WEFT-POSTROUTING") {
+				return fmt.Errorf("ip6tables WEFT-POSTROUTING empty: %v\n%s", err, out)
+			}
+			return nil
+		},
+	})
 }
 
 // dsCheckCleanup: after weftd stops, `weftd cleanup` leaves none of weft's

@@ -258,6 +258,12 @@ func checkDrift(ctx context.Context, t *testing.T, s *scenario.Scenario, backend
 			},
 		})
 	}
+	runDrifts(ctx, t, s, cases)
+}
+
+// runDrifts breaks each case's object, waits up to resync + driftMargin for
+// it to be back, and then for its node's matrix row to be green.
+func runDrifts(ctx context.Context, t *testing.T, s *scenario.Scenario, cases []drift) {
 	for _, d := range cases {
 		t.Run(strings.ReplaceAll(d.name, " ", "-"), func(t *testing.T) {
 			if err := d.back(); err != nil {
