@@ -62,8 +62,16 @@ $(TOOLS)/portmap:
 # Kubernetes, built from their own module (integration/kubetools) so that the
 # product's go.mod never requires k8s.io/kubernetes. The first build takes
 # ~10 min and ~3 GB; afterwards they are cached like cnitool.
+# Rebuilt when the module's content changes, not its mtime: a fresh
+# checkout or a git worktree sharing .tools must not relink them (a
+# rebuild takes ~10 min, and a relink under running tests once broke them).
+KUBE_STAMP := $(TOOLS)/.kubetools-$(shell cat integration/kubetools/go.mod integration/kubetools/go.sum | sha256sum | cut -c1-16)
 kubetools: $(KUBE_TOOLS)
-$(KUBE_TOOLS): integration/kubetools/go.mod integration/kubetools/go.sum
+$(KUBE_STAMP):
+	mkdir -p $(TOOLS)
+	rm -f $(TOOLS)/.kubetools-*
+	touch $@
+$(KUBE_TOOLS): $(KUBE_STAMP)
 	mkdir -p $(TOOLS)
 	cd integration/kubetools && CGO_ENABLED=0 $(GO) build -trimpath -o $@.tmp ./$(@F)
 	mv -f $@.tmp $@
