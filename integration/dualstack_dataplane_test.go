@@ -422,39 +422,13 @@ func TestDualStackWeftd(t *testing.T) {
 	for _, backend := range dpBackends {
 		t.Run(backend, func(t *testing.T) {
 			env := harness.NewTestEnv(t)
-			if !env.HasBin("weftd") || !env.HasBin("weft") {
-				t.Skipf("weft binaries not built in %s (make build)", env.BinDir)
-			}
 			ctx := ctxFor(t, 60*time.Second)
-			n, cfg := handoffNode(t, env, harness.CNIOptions{Layout: harness.LayoutFlannel})
-			cl := cfg["cluster"].(map[string]any)
-			cl["podCIDRs"] = []string{"10.1.0.0/16", "fd00:1::/56"}
-			for _, nd := range cl["nodes"].([]any) {
-				nd.(map[string]any)["ip6"] = "fd00:10::11"
-			}
-			cfg["remotes"] = []any{map[string]any{
-				"id": "c2", "podCIDRs": []string{"10.2.0.0/16", "fd00:2::/56"}, "gatewayIP": "192.168.20.11",
-			}}
-			cfg["packetFilter"] = backend
+			n, cfg := dsWeftdNode(t, env, dsSpec{layout: harness.LayoutFlannel, backend: backend, gateway: true})
 			// The primary CNI's part: cni0 (made by the first pod) with an
-			// IPv6 gateway address, IPv6 forwarding on.
-			pod, err := n.NewPod("default", "ds-0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := n.AttachCNITool(ctx, pod); err != nil {
-				t.Fatal(err)
-			}
-			cni6 := netip.MustParseAddr("fd00:1:0:1::1")
-			for _, c := range [][]string{
-				{"ip", "-6", "addr", "add", "fd00:10::11/64", "dev", "eth0", "nodad"},
-				{"ip", "-6", "addr", "add", cni6.String() + "/64", "dev", "cni0", "nodad"},
-				{"sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
-			} {
-				if out, err := n.Exec(c[0], c[1:]...); err != nil {
-					t.Fatalf("%v: %v %s", c, err, out)
-				}
-			}
+			// IPv6 gateway address.
+			dsRun(t, ctx, n, "ds-0")
+			cni6 := dsCNI6
+			dpExec(t, n, "ip", "-6", "addr", "add", cni6.String()+"/64", "dev", "cni0", "nodad")
 			w, err := n.StartWeftd(ctx, cfg.MustYAML())
 			if err != nil {
 				t.Fatal(err)

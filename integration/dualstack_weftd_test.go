@@ -452,7 +452,9 @@ func testDualStackDrift(t *testing.T, backend string, gateway, only6 bool) {
 		t.Fatal(err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	st, err := w.WaitFor(wctx, func(s api.Status) bool { return s.Ready && s.CNIInterface != nil && s.CNIInterface.IP6 == dsCNI6.String() })
+	st, err := w.WaitFor(wctx, func(s api.Status) bool {
+		return s.Ready && s.CNIInterface != nil && s.CNIInterface.IP6 == dsCNI6.String()
+	})
 	cancel()
 	if err != nil {
 		t.Fatalf("not ready: %v\n%s", err, w.LogTail(3000))
