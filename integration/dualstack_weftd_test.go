@@ -122,7 +122,7 @@ func dsTentative(n *harness.Node, addr netip.Addr) bool {
 
 // dsConverged waits until n's IPv6 routes in weft's table carry src want,
 // the host SNAT of IPv6 rewrites to want (invalid: neither has any) and
-// status agrees (ready when readyToo), and returns how long each took
+// status agrees (ready as readyToo says), and returns how long each took
 // from start. A condition not met within 5 s fails t.
 func dsConverged(t *testing.T, ctx context.Context, w *harness.Weftd, n *harness.Node, backend string, want netip.Addr, readyToo bool, start time.Time) map[string]time.Duration {
 	t.Helper()
@@ -140,7 +140,11 @@ func dsConverged(t *testing.T, ctx context.Context, w *harness.Weftd, n *harness
 		{"status", func() bool {
 			var err error
 			st, err = w.Status(ctx)
-			return err == nil && st.CNIInterface != nil && st.CNIInterface.IP6 == want.String() && st.Ready == readyToo
+			ip6 := ""
+			if want.IsValid() {
+				ip6 = want.String()
+			}
+			return err == nil && st.CNIInterface != nil && st.CNIInterface.IP6 == ip6 && st.Ready == readyToo
 		}},
 	} {
 		if _, ok := dpWaitUntil(5*time.Second-time.Since(start), c.cond); !ok {
@@ -245,6 +249,10 @@ func testLateCNIFlannel(t *testing.T, backend string) {
 			{"@usable", "fd00:1:0:1::100"},
 			{"ip", "-6", "addr", "del", dsCNI6.String() + "/64", "dev", "cni0"},
 		}, netip.MustParseAddr("fd00:1:0:1::100"), dsCNI6},
+		// The CNI loses its IPv6 address (a restart): back to waiting,
+		// the IPv6 routes without src, no IPv6 host SNAT.
+		{"IPv6 address removed", [][]string{{"ip", "-6", "addr", "del", "fd00:1:0:1::100/64", "dev", "cni0"}},
+			netip.Addr{}, netip.MustParseAddr("fd00:1:0:1::100")},
 	}
 	logAt := len(w.Log())
 	for _, s := range steps {
@@ -265,7 +273,7 @@ func testLateCNIFlannel(t *testing.T, backend string) {
 		// source) for 1 to 2 s: the promise is from when it is usable.
 		var waiting string // what status said while the address was tentative
 		tent, ok := dpWaitUntil(5*time.Second, func() bool {
-			if !dsTentative(n, s.want) {
+			if !s.want.IsValid() || !dsTentative(n, s.want) {
 				return true
 			}
 			if st, err := w.Status(ctx); err == nil && strings.Contains(cniCond(st).Message, "not usable yet: "+s.want.String()) {
@@ -284,8 +292,12 @@ func testLateCNIFlannel(t *testing.T, backend string) {
 				t.Errorf("%s: while %s was tentative (%s) CNIInterfaceReady never said it waits for it", s.name, s.want, tent)
 			}
 		}
-		lat := dsConverged(t, ctx, w, n, backend, s.want, true, start)
-		t.Logf("%s (%s): usable after %s; from the change: %v", s.name, s.want, tent.Round(time.Millisecond), lat)
+		lat := dsConverged(t, ctx, w, n, backend, s.want, s.want.IsValid(), start)
+		if s.want.IsValid() {
+			t.Logf("%s (%s): usable after %s; from the change: %v", s.name, s.want, tent.Round(time.Millisecond), lat)
+		} else {
+			t.Logf("%s (%s gone): from the change: %v", s.name, s.gone, lat)
+		}
 		for what, d := range lat {
 			if after := start.Add(d).Sub(usable); after > time.Second {
 				t.Errorf("%s: %s took %s after the address became usable, want within 1s", s.name, what, after)
@@ -296,7 +308,10 @@ func testLateCNIFlannel(t *testing.T, backend string) {
 				t.Errorf("%s: %v still names %s:\n%s", s.name, cmd, s.gone, out)
 			}
 		}
-		if st, _ := w.Status(ctx); !strings.Contains(cniCond(st).Message, s.want.String()) || !cniCond(st).Status {
+		switch st, _ := w.Status(ctx); {
+		case !s.want.IsValid() && (cniCond(st).Status || !strings.Contains(cniCond(st).Message, "IPv6")):
+			t.Errorf("%s: CNIInterfaceReady %+v, want false naming IPv6", s.name, cniCond(st))
+		case s.want.IsValid() && (!cniCond(st).Status || !strings.Contains(cniCond(st).Message, s.want.String())):
 			t.Errorf("%s: CNIInterfaceReady %+v, want true naming %s", s.name, cniCond(st), s.want)
 		}
 	}
@@ -510,6 +525,22 @@ func testDualStackDrift(t *testing.T, backend string, gateway, only6 bool) {
 					return err
 				}
 				return routeOK() // the address took the routes through it along
+			}},
+		{"IPv6 forwarding off on weft's device", [][]string{{"sysctl", "-qw", "net.ipv6.conf." + dev + ".forwarding=0"}},
+			has([]string{"sysctl", "-n", "net.ipv6.conf." + dev + ".forwarding"}, "1")},
+		{"router advertisements accepted on weft's device", [][]string{{"sysctl", "-qw", "net.ipv6.conf." + dev + ".accept_ra=1"}},
+			has([]string{"sysctl", "-n", "net.ipv6.conf." + dev + ".accept_ra"}, "0")},
+		{"IPv6 disabled on weft's device", [][]string{{"sysctl", "-qw", "net.ipv6.conf." + dev + ".disable_ipv6=1"}},
+			func() error {
+				// Disabling IPv6 took the address, its neighbours and
+				// routes along.
+				for _, f := range []func() error{has([]string{"sysctl", "-n", "net.ipv6.conf." + dev + ".disable_ipv6"}, "0"),
+					has([]string{"ip", "-6", "addr", "show", "dev", dev}, ownVTEP6.String()+"/96"), routeOK, neighOK} {
+					if err := f(); err != nil {
+						return err
+					}
+				}
+				return nil
 			}},
 		{"static IPv6 neighbour deleted", [][]string{{"ip", "-6", "neigh", "del", peerVTEP6.String(), "dev", dev}}, neighOK},
 		{"static IPv6 neighbour changed", [][]string{{"ip", "-6", "neigh", "replace", peerVTEP6.String(), "lladdr", "02:00:00:00:00:01", "nud", "permanent", "dev", dev}}, neighOK},
