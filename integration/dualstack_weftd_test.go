@@ -254,8 +254,8 @@ func testLateCNIFlannel(t *testing.T, backend string) {
 		{"IPv6 address removed", [][]string{{"ip", "-6", "addr", "del", "fd00:1:0:1::100/64", "dev", "cni0"}},
 			netip.Addr{}, netip.MustParseAddr("fd00:1:0:1::100")},
 	}
-	logAt := len(w.Log())
-	for _, s := range steps {
+	for i, s := range steps {
+		logAt := len(w.Log())
 		var start time.Time
 		for _, c := range s.change {
 			if c[0] == "@usable" {
@@ -314,14 +314,16 @@ func testLateCNIFlannel(t *testing.T, backend string) {
 		case s.want.IsValid() && (!cniCond(st).Status || !strings.Contains(cniCond(st).Message, s.want.String())):
 			t.Errorf("%s: CNIInterfaceReady %+v, want true naming %s", s.name, cniCond(st), s.want)
 		}
+		// A tentative address is waited for, not tried: a route refuses it
+		// as its source (EINVAL), which was a failed pass and a retry.
+		// (Only here: a renumbering may remove an address while a pass
+		// that read it writes routes, which fails that pass by design.)
+		if log := w.Log()[logAt:]; i == 0 && strings.Contains(log, "reconcile failed") {
+			t.Errorf("%s: a reconcile pass failed:\n%s", s.name, log)
+		}
 	}
 	if !w.Running() || w.PID != pid {
 		t.Fatalf("weftd restarted or exited (pid %d → %d)", pid, w.PID)
-	}
-	// A tentative address is waited for, not tried: a route refuses it
-	// as its source (EINVAL), which was a failed pass and a retry.
-	if log := w.Log()[logAt:]; strings.Contains(log, "reconcile failed") {
-		t.Errorf("a reconcile pass failed while the IPv6 address came:\n%s", log)
 	}
 }
 
