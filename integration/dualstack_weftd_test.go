@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -715,5 +716,76 @@ func dsCleanup(t *testing.T, ctx context.Context, n *harness.Node, w *harness.We
 	}
 	if got := foreign.snapshot(t); got != want {
 		t.Errorf("cleanup changed foreign IPv6 objects:\nbefore:\n%s\nafter:\n%s", want, got)
+	}
+}
+
+// TestDualStackGatewayMove reloads a dual-stack node's file with another
+// gateway and back, per backend, without a restart: as a non-gateway its
+// IPv6 routes go via the gateway's IPv6 VTEP on vx-weft (a static IPv6
+// neighbour for it), vx-weft-cable and its IPv6 VTEP are gone; as the
+// gateway again its IPv6 routes go over the cable. The IPv6 routes keep
+// the CNI IPv6 address as src and the IPv6 host SNAT stays throughout.
+func TestDualStackGatewayMove(t *testing.T) {
+	for _, backend := range dpBackends {
+		t.Run(backend, func(t *testing.T) {
+			env := harness.NewTestEnv(t)
+			ctx := ctxFor(t, 60*time.Second)
+			n, cfg := dsWeftdNode(t, env, dsSpec{layout: harness.LayoutFlannel, backend: backend, gateway: true})
+			dsRun(t, ctx, n, "first")
+			dpExec(t, n, "ip", "-6", "addr", "add", dsCNI6.String()+"/64", "dev", "cni0", "nodad")
+			w, err := n.StartWeftd(ctx, cfg.MustYAML())
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid := w.PID
+			for _, step := range []struct {
+				gateway, role, dev string
+				via                netip.Addr
+			}{
+				{"c1-n1", "gateway", dpVXLAN + "-cable", dsVTEP6(config.DefaultCableVTEPCIDR6, dsRemoteGW)},
+				{"c1-n2", "non-gateway", dpVXLAN, dsVTEP6(config.DefaultVTEPCIDR6, netip.MustParseAddr("192.168.10.12"))},
+				{"c1-n1", "gateway", dpVXLAN + "-cable", dsVTEP6(config.DefaultCableVTEPCIDR6, dsRemoteGW)},
+			} {
+				cfg["cluster"].(map[string]any)["gateway"] = step.gateway
+				tmp := n.WeftdConfigPath() + ".tmp"
+				if err := os.WriteFile(tmp, cfg.MustYAML(), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				start := time.Now()
+				if err := os.Rename(tmp, n.WeftdConfigPath()); err != nil {
+					t.Fatal(err)
+				}
+				var why string
+				took, ok := dpWaitUntil(5*time.Second, func() bool {
+					route := dpExec(t, n, "ip", "-6", "route", "show", "table", "240", dsRemote6.String())
+					neigh := dpExec(t, n, "ip", "-6", "neigh", "show", "dev", step.dev, step.via.String())
+					links := dpExec(t, n, "ip", "link", "show")
+					snat, rules := dpSNATOfTo(n, backend, true, dsCNI6)
+					st, err := w.Status(ctx)
+					switch {
+					case !strings.Contains(route, fmt.Sprintf("via %s dev %s proto 247 src %s", step.via, step.dev, dsCNI6)):
+						why = "route " + route
+					case !strings.Contains(neigh, "PERMANENT"):
+						why = "neighbour " + neigh
+					case strings.Contains(links, "vx-weft-cable") != (step.role == "gateway"):
+						why = "links " + links
+					case !snat:
+						why = fmt.Sprintf("IPv6 host SNAT %q", rules)
+					case err != nil || st.Role != step.role || !st.Ready:
+						why = fmt.Sprintf("status %+v %v", st, err)
+					default:
+						return true
+					}
+					return false
+				})
+				if !ok {
+					t.Fatalf("gateway %s: not converged to %s after %s: %s\n%s", step.gateway, step.role, took, why, w.LogTail(2000))
+				}
+				t.Logf("gateway %s: %s, IPv6 routes via %s dev %s, %s after the file changed", step.gateway, step.role, step.via, step.dev, time.Since(start).Round(time.Millisecond))
+			}
+			if !w.Running() || w.PID != pid {
+				t.Fatalf("weftd restarted or exited (pid %d → %d)", pid, w.PID)
+			}
+		})
 	}
 }
