@@ -11,7 +11,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/weft-net/weft/integration/harness"
 	"github.com/weft-net/weft/pkg/config"
 	"github.com/weft-net/weft/pkg/dataplane"
 	"github.com/weft-net/weft/pkg/netnstest"
@@ -421,18 +420,11 @@ func dsProbeFrom(a, b *netnstest.NS, bind, dst netip.Addr) (netip.Addr, error) {
 func TestDualStackWeftd(t *testing.T) {
 	for _, backend := range dpBackends {
 		t.Run(backend, func(t *testing.T) {
-			env := harness.NewTestEnv(t)
 			ctx := ctxFor(t, 60*time.Second)
-			n, cfg := dsWeftdNode(t, env, dsSpec{layout: harness.LayoutFlannel, backend: backend, gateway: true})
 			// The primary CNI's part: cni0 (made by the first pod) with an
 			// IPv6 gateway address.
-			dsRun(t, ctx, n, "ds-0")
+			n, _, w := dsStart(t, ctx, dsSpec{backend: backend, gateway: true})
 			cni6 := dsCNI6
-			dpExec(t, n, "ip", "-6", "addr", "add", cni6.String()+"/64", "dev", "cni0", "nodad")
-			w, err := n.StartWeftd(ctx, cfg.MustYAML())
-			if err != nil {
-				t.Fatal(err)
-			}
 			if _, ok := dpWaitUntil(20*time.Second, func() bool {
 				st, err := w.Status(ctx)
 				return err == nil && st.Ready && st.CNIInterface != nil && st.CNIInterface.IP6 == cni6.String()

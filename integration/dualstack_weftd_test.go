@@ -94,6 +94,22 @@ func dsWeftdNode(t *testing.T, env *harness.Env, s dsSpec) (*harness.Node, harne
 	return n, cfg
 }
 
+// dsStart is dsWeftdNode with the flannel layout, cni0 (made by a first
+// pod) holding the CNI IPv6 address dsCNI6 (without DAD), and weftd
+// started.
+func dsStart(t *testing.T, ctx context.Context, s dsSpec) (*harness.Node, harness.WeftdConfig, *harness.Weftd) {
+	t.Helper()
+	s.layout = harness.LayoutFlannel
+	n, cfg := dsWeftdNode(t, harness.NewTestEnv(t), s)
+	dsRun(t, ctx, n, "first")
+	dpExec(t, n, "ip", "-6", "addr", "add", dsCNI6.String()+"/64", "dev", "cni0", "nodad")
+	w, err := n.StartWeftd(ctx, cfg.MustYAML())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, cfg, w
+}
+
 // dsRun is a pod run through the real chain on n: with the flannel layout
 // the first one makes cni0 (IPv4 only, as host-local here hands out IPv4).
 func dsRun(t *testing.T, ctx context.Context, n *harness.Node, name string) {
@@ -728,15 +744,8 @@ func dsCleanup(t *testing.T, ctx context.Context, n *harness.Node, w *harness.We
 func TestDualStackGatewayMove(t *testing.T) {
 	for _, backend := range dpBackends {
 		t.Run(backend, func(t *testing.T) {
-			env := harness.NewTestEnv(t)
 			ctx := ctxFor(t, 60*time.Second)
-			n, cfg := dsWeftdNode(t, env, dsSpec{layout: harness.LayoutFlannel, backend: backend, gateway: true})
-			dsRun(t, ctx, n, "first")
-			dpExec(t, n, "ip", "-6", "addr", "add", dsCNI6.String()+"/64", "dev", "cni0", "nodad")
-			w, err := n.StartWeftd(ctx, cfg.MustYAML())
-			if err != nil {
-				t.Fatal(err)
-			}
+			n, cfg, w := dsStart(t, ctx, dsSpec{backend: backend, gateway: true})
 			pid := w.PID
 			for _, step := range []struct {
 				gateway, role, dev string
@@ -757,9 +766,11 @@ func TestDualStackGatewayMove(t *testing.T) {
 				}
 				var why string
 				took, ok := dpWaitUntil(5*time.Second, func() bool {
-					route := dpExec(t, n, "ip", "-6", "route", "show", "table", "240", dsRemote6.String())
-					neigh := dpExec(t, n, "ip", "-6", "neigh", "show", "dev", step.dev, step.via.String())
-					links := dpExec(t, n, "ip", "link", "show")
+					// Errors read as missing objects: the first look may
+					// come before weftd made table 240 or the device.
+					route, _ := n.Exec("ip", "-6", "route", "show", "table", "240", dsRemote6.String())
+					neigh, _ := n.Exec("ip", "-6", "neigh", "show", "dev", step.dev, step.via.String())
+					links, _ := n.Exec("ip", "link", "show")
 					snat, rules := dpSNATOfTo(n, backend, true, dsCNI6)
 					st, err := w.Status(ctx)
 					switch {
