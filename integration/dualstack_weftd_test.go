@@ -446,6 +446,11 @@ func testLateCNICalico(t *testing.T, backend string) {
 	}
 }
 
+// dsResync is weftd's resyncInterval in TestDualStackDrift: what no event
+// reports (neighbours, FDB, sysctls, the packet filter) is repaired by the
+// next resync.
+const dsResync = time.Second
+
 // dsDrift is one IPv6 object broken behind weft's back, and how to tell
 // it is back.
 type dsDrift struct {
@@ -476,7 +481,7 @@ func TestDualStackDrift(t *testing.T) {
 func testDualStackDrift(t *testing.T, backend string, gateway, only6 bool) {
 	env := harness.NewTestEnv(t)
 	ctx := ctxFor(t, 90*time.Second)
-	n, cfg := dsWeftdNode(t, env, dsSpec{layout: harness.LayoutFlannel, backend: backend, gateway: gateway, only6: only6, resync: resync})
+	n, cfg := dsWeftdNode(t, env, dsSpec{layout: harness.LayoutFlannel, backend: backend, gateway: gateway, only6: only6, resync: dsResync})
 	dsRun(t, ctx, n, "first")
 	dpExec(t, n, "ip", "-6", "addr", "add", dsCNI6.String()+"/64", "dev", "cni0", "nodad")
 	foreign := dsForeign(t, n, backend)
@@ -600,9 +605,9 @@ func testDualStackDrift(t *testing.T, backend string, gateway, only6 bool) {
 				dpExec(t, n, c[0], c[1:]...)
 			}
 			var err error
-			took, ok := dpWaitUntil(resync+driftMargin, func() bool { err = d.back(); return err == nil })
+			took, ok := dpWaitUntil(dsResync+driftMargin, func() bool { err = d.back(); return err == nil })
 			if !ok {
-				t.Fatalf("not repaired within %s: %v\n%s", resync+driftMargin, err, w.LogTail(2000))
+				t.Fatalf("not repaired within %s: %v\n%s", dsResync+driftMargin, err, w.LogTail(2000))
 			}
 			t.Logf("%s: repaired after %s", d.name, took.Round(time.Millisecond))
 		})
