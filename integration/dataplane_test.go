@@ -176,9 +176,16 @@ func dpExec(t *testing.T, n *harness.Node, name string, args ...string) string {
 	return out
 }
 
-// dpRoutes lists the routes of weft's table on n, one per line.
-func dpRoutes(n *harness.Node) ([]string, error) {
-	out, err := n.Exec("ip", "-4", "route", "show", "table", dpRouteTable)
+// dpRoutes lists the IPv4 routes of weft's table on n, one per line.
+func dpRoutes(n *harness.Node) ([]string, error) { return dpRoutesOf(n, false) }
+
+// dpRoutesOf is dpRoutes for the IPv6 routes with v6.
+func dpRoutesOf(n *harness.Node, v6 bool) ([]string, error) {
+	fam := "-4"
+	if v6 {
+		fam = "-6"
+	}
+	out, err := n.Exec("ip", fam, "route", "show", "table", dpRouteTable)
 	if err != nil {
 		return nil, err
 	}
@@ -192,10 +199,17 @@ func dpRoutes(n *harness.Node) ([]string, error) {
 }
 
 // dpRoutesHaveSrc reports whether n's table holds the routes to both of
-// the remote cluster's CIDRs and every one says `src want` (or carries no
-// src at all when want is invalid).
+// the remote cluster's CIDRs of want's family (IPv4 when want is invalid)
+// and every one says `src want` (or carries no src at all when want is
+// invalid).
 func dpRoutesHaveSrc(n *harness.Node, want netip.Addr) (bool, []string) {
-	lines, err := dpRoutes(n)
+	return dpRoutesOfHaveSrc(n, want.Is6(), want)
+}
+
+// dpRoutesOfHaveSrc is dpRoutesHaveSrc for the routes of the family v6
+// says, so that "no src yet" can be asked of the IPv6 routes.
+func dpRoutesOfHaveSrc(n *harness.Node, v6 bool, want netip.Addr) (bool, []string) {
+	lines, err := dpRoutesOf(n, v6)
 	if err != nil || len(lines) < 2 {
 		return false, lines
 	}
@@ -212,12 +226,22 @@ func dpRoutesHaveSrc(n *harness.Node, want netip.Addr) (bool, []string) {
 // shows them: `snat to` lines of nft's nat-postrouting chain, or the
 // `-j SNAT` rules of WEFT-POSTROUTING.
 func dpHostSNAT(n *harness.Node, backend string) ([]string, error) {
+	return dpHostSNATOf(n, backend, false)
+}
+
+// dpHostSNATOf is dpHostSNAT for the IPv6 rules (table ip6 weft,
+// ip6tables) with v6.
+func dpHostSNATOf(n *harness.Node, backend string, v6 bool) ([]string, error) {
+	table, save := "ip", "iptables-nft-save"
+	if v6 {
+		table, save = "ip6", "ip6tables-nft-save"
+	}
 	var out string
 	var err error
 	if backend == "nftables" {
-		out, err = n.Exec("nft", "list", "chain", "ip", "weft", "nat-postrouting")
+		out, err = n.Exec("nft", "list", "chain", table, "weft", "nat-postrouting")
 	} else {
-		out, err = n.Exec("iptables-nft-save", "-t", "nat")
+		out, err = n.Exec(save, "-t", "nat")
 	}
 	if err != nil {
 		return nil, err
@@ -226,7 +250,7 @@ func dpHostSNAT(n *harness.Node, backend string) ([]string, error) {
 	for _, l := range strings.Split(out, "\n") {
 		l = strings.TrimSpace(l)
 		switch {
-		case backend == "nftables" && strings.Contains(l, "snat to") && !strings.Contains(l, "snat to ip saddr"):
+		case backend == "nftables" && strings.Contains(l, "snat to") && !strings.Contains(l, "snat to ip saddr") && !strings.Contains(l, "snat to ip6 saddr"):
 			rules = append(rules, l)
 		case backend == "iptables" && strings.HasPrefix(l, "-A WEFT-POSTROUTING") && strings.Contains(l, "-j SNAT"):
 			rules = append(rules, l)
@@ -238,8 +262,15 @@ func dpHostSNAT(n *harness.Node, backend string) ([]string, error) {
 // dpSNATTo reports whether n's host SNAT rules all rewrite to ip (or, for
 // an invalid ip, whether there are none).
 func dpSNATTo(n *harness.Node, backend string, ip netip.Addr) (bool, []string) {
-	rules, err := dpHostSNAT(n, backend)
-	if err != nil {
+	return dpSNATOfTo(n, backend, ip.Is6(), ip)
+}
+
+// dpSNATOfTo is dpSNATTo for the rules of the family v6 says; a missing
+// table counts as no rule (weft writes its IPv6 table with the first IPv6
+// rule).
+func dpSNATOfTo(n *harness.Node, backend string, v6 bool, ip netip.Addr) (bool, []string) {
+	rules, err := dpHostSNATOf(n, backend, v6)
+	if err != nil && !(v6 && !ip.IsValid()) {
 		return false, rules
 	}
 	if !ip.IsValid() {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/weft-net/weft/integration/harness"
 	"github.com/weft-net/weft/pkg/config"
 	"github.com/weft-net/weft/pkg/dataplane"
 	"github.com/weft-net/weft/pkg/netnstest"
@@ -421,44 +420,11 @@ func dsProbeFrom(a, b *netnstest.NS, bind, dst netip.Addr) (netip.Addr, error) {
 func TestDualStackWeftd(t *testing.T) {
 	for _, backend := range dpBackends {
 		t.Run(backend, func(t *testing.T) {
-			env := harness.NewTestEnv(t)
-			if !env.HasBin("weftd") || !env.HasBin("weft") {
-				t.Skipf("weft binaries not built in %s (make build)", env.BinDir)
-			}
 			ctx := ctxFor(t, 60*time.Second)
-			n, cfg := handoffNode(t, env, harness.CNIOptions{Layout: harness.LayoutFlannel})
-			cl := cfg["cluster"].(map[string]any)
-			cl["podCIDRs"] = []string{"10.1.0.0/16", "fd00:1::/56"}
-			for _, nd := range cl["nodes"].([]any) {
-				nd.(map[string]any)["ip6"] = "fd00:10::11"
-			}
-			cfg["remotes"] = []any{map[string]any{
-				"id": "c2", "podCIDRs": []string{"10.2.0.0/16", "fd00:2::/56"}, "gatewayIP": "192.168.20.11",
-			}}
-			cfg["packetFilter"] = backend
 			// The primary CNI's part: cni0 (made by the first pod) with an
-			// IPv6 gateway address, IPv6 forwarding on.
-			pod, err := n.NewPod("default", "ds-0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := n.AttachCNITool(ctx, pod); err != nil {
-				t.Fatal(err)
-			}
-			cni6 := netip.MustParseAddr("fd00:1:0:1::1")
-			for _, c := range [][]string{
-				{"ip", "-6", "addr", "add", "fd00:10::11/64", "dev", "eth0", "nodad"},
-				{"ip", "-6", "addr", "add", cni6.String() + "/64", "dev", "cni0", "nodad"},
-				{"sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
-			} {
-				if out, err := n.Exec(c[0], c[1:]...); err != nil {
-					t.Fatalf("%v: %v %s", c, err, out)
-				}
-			}
-			w, err := n.StartWeftd(ctx, cfg.MustYAML())
-			if err != nil {
-				t.Fatal(err)
-			}
+			// IPv6 gateway address.
+			n, _, w := dsStart(t, ctx, dsSpec{backend: backend, gateway: true})
+			cni6 := dsCNI6
 			if _, ok := dpWaitUntil(20*time.Second, func() bool {
 				st, err := w.Status(ctx)
 				return err == nil && st.Ready && st.CNIInterface != nil && st.CNIInterface.IP6 == cni6.String()

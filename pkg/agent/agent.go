@@ -715,34 +715,36 @@ func (a *Agent) discover(ctx context.Context, cfg *config.Config, ph *phases) (_
 	a.mu.Unlock()
 	cands := discovery.Filter(ifaces, cfg.Parsed.PodCIDRs, hints.Exclude)
 	// One choice per family the pods have, by the same rules. A missing
-	// family keeps the node not ready; the other's routes still get
-	// their source.
+	// family keeps the node not ready; the other is programmed all the
+	// same (its routes' source, its host SNAT), whichever family came
+	// first: Calico creates vxlan-v6.calico and vxlan.calico in no fixed
+	// order. A dual-stack record without its IPv4 half has no name and
+	// IP, only the IPv6 fields.
 	rec := &api.CNIInterface{Since: a.d.Now().UTC()}
 	var cerr error
+	found := false
 	a.cniPartial = ""
 	if v4 {
-		c, err := discovery.Choose(cands, hints)
-		cerr = err
-		rec.Name, rec.IP, rec.Source = c.Name, c.IP.String(), c.Source
-		if err != nil {
-			rec = nil
+		if c, err := discovery.Choose(cands, hints); err != nil {
+			cerr = err
+		} else {
+			rec.Name, rec.IP, rec.Source = c.Name, c.IP.String(), c.Source
+			found = true
 		}
 	}
 	if v6 {
-		c, err := discovery.Choose6(cands, hints)
-		switch {
-		case err != nil:
+		if c, err := discovery.Choose6(cands, hints); err != nil {
 			cerr = errors.Join(cerr, err)
-		case rec == nil:
-		case !v4:
-			rec.Name, rec.Source = c.Name, c.Source
-			fallthrough
-		default:
+		} else {
+			if !v4 {
+				rec.Name, rec.Source = c.Name, c.Source
+			}
 			rec.Name6, rec.IP6, rec.Source6 = c.Name, c.IP.String(), c.Source
+			found = true
 		}
-		if err != nil && !v4 {
-			rec = nil
-		}
+	}
+	if !found {
+		rec = nil
 	}
 	prev := a.d.Store.CNI()
 	if rec == nil {
@@ -754,7 +756,7 @@ func (a *Agent) discover(ctx context.Context, cfg *config.Config, ph *phases) (_
 		}
 		return nil, recorded, nil
 	}
-	found := func() {
+	report := func() {
 		if cerr != nil { // a dual-stack node with one family found
 			a.cniPartial = cerr.Error()
 			a.setCond(CondCNIInterfaceReady, false, "NotFound", cerr.Error(),
@@ -766,13 +768,13 @@ func (a *Agent) discover(ctx context.Context, cfg *config.Config, ph *phases) (_
 	if prev != nil && prev.Name == rec.Name && prev.IP == rec.IP && prev.Name6 == rec.Name6 && prev.IP6 == rec.IP6 {
 		rec.Since = prev.Since
 		if prev.SameAddresses(rec) {
-			found()
+			report()
 			return prev, recorded, nil
 		}
 	}
 	a.d.Log.Info("CNI interface discovered", "name", rec.Name, "ip", rec.IP, "source", rec.Source, "name6", rec.Name6, "ip6", rec.IP6)
 	record(rec)
-	found()
+	report()
 	return rec, recorded, nil
 }
 

@@ -204,3 +204,47 @@ func TestRemoteIPv6CIDRInIPv4Cluster(t *testing.T) {
 		t.Errorf("ready %v remotes %+v, want c2's IPv4 routes installed and its IPv6 CIDR listed", st.Ready, st.Remotes)
 	}
 }
+
+// A dual-stack node whose IPv6 address comes first (Calico creates
+// vxlan-v6.calico and vxlan.calico in no fixed order): the IPv6 half is
+// programmed — its routes' source, its host SNAT address — while the node
+// stays not ready naming IPv4, and the IPv4 routes wait without a source.
+func TestDualStackIPv6First(t *testing.T) {
+	ctx := context.Background()
+	a, k, rec, store := newTestAgentCfg(t, dualConfig(t), nil)
+	k.set(eth0, discovery.Iface{Name: "vxlan-v6.calico", Index: 8, Kind: "vxlan", Addrs: []netip.Addr{v6}})
+	_ = a.Reconcile(ctx)
+	st := a.Status()
+	if c := cond(st, CondCNIInterfaceReady); st.Ready || c.Status || !strings.Contains(c.Message, "IPv4") {
+		t.Fatalf("IPv4 address missing: ready %v, condition %+v", st.Ready, c)
+	}
+	if c := st.CNIInterface; c == nil || c.IP != "" || c.Name != "" || c.Name6 != "vxlan-v6.calico" || c.IP6 != v6.String() {
+		t.Fatalf("cni = %+v, want the IPv6 half only", c)
+	}
+	for _, r := range rec.dp.Routes {
+		if want := (netip.Addr{}); r.Dst.Addr().Is6() {
+			want = v6
+			if r.Src != want {
+				t.Errorf("IPv6 route %v: src %v, want %v", r.Dst, r.Src, want)
+			}
+		} else if r.Src.IsValid() {
+			t.Errorf("IPv4 route %v has src %v before the IPv4 address exists", r.Dst, r.Src)
+		}
+	}
+	if rec.pf.CNIIP6 != v6 || rec.pf.CNIIP.IsValid() {
+		t.Errorf("packet filter CNI addresses %v / %v, want none / %v", rec.pf.CNIIP, rec.pf.CNIIP6, v6)
+	}
+	if got := store.CNI(); got == nil || got.IP6 != v6.String() {
+		t.Errorf("IPv6 half not recorded durably: %+v", got)
+	}
+
+	k.set(eth0,
+		discovery.Iface{Name: "vxlan.calico", Index: 7, Kind: "vxlan", Addrs: []netip.Addr{v4}},
+		discovery.Iface{Name: "vxlan-v6.calico", Index: 8, Kind: "vxlan", Addrs: []netip.Addr{v6}})
+	if err := a.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Status(); !st.Ready || st.CNIInterface.Name != "vxlan.calico" || st.CNIInterface.IP != v4.String() {
+		t.Fatalf("after the IPv4 address: ready %v cni %+v", st.Ready, st.CNIInterface)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 )
 
 // Sources of a choice, reported in status as cniInterface.source.
@@ -33,6 +34,12 @@ type Iface struct {
 	Index int
 	Kind  string // netlink link type: bridge, vxlan, ipip, veth, dummy…
 	Addrs []netip.Addr
+	// Unusable are IPv6 addresses the kernel does not use yet or at all:
+	// tentative (duplicate address detection runs, 1–2 s after a CNI
+	// adds one) or failed. A route cannot take one as its source (the
+	// kernel answers EINVAL), so they are never chosen; they are named
+	// in the reason for waiting.
+	Unusable []netip.Addr
 }
 
 // Hints are what the choice depends on besides the interfaces.
@@ -64,19 +71,22 @@ func Filter(all []Iface, podCIDRs []netip.Prefix, exclude []string) []Iface {
 		if ex[in.Name] || in.Kind == "veth" {
 			continue
 		}
-		var keep []netip.Addr
-		for _, a := range in.Addrs {
-			a = a.Unmap()
-			for _, p := range podCIDRs {
-				if p.Contains(a) {
-					keep = append(keep, a)
-					break
+		inPods := func(all []netip.Addr) []netip.Addr {
+			var keep []netip.Addr
+			for _, a := range all {
+				a = a.Unmap()
+				for _, p := range podCIDRs {
+					if p.Contains(a) {
+						keep = append(keep, a)
+						break
+					}
 				}
 			}
-		}
-		if len(keep) > 0 {
 			sort.Slice(keep, func(i, j int) bool { return keep[i].Less(keep[j]) })
-			in.Addrs = keep
+			return keep
+		}
+		in.Addrs, in.Unusable = inPods(in.Addrs), inPods(in.Unusable)
+		if len(in.Addrs) > 0 || len(in.Unusable) > 0 {
 			out = append(out, in)
 		}
 	}
@@ -117,7 +127,7 @@ func choose(cands []Iface, h Hints, v6 bool) (Choice, error) {
 				return Choice{Name: c.Name, IP: a, Source: SourcePinned}, nil
 			}
 		}
-		return Choice{}, fmt.Errorf("pinned CNI interface %q has no %s address inside the pod CIDRs (yet)", h.Pinned, fam)
+		return Choice{}, fmt.Errorf("pinned CNI interface %q has no %s address inside the pod CIDRs (yet)%s", h.Pinned, fam, unusable(cands, v6))
 	}
 	for _, gw := range h.GatewayIPs {
 		if gw.Is6() != v6 {
@@ -143,5 +153,22 @@ func choose(cands []Iface, h Hints, v6 bool) (Choice, error) {
 			return Choice{Name: c.Name, IP: a, Source: SourceLowest}, nil
 		}
 	}
-	return Choice{}, fmt.Errorf("no host interface has an %s address inside the pod CIDRs", fam)
+	return Choice{}, fmt.Errorf("no host interface has an %s address inside the pod CIDRs%s", fam, unusable(cands, v6))
+}
+
+// unusable says which candidate addresses of the family exist but cannot
+// be used yet, as the tail of a "not found" message.
+func unusable(cands []Iface, v6 bool) string {
+	var parts []string
+	for _, c := range cands {
+		for _, a := range c.Unusable {
+			if a.Is6() == v6 {
+				parts = append(parts, fmt.Sprintf("%s on %s", a, c.Name))
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; not usable yet: %s (tentative while duplicate address detection runs, or it failed)", strings.Join(parts, ", "))
 }

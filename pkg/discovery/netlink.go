@@ -35,16 +35,21 @@ func InterfacesWith(ipv6 bool) ([]Iface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
-	byIndex := map[int][]netip.Addr{}
+	byIndex, unusable := map[int][]netip.Addr{}, map[int][]netip.Addr{}
 	for _, a := range addrs {
 		if ip, ok := cniCandidate(a.IP); ok {
+			if ip.Is6() && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 {
+				// Its completed detection is an address event too.
+				unusable[a.LinkIndex] = append(unusable[a.LinkIndex], ip)
+				continue
+			}
 			byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], ip)
 		}
 	}
 	out := make([]Iface, 0, len(links))
 	for _, l := range links {
 		at := l.Attrs()
-		out = append(out, Iface{Name: at.Name, Index: at.Index, Kind: l.Type(), Addrs: byIndex[at.Index]})
+		out = append(out, Iface{Name: at.Name, Index: at.Index, Kind: l.Type(), Addrs: byIndex[at.Index], Unusable: unusable[at.Index]})
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,6 +115,56 @@ func TestInterfacesIPv6(t *testing.T) {
 	c6, err := Choose6(Filter([]Iface{{Name: "br-t", Index: 3, Kind: "bridge", Addrs: got}}, pod, nil), Hints{})
 	if err != nil || c6.IP != netip.MustParseAddr("fd00:1:0:2::1") {
 		t.Errorf("Choose6 = %+v, %v", c6, err)
+	}
+}
+
+// An IPv6 address in duplicate address detection (as every CNI adds one)
+// is listed as unusable, not as a candidate: a route cannot take it as
+// its source yet. Choose6 waits, naming it, and picks it once the kernel
+// has finished the detection.
+func TestInterfacesTentativeIPv6(t *testing.T) {
+	n := netnstest.New(t)
+	for _, c := range [][]string{
+		// A bridge with a port up has a carrier, without which the
+		// detection would not even start (no dummy driver here).
+		{"link", "add", "d-t", "type", "bridge"},
+		{"link", "add", "d-tp", "type", "veth", "peer", "name", "d-tq"},
+		{"link", "set", "d-tp", "master", "d-t", "up"},
+		{"link", "set", "d-tq", "up"},
+		{"link", "set", "d-t", "up"},
+		{"-6", "addr", "add", "fd00:1:0:2::1/64", "dev", "d-t"},
+	} {
+		n.MustExec(t, "ip", c...)
+	}
+	pod := []netip.Prefix{netip.MustParsePrefix("fd00:1::/56")}
+	choose := func() (Choice, []Iface, error) {
+		var ifs []Iface
+		if err := n.Do(func(ns.NetNS) error {
+			var err error
+			ifs, err = InterfacesWith(true)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Choose6(Filter(ifs, pod, nil), Hints{})
+		return c, ifs, err
+	}
+	tentative := netip.MustParseAddr("fd00:1:0:2::1")
+	c, ifs, err := choose()
+	if err == nil || !strings.Contains(err.Error(), "not usable yet: fd00:1:0:2::1 on d-t") {
+		out, _ := n.Exec("ip", "-6", "addr", "show", "dev", "d-t")
+		t.Fatalf("while tentative: Choose6 = %+v, %v (interfaces %+v)\n%s", c, err, ifs, out)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, _, err = choose()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil || c.IP != tentative || c.Name != "d-t" {
+		t.Fatalf("after duplicate address detection: Choose6 = %+v, %v", c, err)
 	}
 }
 

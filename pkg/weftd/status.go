@@ -21,8 +21,12 @@ func PrintStatus(w io.Writer, st api.Status, now time.Time) {
 	}
 	fmt.Fprintln(w)
 	if c := st.CNIInterface; c != nil {
-		fmt.Fprintf(w, "CNI interface  %s %s (via %s, since %s, %s ago)\n", c.Name, c.IP, c.Source,
-			c.Since.Format(time.RFC3339), now.Sub(c.Since).Round(time.Second))
+		if c.Name == "" { // dual stack, the IPv6 half found first
+			fmt.Fprintf(w, "CNI interface  no IPv4 address found yet (since %s, %s ago)\n", c.Since.Format(time.RFC3339), now.Sub(c.Since).Round(time.Second))
+		} else {
+			fmt.Fprintf(w, "CNI interface  %s %s (via %s, since %s, %s ago)\n", c.Name, c.IP, c.Source,
+				c.Since.Format(time.RFC3339), now.Sub(c.Since).Round(time.Second))
+		}
 		if c.IP6 != "" {
 			fmt.Fprintf(w, "CNI IPv6       %s %s (via %s)\n", c.Name6, c.IP6, c.Source6)
 		}

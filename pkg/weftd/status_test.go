@@ -27,6 +27,9 @@ func TestPrintStatus(t *testing.T) {
 	dual := ready
 	dual.CNIInterface = &api.CNIInterface{Name: "vxlan.calico", IP: "10.1.2.0", Source: "plugin", Since: now.Add(-3 * time.Hour),
 		Name6: "vxlan-v6.calico", IP6: "fd00:1:0:2::", Source6: "well-known"}
+	v6First := ready
+	v6First.Ready = false
+	v6First.CNIInterface = &api.CNIInterface{Since: now.Add(-time.Minute), Name6: "vxlan-v6.calico", IP6: "fd00:1:0:2::", Source6: "well-known"}
 	broken := ready
 	broken.Ready = false
 	broken.CNIInterface = nil
@@ -62,6 +65,10 @@ func TestPrintStatus(t *testing.T) {
 			"CNI interface  vxlan.calico 10.1.2.0 (via plugin, since 2026-03-01T09:00:00Z, 3h0m0s ago)",
 			"CNI IPv6       vxlan-v6.calico fd00:1:0:2:: (via well-known)",
 		}, nil},
+		{"dual stack, IPv6 first", v6First, []string{
+			"CNI interface  no IPv4 address found yet (since 2026-03-01T11:59:00Z, 1m0s ago)",
+			"CNI IPv6       vxlan-v6.calico fd00:1:0:2:: (via well-known)",
+		}, []string{"CNI interface   "}},
 		{"broken", broken, []string{
 			"NOT READY",
 			"CNI interface  not found yet",
