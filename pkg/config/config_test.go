@@ -101,7 +101,7 @@ func TestDefaults(t *testing.T) {
 		StateDir:       "/run/weft",
 		MetricsAddress: &metrics,
 		ResyncInterval: Duration{30 * time.Second},
-		HealthCheck:    HealthCheck{Enabled: &on, Port: 4803, Interval: Duration{100 * time.Millisecond}, LossThreshold: 5},
+		HealthCheck:    HealthCheck{Enabled: &on, Protocol: HealthCheckICMP, Port: 4803, Interval: Duration{300 * time.Millisecond}, FastInterval: Duration{50 * time.Millisecond}, LossThreshold: 3},
 		Topology:       "file",
 		Kubernetes: Kubernetes{
 			Endpoints: "submariner", Namespace: "submariner-operator", GatewayLabel: "weft.dev/gateway",
@@ -379,6 +379,9 @@ func TestInvalid(t *testing.T) {
 		{"healthCheck interval too short", []mutation{{"healthCheck.interval", "1ms"}}, []string{"healthCheck.interval"}, "outside 10ms..1m"},
 		{"healthCheck interval number", []mutation{{"healthCheck.interval", 100}}, []string{"healthCheck.interval"}, "not a duration"},
 		{"healthCheck lossThreshold negative", []mutation{{"healthCheck.lossThreshold", -1}}, []string{"healthCheck.lossThreshold"}, "outside 1..100"},
+		{"healthCheck protocol unknown", []mutation{{"healthCheck.protocol", "tcp"}}, []string{"healthCheck.protocol"}, `"tcp" is not one of icmp, udp`},
+		{"healthCheck fastInterval above interval", []mutation{{"healthCheck.fastInterval", "1s"}}, []string{"healthCheck.fastInterval"}, "outside 10ms..healthCheck.interval (300ms)"},
+		{"healthCheck fastInterval too short", []mutation{{"healthCheck.fastInterval", "1ms"}}, []string{"healthCheck.fastInterval"}, "outside 10ms..healthCheck.interval"},
 		{"healthCheck enabled not a bool", []mutation{{"healthCheck.enabled", "yes please"}}, []string{"healthCheck.enabled"}, "expected true or false"},
 		{"list where mapping", []mutation{{"cluster", []any{"c1"}}}, []string{"cluster"}, "expected a mapping"},
 		{"string where list", []mutation{{"cluster.podCIDRs", "10.1.0.0/16"}}, []string{"cluster.podCIDRs"}, "expected a list"},

@@ -154,9 +154,11 @@ var wants = map[string]string{
 	"resyncInterval":            `a duration of at least 1s, e.g. "30s"`,
 	"remotes[].healthCheckIP":   "the remote gateway's CNI interface IPv4 address, inside that remote's CIDRs (the whole-path probe's target), or remove it",
 	"healthCheck.enabled":       "true or false (default true)",
-	"healthCheck.port":          "a UDP port in 1..65535 different from vxlan.port and cableVxlan.port (default 4803)",
-	"healthCheck.interval":      `a duration in 10ms..1m, e.g. "100ms" (default)`,
-	"healthCheck.lossThreshold": "1..100 probes in a row unanswered before a target is down (default 5)",
+	"healthCheck.protocol":      "icmp (default: echo requests the targets' kernels answer) or udp (weft's probes, answered by weftd on healthCheck.port)",
+	"healthCheck.port":          "a UDP port in 1..65535 different from vxlan.port and cableVxlan.port (default 4803; used with protocol: udp)",
+	"healthCheck.interval":      `a duration in 10ms..1m, e.g. "300ms" (default)`,
+	"healthCheck.fastInterval":  `a duration from 10ms up to healthCheck.interval, e.g. "50ms" (default): the retry pace after a first miss`,
+	"healthCheck.lossThreshold": "1..100 probes in a row unanswered before a target is down (default 3)",
 }
 
 const cidrWant = "an IPv4 or IPv6 CIDR with its host bits zero, e.g. 10.2.0.0/16 or fd00:2::/56; it must not overlap another cluster's CIDRs (the route would be ambiguous)"

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"net/netip"
 	"testing"
 	"time"
@@ -13,12 +14,19 @@ func TestHealthCheckParsed(t *testing.T) {
 		on       bool
 		interval time.Duration
 		hcIP     string
+		// protocol, fast, threshold: "" and 0 = the defaults
+		protocol  string
+		fast      time.Duration
+		threshold int
 	}{
-		{"defaults", nil, true, 100 * time.Millisecond, ""},
-		{"disabled", map[string]any{"healthCheck.enabled": false}, false, 100 * time.Millisecond, ""},
-		{"tuned", map[string]any{"healthCheck.interval": "1s", "healthCheck.lossThreshold": 3, "healthCheck.port": 4900}, true, time.Second, ""},
-		{"remote health-check IP", map[string]any{"remotes[0].healthCheckIP": "10.2.0.1"}, true, 100 * time.Millisecond, "10.2.0.1"},
-		{"service-CIDR health-check IP", map[string]any{"remotes[0].healthCheckIP": "10.102.0.9"}, true, 100 * time.Millisecond, "10.102.0.9"},
+		{"defaults", nil, true, 300 * time.Millisecond, "", "", 0, 0},
+		{"disabled", map[string]any{"healthCheck.enabled": false}, false, 300 * time.Millisecond, "", "", 0, 0},
+		{"tuned", map[string]any{"healthCheck.interval": "1s", "healthCheck.lossThreshold": 5, "healthCheck.port": 4900}, true, time.Second, "", "", 0, 5},
+		{"udp", map[string]any{"healthCheck.protocol": "udp", "healthCheck.fastInterval": "100ms"}, true, 300 * time.Millisecond, "", "udp", 100 * time.Millisecond, 0},
+		// The retry is never slower than the steady pace.
+		{"short interval", map[string]any{"healthCheck.interval": "20ms"}, true, 20 * time.Millisecond, "", "", 20 * time.Millisecond, 0},
+		{"remote health-check IP", map[string]any{"remotes[0].healthCheckIP": "10.2.0.1"}, true, 300 * time.Millisecond, "10.2.0.1", "", 0, 0},
+		{"service-CIDR health-check IP", map[string]any{"remotes[0].healthCheckIP": "10.102.0.9"}, true, 300 * time.Millisecond, "10.102.0.9", "", 0, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -33,6 +41,10 @@ func TestHealthCheckParsed(t *testing.T) {
 			h := cfg.HealthCheck
 			if h.On() != tc.on || h.Interval.Duration != tc.interval {
 				t.Errorf("healthCheck = on %v interval %s, want %v %s", h.On(), h.Interval.Duration, tc.on, tc.interval)
+			}
+			proto, fast, threshold := cmp.Or(tc.protocol, HealthCheckICMP), cmp.Or(tc.fast, DefaultHealthCheckFastInterval), cmp.Or(tc.threshold, DefaultHealthCheckLossThreshold)
+			if h.Protocol != proto || h.FastInterval.Duration != fast || h.LossThreshold != threshold || h.UDP() != (proto == HealthCheckUDP) {
+				t.Errorf("healthCheck = %+v, want protocol %s fastInterval %s lossThreshold %d", h, proto, fast, threshold)
 			}
 			got := cfg.Parsed.Remotes[0].HealthCheckIP
 			if want, _ := netip.ParseAddr(tc.hcIP); got != want {
