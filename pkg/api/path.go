@@ -8,10 +8,13 @@ import "time"
 // conditions GatewayReachable and RemotesReachable say whether packets
 // get through.
 type PathHealth struct {
-	At            time.Time    `json:"at"`
-	IntervalMs    float64      `json:"intervalMs"`
-	LossThreshold int          `json:"lossThreshold"`
-	Targets       []PathTarget `json:"targets"`
+	At time.Time `json:"at"`
+	// Protocol is what the probes are: icmp (echo requests) or udp.
+	Protocol       string       `json:"protocol"`
+	IntervalMs     float64      `json:"intervalMs"`
+	FastIntervalMs float64      `json:"fastIntervalMs"`
+	LossThreshold  int          `json:"lossThreshold"`
+	Targets        []PathTarget `json:"targets"`
 }
 
 // PathTarget is one probed target.
@@ -20,7 +23,7 @@ type PathTarget struct {
 	Hop     string    `json:"hop"`  // node-to-gateway | node-to-remote | gateway-to-remote-gateway
 	Cluster string    `json:"cluster"`
 	Node    string    `json:"node,omitempty"`
-	Address string    `json:"address"`
+	Address string    `json:"address"` // addr:port (udp) or addr (icmp)
 	Source  string    `json:"source,omitempty"`
 	Up      bool      `json:"up"`
 	Since   time.Time `json:"since"`

@@ -3,8 +3,8 @@ package pathprobe
 import (
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
-	"time"
 
 	"github.com/weft-net/weft/pkg/config"
 	"github.com/weft-net/weft/pkg/pathhealth"
@@ -14,11 +14,9 @@ import (
 // Plan is what the node probes and answers, derived from the
 // configuration and the facts of the last reconcile pass.
 type Plan struct {
-	Enabled       bool
-	Port          uint16
-	Interval      time.Duration
-	LossThreshold int
-	Role          string
+	Enabled bool
+	Timing  Timing
+	Role    string
 	// VXLANPort and CablePort name the ports a broken hop's fix mentions.
 	VXLANPort, CablePort uint16
 	Targets              []pathhealth.Target
@@ -36,43 +34,74 @@ func cableTarget(id string) string     { return "cable/" + id }
 //   - a non-gateway node probes its gateway's VTEP over vx-weft
 //     (HopGateway), from its own VTEP;
 //   - every node probes each remote whose health-check IP is known, from
-//     its CNI interface IP: the route's source, so the probe takes weft's
-//     routes exactly as pod and host-network traffic does (HopRemote);
+//     its CNI interface IP of that family: the route's source, so the
+//     probe takes weft's routes exactly as pod and host-network traffic
+//     does (HopRemote);
 //   - a gateway with cable: vxlan probes each remote gateway's cable VTEP
 //     over vx-weft-cable (HopCable).
+//
+// A VTEP hop is probed over IPv4 where the cluster has IPv4 VTEPs, else
+// over IPv6 (an IPv6-only cluster). With protocol icmp a target's port is
+// 0: the probe is an echo request its kernel answers.
 func PlanFor(cfg *config.Config, in topology.Inputs, role string) Plan {
 	h := cfg.HealthCheck
 	p := Plan{
-		Enabled: h.On(), Port: h.Port, Interval: h.Interval.Duration, LossThreshold: h.LossThreshold, Role: role,
-		VXLANPort: cfg.VXLAN.Port, CablePort: cfg.CableVXLAN.Port,
+		Enabled: h.On(), Role: role, VXLANPort: cfg.VXLAN.Port, CablePort: cfg.CableVXLAN.Port,
+		Timing: Timing{Protocol: h.Protocol, Port: h.Port, Interval: h.Interval.Duration, Fast: h.FastInterval.Duration, LossThreshold: h.LossThreshold},
 	}
-	if !p.Enabled || !in.NodeIP.Is4() {
+	if !p.Enabled || !in.NodeIP.IsValid() {
 		return p
 	}
-	at := func(a netip.Addr) netip.AddrPort { return netip.AddrPortFrom(a, h.Port) }
+	port := uint16(0)
+	if h.UDP() {
+		port = h.Port
+	}
+	at := func(a netip.Addr) netip.AddrPort { return netip.AddrPortFrom(a, port) }
+	// pair is the (source, destination) VTEPs of one family both ends have.
+	pair := func(self, peer netip.Addr, cable bool) (src, dst netip.Addr, ok bool) {
+		s4, s6 := topology.VTEPsOf(cfg.Parsed, self, cable)
+		d4, d6 := topology.VTEPsOf(cfg.Parsed, peer, cable)
+		switch {
+		case s4.IsValid() && d4.IsValid():
+			return s4, d4, true
+		case s6.IsValid() && d6.IsValid():
+			return s6, d6, true
+		}
+		return netip.Addr{}, netip.Addr{}, false
+	}
 	pp := cfg.Parsed
 	if role == topology.RoleNonGateway {
 		for _, n := range pp.Nodes {
-			if n.Name == cfg.Cluster.Gateway {
+			if n.Name != cfg.Cluster.Gateway {
+				continue
+			}
+			if src, dst, ok := pair(in.NodeIP, topology.UnderlayOf(pp, n), false); ok {
 				p.Targets = append(p.Targets, pathhealth.Target{
 					Name: gatewayTarget(n.Name), Hop: pathhealth.HopGateway, Cluster: cfg.Cluster.ID, Node: n.Name,
-					Address: at(topology.VTEPIP(pp.VTEPCIDR, n.IP)), Source: topology.VTEPIP(pp.VTEPCIDR, in.NodeIP),
+					Address: at(dst), Source: src,
 				})
-				break
 			}
+			break
 		}
 	}
 	for _, r := range pp.Remotes {
-		if r.HealthCheckIP.Is4() && in.CNIIP.Is4() {
+		src := in.CNIIP
+		if r.HealthCheckIP.Is6() {
+			src = in.CNIIP6
+		}
+		if r.HealthCheckIP.IsValid() && src.IsValid() {
 			p.Targets = append(p.Targets, pathhealth.Target{
 				Name: remoteTarget(r.ID), Hop: pathhealth.HopRemote, Cluster: r.ID,
-				Address: at(r.HealthCheckIP), Source: in.CNIIP,
+				Address: at(r.HealthCheckIP), Source: src,
 			})
 		}
-		if role == topology.RoleGateway && cfg.Cable == config.CableVXLAN && r.GatewayIP.Is4() {
+		if role != topology.RoleGateway || cfg.Cable != config.CableVXLAN || r.GatewayIP.Is6() != in.NodeIP.Is6() {
+			continue
+		}
+		if src, dst, ok := pair(in.NodeIP, r.GatewayIP, true); ok {
 			p.Targets = append(p.Targets, pathhealth.Target{
 				Name: cableTarget(r.ID), Hop: pathhealth.HopCable, Cluster: r.ID,
-				Address: at(topology.VTEPIP(pp.CableCIDR, r.GatewayIP)), Source: topology.VTEPIP(pp.CableCIDR, in.NodeIP),
+				Address: at(dst), Source: src,
 			})
 		}
 	}
@@ -84,6 +113,22 @@ func PlanFor(cfg *config.Config, in topology.Inputs, role string) Plan {
 func (p Plan) Equal(o Plan) bool {
 	t1, t2 := p.Targets, o.Targets
 	p.Targets, o.Targets = nil, nil
-	return p.Role == o.Role && p.Enabled == o.Enabled && p.Port == o.Port && p.Interval == o.Interval &&
-		p.LossThreshold == o.LossThreshold && p.VXLANPort == o.VXLANPort && p.CablePort == o.CablePort && slices.Equal(t1, t2)
+	return p.Role == o.Role && p.Enabled == o.Enabled && p.Timing == o.Timing &&
+		p.VXLANPort == o.VXLANPort && p.CablePort == o.CablePort && slices.Equal(t1, t2)
+}
+
+// probeWhat names what the probes are, for a fix line.
+func (t Timing) probeWhat() string {
+	if t.Protocol == config.HealthCheckUDP {
+		return "UDP " + strconv.Itoa(int(t.Port)) + " for the probes"
+	}
+	return "ICMP echo for the probes"
+}
+
+// responderNote is what must run on the far side, for a fix line.
+func (t Timing) responderNote() string {
+	if t.udp() {
+		return ", and weftd must run there"
+	}
+	return ""
 }

@@ -25,9 +25,9 @@ remotes:
   - {id: c3, podCIDRs: [10.3.0.0/16], gatewayIP: 192.168.30.11}
 `
 
-func planFor(t *testing.T, node, ip, role string) Plan {
+func planFor(t *testing.T, node, ip, role string, extra string) Plan {
 	t.Helper()
-	cfg, err := config.ParseWith([]byte(strings.ReplaceAll(planYAML, "NODE", node)), config.Env{})
+	cfg, err := config.ParseWith([]byte(strings.ReplaceAll(planYAML, "NODE", node)+extra), config.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,34 +38,93 @@ func TestPlanFor(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	a := netip.MustParseAddr
 	tests := []struct {
-		name, node, ip, role string
-		want                 []pathhealth.Target
+		name, node, ip, role, extra string
+		want                        []pathhealth.Target
 	}{
-		{"non-gateway", "c1-n2", "192.168.10.12", topology.RoleNonGateway, []pathhealth.Target{
-			{Name: "gateway/c1-n1", Hop: pathhealth.HopGateway, Cluster: "c1", Node: "c1-n1", Address: ap("240.168.10.11:4803"), Source: a("240.168.10.12")},
+		{"non-gateway", "c1-n2", "192.168.10.12", topology.RoleNonGateway, "", []pathhealth.Target{
+			{Name: "gateway/c1-n1", Hop: pathhealth.HopGateway, Cluster: "c1", Node: "c1-n1", Address: ap("240.168.10.11:0"), Source: a("240.168.10.12")},
 			// c3 has no health-check IP: its whole path is not probed.
-			{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("10.2.1.1:4803"), Source: a("10.1.12.1")},
+			{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("10.2.1.1:0"), Source: a("10.1.12.1")},
 		}},
-		{"gateway", "c1-n1", "192.168.10.11", topology.RoleGateway, []pathhealth.Target{
-			{Name: "cable/c2", Hop: pathhealth.HopCable, Cluster: "c2", Address: ap("241.168.20.11:4803"), Source: a("241.168.10.11")},
-			{Name: "cable/c3", Hop: pathhealth.HopCable, Cluster: "c3", Address: ap("241.168.30.11:4803"), Source: a("241.168.10.11")},
-			{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("10.2.1.1:4803"), Source: a("10.1.11.1")},
+		{"gateway", "c1-n1", "192.168.10.11", topology.RoleGateway, "", []pathhealth.Target{
+			{Name: "cable/c2", Hop: pathhealth.HopCable, Cluster: "c2", Address: ap("241.168.20.11:0"), Source: a("241.168.10.11")},
+			{Name: "cable/c3", Hop: pathhealth.HopCable, Cluster: "c3", Address: ap("241.168.30.11:0"), Source: a("241.168.10.11")},
+			{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("10.2.1.1:0"), Source: a("10.1.11.1")},
+		}},
+		// udp probes go to the responder's port.
+		{"udp", "c1-n2", "192.168.10.12", topology.RoleNonGateway, "healthCheck: {protocol: udp}\n", []pathhealth.Target{
+			{Name: "gateway/c1-n1", Hop: pathhealth.HopGateway, Cluster: "c1", Node: "c1-n1", Address: ap("240.168.10.11:4803"), Source: a("240.168.10.12")},
+			{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("10.2.1.1:4803"), Source: a("10.1.12.1")},
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := planFor(t, tc.node, tc.ip, tc.role)
-			if !p.Enabled || p.Interval != 100*time.Millisecond || p.LossThreshold != 5 || p.Port != 4803 {
-				t.Errorf("plan settings %+v", p)
+			p := planFor(t, tc.node, tc.ip, tc.role, tc.extra)
+			want := Timing{Protocol: config.HealthCheckICMP, Port: 4803, Interval: 300 * time.Millisecond, Fast: 50 * time.Millisecond, LossThreshold: 3}
+			if tc.extra != "" {
+				want.Protocol = config.HealthCheckUDP
 			}
-			if len(p.Targets) != len(tc.want) {
-				t.Fatalf("targets %+v, want %+v", p.Targets, tc.want)
+			if !p.Enabled || p.Timing != want {
+				t.Errorf("plan settings %+v, want %+v", p, want)
 			}
-			for i := range tc.want {
-				if p.Targets[i] != tc.want[i] {
-					t.Errorf("target %d = %+v, want %+v", i, p.Targets[i], tc.want[i])
-				}
+			checkTargets(t, p.Targets, tc.want)
+		})
+	}
+}
+
+func checkTargets(t *testing.T, got, want []pathhealth.Target) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("targets %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("target %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+const planYAML6 = `
+nodeName: NODE
+cluster:
+  id: c1
+  podCIDRs: [fd01::/48]
+  gateway: c1-n1
+  nodes:
+    - {name: c1-n1, ip6: "fd00:10::11"}
+    - {name: c1-n2, ip6: "fd00:10::12"}
+remotes:
+  - {id: c2, podCIDRs: ["fd02::/48"], gatewayIP: "fd00:20::11"}
+`
+
+// An IPv6-only cluster probes its IPv6 VTEPs, and a remote whose
+// health-check IP is IPv6 is probed from the CNI interface's IPv6 address.
+func TestPlanForIPv6(t *testing.T) {
+	a := netip.MustParseAddr
+	ap := func(s string) netip.AddrPort { return netip.AddrPortFrom(a(s), 0) }
+	for _, tc := range []struct {
+		name, node, ip, role string
+		want                 []pathhealth.Target
+	}{
+		{"non-gateway", "c1-n2", "fd00:10::12", topology.RoleNonGateway, []pathhealth.Target{
+			{Name: "gateway/c1-n1", Hop: pathhealth.HopGateway, Cluster: "c1", Node: "c1-n1", Address: ap("fd57:6566:7400::11"), Source: a("fd57:6566:7400::12")},
+			{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("fd02:0:0:1::1"), Source: a("fd01:0:0:12::1")},
+		}},
+		{"gateway", "c1-n1", "fd00:10::11", topology.RoleGateway, []pathhealth.Target{
+			{Name: "cable/c2", Hop: pathhealth.HopCable, Cluster: "c2", Address: ap("fd57:6566:7400:1::11"), Source: a("fd57:6566:7400:1::11")},
+			{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("fd02:0:0:1::1"), Source: a("fd01:0:0:11::1")},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.ParseWith([]byte(strings.ReplaceAll(planYAML6, "NODE", tc.node)), config.Env{})
+			if err != nil {
+				t.Fatal(err)
 			}
+			// The topology sources fill it in (ds14k: file and Kubernetes);
+			// the plan only has to take it.
+			cfg.Parsed.Remotes[0].HealthCheckIP = a("fd02:0:0:1::1")
+			in := topology.Inputs{NodeIP: a(tc.ip), CNIIP6: a("fd01:0:0:" + tc.ip[len(tc.ip)-2:] + "::1")}
+			checkTargets(t, PlanFor(cfg, in, tc.role).Targets, tc.want)
 		})
 	}
 }
@@ -93,7 +152,7 @@ func TestReportNamesTheBrokenHop(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h, conds := Report(pathhealth.Snapshot{Targets: tc.targets}, Plan{Role: tc.role, Port: 4803, VXLANPort: 4800, CablePort: 4801})
+			h, conds := Report(pathhealth.Snapshot{Targets: tc.targets}, Plan{Role: tc.role, Timing: Timing{Protocol: config.HealthCheckUDP, Port: 4803}, VXLANPort: 4800, CablePort: 4801})
 			if len(h.Targets) != len(tc.targets) || len(conds) != 2 {
 				t.Fatalf("report %+v %+v", h, conds)
 			}

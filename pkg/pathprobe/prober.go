@@ -2,73 +2,99 @@ package pathprobe
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/weft-net/weft/pkg/config"
 	"github.com/weft-net/weft/pkg/pathhealth"
 )
 
-// MinTimeout is the least time a probe waits for its answer before it is
-// counted lost. The wait is a whole number of rounds: the round at least
-// max(2 × interval, MinTimeout) after the probe decides it.
-const MinTimeout = 200 * time.Millisecond
+// Timing is how a prober paces its probes and what they are.
+//
+// Every target gets a steady probe once per Interval, all in the same
+// round. A probe unanswered by the next round is a first miss; the target
+// is then probed again at once and every Fast (never less than twice the
+// largest RTT it has shown, so a slow WAN path does not false-alarm)
+// until LossThreshold probes in a row went unanswered (down) or one is
+// answered. A break is so reported at the latest 2 × Interval +
+// (LossThreshold − 1) × Fast after it happens. A down target is probed
+// once per round, its answer looked for a Fast wait after the send, so a
+// repair is seen within Interval + Fast.
+type Timing struct {
+	// Protocol is config.HealthCheckICMP or config.HealthCheckUDP.
+	Protocol string
+	// Port is the UDP port (protocol udp; the targets' addresses carry
+	// it too), for messages.
+	Port          uint16
+	Interval      time.Duration
+	Fast          time.Duration
+	LossThreshold int
+}
+
+func (t Timing) icmp() bool { return t.Protocol != config.HealthCheckUDP }
+
+func (t Timing) udp() bool { return !t.icmp() }
 
 // Options configure a Prober.
 type Options struct {
 	Node, Cluster string
-	Interval      time.Duration
-	LossThreshold int
+	Timing        Timing
 	Log           *slog.Logger
 	// OnSnapshot hooks are called, in order, from the prober's goroutine
-	// with the snapshot of every round (one per Interval). They must not
-	// block: copy what is needed and return (a publisher that writes to
-	// an API server keeps the latest and writes from its own goroutine).
-	// The snapshot is never modified afterwards.
+	// with the snapshot of every wake-up (once per Interval in steady
+	// state). They must not block: copy what is needed and return (a
+	// publisher that writes to an API server keeps the latest and writes
+	// from its own goroutine). The snapshot is never modified afterwards.
 	OnSnapshot []func(pathhealth.Snapshot)
 	// ObserveRTT, when set, is told each answered probe (for the RTT
 	// histogram), from the prober's goroutine; must not block.
 	ObserveRTT func(target string, rtt time.Duration)
 }
 
-// Prober sends a probe to every target once per interval and keeps, per
+// Prober probes every target on the schedule of its Timing and keeps, per
 // target, the window of answers. Targets and timing may change while it
 // runs (SetTargets, SetTiming).
 type Prober struct {
 	o  Options
 	id uint64
 
-	mu        sync.Mutex
-	want      []pathhealth.Target
-	interval  time.Duration
-	threshold int
-	latest    pathhealth.Snapshot
-	changed   chan struct{}
+	mu     sync.Mutex
+	want   []pathhealth.Target
+	timing Timing
+	latest pathhealth.Snapshot
+	// wake is Run's eventfd (-1 while not running): a change written to
+	// it ends the sleep early.
+	wake int
 
-	// targets is the prober goroutine's own (Run's).
+	// The rest is Run's own.
 	targets map[string]*target
+	order   []*target
 }
 
 type target struct {
-	t       pathhealth.Target
-	conn    *net.UDPConn
-	raw     syscall.RawConn
-	buf     [64]byte // a reply is 32 bytes: anything longer is not one
-	oob     [64]byte
+	t    pathhealth.Target
+	sock *probeSocket
+	// old is the socket sock replaced: it sends no more (so it refreshes
+	// no connection-tracking entry) but is read until the next
+	// replacement, so a slow path's late answers still count.
+	old     *probeSocket
 	openErr error
 	sendErr error
+	// retryAt is when a target confirming a miss may send again after a
+	// send error (zero: at once).
+	retryAt time.Time
+	// reopened is the run of misses the socket was last replaced at.
+	reopened int
 
-	mu    sync.Mutex
 	w     window
 	up    bool
 	since time.Time
@@ -79,8 +105,7 @@ func New(o Options) *Prober {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Prober{o: o, id: rand.Uint64(), interval: o.Interval, threshold: o.LossThreshold,
-		changed: make(chan struct{}, 1), targets: map[string]*target{}}
+	return &Prober{o: o, id: rand.Uint64(), timing: o.Timing, wake: -1, targets: map[string]*target{}}
 }
 
 // SetTargets replaces the targets; a target whose name, address and source
@@ -97,79 +122,132 @@ func (p *Prober) SetTargets(ts []pathhealth.Target) {
 	}
 }
 
-// SetTiming changes the interval and loss threshold (a reload).
-func (p *Prober) SetTiming(interval time.Duration, threshold int) {
+// SetTiming changes the timing (a reload).
+func (p *Prober) SetTiming(t Timing) {
 	p.mu.Lock()
-	same := p.interval == interval && p.threshold == threshold
-	p.interval, p.threshold = interval, threshold
+	same := p.timing == t
+	p.timing = t
 	p.mu.Unlock()
 	if !same {
 		p.poke()
 	}
 }
 
+// poke ends Run's sleep.
 func (p *Prober) poke() {
-	select {
-	case p.changed <- struct{}{}:
-	default:
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.wake >= 0 {
+		one := [8]byte{1}
+		_, _ = unix.Write(p.wake, one[:]) // EAGAIN: a wake-up is pending anyway
 	}
 }
 
-// Latest is the last round's snapshot.
+// Latest is the last snapshot.
 func (p *Prober) Latest() pathhealth.Snapshot {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.latest
 }
 
-// waitRounds is how many rounds a probe waits for its answer.
-func waitRounds(interval time.Duration) uint64 {
-	return max(2, uint64((MinTimeout+interval-1)/interval))
-}
+// slack is how early a deadline or a round may be taken: a wake-up a hair
+// before its time must not cost a whole interval.
+const slack = time.Millisecond
 
 // Run probes until ctx ends, then closes every socket. Everything happens
-// in this goroutine, once per interval: the replies that arrived since the
-// last round are read without blocking (the kernel stamps each with its
-// arrival time, so the RTT does not depend on when the round runs), then
-// the overdue probes are counted lost and the next probes sent. A node
-// with probes on wakes once per interval, however many targets it has,
-// and not at all without targets.
+// in this goroutine, on one locked OS thread that sleeps in ppoll(2) on an
+// eventfd until the next thing is due: the answers that arrived since the
+// last wake-up are read without blocking (the kernel stamps each with its
+// arrival time, so the RTT does not depend on when it is read), the
+// probes past their wait are counted lost, and the probes due are sent.
+// The probe sockets are bare descriptors outside Go's netpoller, so an
+// answer wakes nothing: a node with probes on wakes once per interval in
+// steady state, however many targets it has, and never without targets.
+// A Go timer would cost more per wake-up (the runtime's timer thread
+// hands the goroutine to another).
 func (p *Prober) Run(ctx context.Context) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		// Changes then wait for the next wake-up; nothing else is lost.
+		p.o.Log.Error("health-check prober: eventfd; changes apply at the next round", "err", err)
+		efd = -1
+	}
+	p.mu.Lock()
+	p.wake = efd
+	p.mu.Unlock()
+	stop := context.AfterFunc(ctx, p.poke)
 	defer func() {
+		stop()
+		p.mu.Lock()
+		p.wake = -1
+		p.mu.Unlock()
+		if efd >= 0 {
+			unix.Close(efd)
+		}
 		for _, t := range p.targets {
 			t.close()
 		}
 	}()
-	p.mu.Lock()
-	interval := p.interval
-	p.mu.Unlock()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
+	var (
+		cur       Timing
+		nextRound time.Time
+	)
+	for ctx.Err() == nil {
 		p.mu.Lock()
-		want, iv, threshold := p.want, p.interval, p.threshold
+		want, tm := p.want, p.timing
 		p.mu.Unlock()
-		if iv != interval {
-			interval = iv
-			tick.Reset(interval)
+		if tm.Protocol != cur.Protocol {
+			for _, t := range p.targets {
+				t.close()
+			}
 		}
+		if tm.Interval != cur.Interval {
+			nextRound = time.Time{}
+		}
+		cur = tm
 		p.sync(want)
-		rounds := waitRounds(interval)
-		p.publish(p.round(time.Now(), rounds, time.Duration(rounds)*interval, threshold))
-		var ticks <-chan time.Time
+		now := time.Now()
+		roundDue := !now.Before(nextRound.Add(-slack))
+		if roundDue {
+			nextRound = nextRound.Add(cur.Interval)
+			if now.After(nextRound) {
+				nextRound = now.Add(cur.Interval) // overslept (or the first round): start the grid anew
+			}
+		}
+		wakeAt := p.step(now, roundDue, nextRound, cur)
+		var timeout *unix.Timespec
 		if len(p.targets) > 0 {
-			ticks = tick.C
+			ts := unix.NsecToTimespec(max(0, time.Until(wakeAt).Nanoseconds()))
+			timeout = &ts
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticks:
-		case <-p.changed:
-		}
+		p.sleep(efd, timeout)
 	}
 }
 
-// sync opens the targets that are new or changed and closes the others.
+// sleep waits in ppoll until timeout (nil: until a change) or a poke.
+func (p *Prober) sleep(efd int, timeout *unix.Timespec) {
+	var fds []unix.PollFd
+	if efd >= 0 {
+		fds = []unix.PollFd{{Fd: int32(efd), Events: unix.POLLIN}}
+	} else if timeout == nil {
+		ts := unix.NsecToTimespec(int64(time.Second))
+		timeout = &ts
+	}
+	n, err := unix.Ppoll(fds, timeout, nil)
+	if err != nil && !errors.Is(err, unix.EINTR) {
+		p.o.Log.Error("health-check prober: ppoll", "err", err)
+		time.Sleep(10 * time.Millisecond) // never spin
+	}
+	if n > 0 {
+		var b [8]byte
+		_, _ = unix.Read(efd, b[:])
+	}
+}
+
+// sync makes the targets those wanted: new or changed ones start afresh,
+// the others are closed.
 func (p *Prober) sync(want []pathhealth.Target) {
 	keep := make(map[string]bool, len(want))
 	for _, w := range want {
@@ -187,141 +265,106 @@ func (p *Prober) sync(want []pathhealth.Target) {
 			delete(p.targets, name)
 		}
 	}
+	p.order = p.order[:0]
 	for _, t := range p.targets {
-		if t.conn == nil {
-			p.open(t)
-		}
+		p.order = append(p.order, t)
 	}
-}
-
-// open binds the target's socket to its source address (so the kernel
-// routes it as traffic from that address would be routed) and asks for
-// kernel receive timestamps. A source not (yet) on the node is an error
-// until it appears.
-func (p *Prober) open(t *target) {
-	laddr := &net.UDPAddr{}
-	if t.t.Source.IsValid() {
-		laddr.IP = t.t.Source.AsSlice()
-	}
-	c, err := net.ListenUDP("udp4", laddr)
-	if err != nil {
-		t.openErr = fmt.Errorf("bind the probe socket to %s: %w", t.t.Source, err)
-		return
-	}
-	rc, err := c.SyscallConn()
-	if err == nil {
-		var serr error
-		err = rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) })
-		if err == nil {
-			err = serr
-		}
-	}
-	if err != nil {
-		c.Close()
-		t.openErr = fmt.Errorf("probe socket for %s: receive timestamps: %w", t.t.Address, err)
-		return
-	}
-	t.conn, t.raw, t.openErr = c, rc, nil
+	slices.SortFunc(p.order, func(a, b *target) int { return strings.Compare(a.t.Name, b.t.Name) })
 }
 
 func (t *target) close() {
-	if t.conn != nil {
-		t.conn.Close()
-		t.conn, t.raw = nil, nil
-	}
+	t.sock.close()
+	t.old.close()
+	t.sock, t.old = nil, nil
 }
 
-// drain reads every reply waiting on the target's socket without blocking
-// and matches each to its probe; caller holds t.mu.
-func (p *Prober) drain(t *target) {
-	if t.raw == nil {
-		return
-	}
-	buf, oob := t.buf[:], t.oob[:]
-	for {
-		var n, oobn int
-		var from unix.Sockaddr
-		var rerr error
-		err := t.raw.Read(func(fd uintptr) bool {
-			n, oobn, _, from, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT)
-			return true // never wait: what is not there is read next round
-		})
-		if err != nil || rerr != nil {
-			return // EAGAIN: nothing more; other errors (ICMP) likewise
-		}
-		at := rxTime(oob[:oobn])
-		sa, ok := from.(*unix.SockaddrInet4)
-		pk, derr := decode(buf[:n])
-		if !ok || derr != nil || pk.kind != kindReply || pk.id != p.id || netip.AddrFrom4(sa.Addr) != t.t.Address.Addr() {
-			continue
-		}
-		if rtt, ok := t.w.answer(pk.seq, pk.sent, at); ok && p.o.ObserveRTT != nil {
-			p.o.ObserveRTT(t.t.Name, rtt)
-		}
-	}
-}
+// fastWait is how long a retry (and a down target's probe) waits for its
+// answer: Fast, or twice the largest RTT the target has shown.
+func fastWait(tm Timing, s summary) time.Duration { return max(tm.Fast, 2*s.rtt.Max) }
 
-// rxTime is the kernel's receive timestamp (SCM_TIMESTAMPNS), or now
-// without one.
-func rxTime(oob []byte) time.Time {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err == nil {
-		for _, m := range msgs {
-			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
-				ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
-				return time.Unix(ts.Unix())
+// step is one wake-up: read the answers, decide the losses, send what is
+// due, publish the snapshot. It returns when the next wake-up is due.
+func (p *Prober) step(now time.Time, roundDue bool, nextRound time.Time, tm Timing) time.Time {
+	th := max(1, tm.LossThreshold)
+	wakeAt := nextRound
+	snap := pathhealth.Snapshot{At: now.UTC(), Node: p.o.Node, Cluster: p.o.Cluster, Targets: make([]pathhealth.TargetStatus, 0, len(p.order))}
+	for _, t := range p.order {
+		for _, sock := range []*probeSocket{t.old, t.sock} {
+			if sock == nil {
+				continue
 			}
+			sock.drain(func(pk packet, at time.Time) {
+				if pk.id != p.id {
+					return
+				}
+				if rtt, ok := t.w.answer(pk.seq, pk.sent, at); ok && p.o.ObserveRTT != nil {
+					p.o.ObserveRTT(t.t.Name, rtt)
+				}
+			})
 		}
-	}
-	return time.Now()
-}
-
-// round decides the expired probes, sends the next one to every target
-// and returns the snapshot.
-func (p *Prober) round(now time.Time, rounds uint64, wait time.Duration, threshold int) pathhealth.Snapshot {
-	snap := pathhealth.Snapshot{At: now.UTC(), Node: p.o.Node, Cluster: p.o.Cluster, Targets: make([]pathhealth.TargetStatus, 0, len(p.targets))}
-	buf := make([]byte, 0, probeSize)
-	for _, t := range p.targets {
-		t.mu.Lock()
-		p.drain(t)
-		t.w.expire(rounds)
-		// Stamped just before its send: the RTT starts when the probe leaves.
-		seq, rec := t.w.sent(time.Now())
-		t.mu.Unlock()
-		t.sendErr = nil
+		t.w.expire(now.Add(slack))
+		s := t.w.summary()
+		if s.trailingLost == 0 {
+			t.reopened = 0
+		} else if s.trailingLost%th == 0 && t.reopened != s.trailingLost {
+			// A new socket: a new source port (udp) or echo identifier
+			// (icmp). A connection-tracking entry made while the path was
+			// different (the first probes leave before weft's routes and
+			// NAT rules exist, and another tool's masquerade binds them)
+			// would otherwise hold every later probe of this socket on
+			// the old path for as long as it keeps sending.
+			t.reopened = s.trailingLost
+			t.old.close()
+			t.old, t.sock = t.sock, nil
+		}
+		fe := fastWait(tm, s)
+		_, waiting := t.w.pending()
+		confirming := s.trailingLost > 0 && s.trailingLost < th
 		switch {
-		case t.conn == nil:
-			t.sendErr = t.openErr
-		default:
-			buf = packet{kind: kindRequest, id: p.id, seq: seq, sent: rec.sentUnix}.encode(buf)
-			if _, err := t.conn.WriteToUDPAddrPort(buf, t.t.Address); err != nil {
-				t.sendErr = fmt.Errorf("send to %s: %w", t.t.Address, err)
-			}
+		case waiting:
+		case confirming && !now.Before(t.retryAt):
+			p.send(t, tm, now, now.Add(fe), fe)
+		case confirming:
+			wakeAt = minTime(wakeAt, t.retryAt)
+		case roundDue && s.trailingLost >= th:
+			p.send(t, tm, now, now.Add(fe), fe)
+		case roundDue:
+			p.send(t, tm, now, maxTime(nextRound, now.Add(fe)), fe)
 		}
-		t.mu.Lock()
-		if t.sendErr != nil && rec.state == recPending && rec.seq == seq {
-			rec.state = recLost // it never left: no need to wait for it
+		if at, ok := t.w.pending(); ok {
+			wakeAt = minTime(wakeAt, at)
 		}
-		st, lost := t.status(now, threshold, wait)
-		snap.Targets = append(snap.Targets, st)
-		t.mu.Unlock()
-		if lost > 0 && lost%threshold == 0 {
-			// A new socket, a new source port: a connection-tracking entry
-			// made while the path was different (the first probes leave
-			// before weft's routes and NAT rules exist, and another tool's
-			// masquerade binds them) would otherwise hold every later
-			// probe of this socket on the old path for as long as it
-			// keeps sending. The window stays; the next round reopens.
-			t.close()
-		}
+		snap.Targets = append(snap.Targets, t.status(now, th, fe))
 	}
-	slices.SortFunc(snap.Targets, func(a, b pathhealth.TargetStatus) int { return strings.Compare(a.Name, b.Name) })
-	return snap
+	p.publish(snap)
+	return wakeAt
 }
 
-// status is the target's state after a round; caller holds t.mu.
-// It also returns how many probes in a row were lost.
-func (t *target) status(now time.Time, threshold int, wait time.Duration) (pathhealth.TargetStatus, int) {
+// send sends the target's next probe; one that cannot leave is lost at
+// once (nothing to wait for), and a retry waits fe before trying again.
+func (p *Prober) send(t *target, tm Timing, now, deadline time.Time, fe time.Duration) {
+	if t.sock == nil {
+		t.sock, t.openErr = openSocket(t.t, tm.icmp(), uint16(rand.Uint32()))
+		if t.openErr != nil {
+			t.sock = nil
+		}
+	}
+	// Stamped just before its send: the RTT starts when the probe leaves.
+	at := time.Now()
+	seq, rec := t.w.sent(at, deadline)
+	t.sendErr = t.openErr
+	if t.sock != nil {
+		t.sendErr = t.sock.send(packet{kind: kindRequest, id: p.id, seq: seq, sent: rec.sentUnix})
+	}
+	t.retryAt = time.Time{}
+	if t.sendErr != nil {
+		rec.state = recLost
+		t.retryAt = now.Add(fe)
+	}
+}
+
+// status is the target's state after a wake-up.
+func (t *target) status(now time.Time, threshold int, fe time.Duration) pathhealth.TargetStatus {
 	s := t.w.summary()
 	up := s.trailingLost < threshold
 	if up != t.up {
@@ -330,13 +373,22 @@ func (t *target) status(now time.Time, threshold int, wait time.Duration) (pathh
 	st := pathhealth.TargetStatus{Target: t.t, Up: t.up, Since: t.since, RTT: s.rtt, Sent: s.sent, Lost: s.lost}
 	switch {
 	case !t.up && t.sendErr != nil:
-		st.Message = fmt.Sprintf("cannot probe %s: %v", t.t.Address, t.sendErr)
+		st.Message = fmt.Sprintf("cannot probe %s: %v", addrString(t.t), t.sendErr)
 	case !t.up:
-		st.Message = fmt.Sprintf("no answer from %s to the last %d probes or more (a probe waits %s)", t.t.Address, threshold, wait)
+		st.Message = fmt.Sprintf("no answer from %s to the last %d probes or more (a retry waits %s)", addrString(t.t), threshold, fe)
 	case !s.answeredInSpan && s.sent == 0:
 		st.Message = "no answer yet"
 	}
-	return st, s.trailingLost
+	return st
+}
+
+// addrString is the target's address as status shows it: an ICMP
+// target's without a port.
+func addrString(t pathhealth.Target) string {
+	if t.Address.Port() == 0 {
+		return t.Address.Addr().String()
+	}
+	return t.Address.String()
 }
 
 func (p *Prober) publish(s pathhealth.Snapshot) {
@@ -346,4 +398,18 @@ func (p *Prober) publish(s pathhealth.Snapshot) {
 	for _, f := range p.o.OnSnapshot {
 		f(s)
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

@@ -22,12 +22,12 @@ const (
 // the two conditions, each failing one naming the hop that breaks and
 // what to check. It never touches readiness.
 func Report(s pathhealth.Snapshot, p Plan) (*api.PathHealth, []api.Condition) {
-	h := &api.PathHealth{At: s.At, IntervalMs: ms(p.Interval), LossThreshold: p.LossThreshold, Targets: make([]api.PathTarget, 0, len(s.Targets))}
+	h := &api.PathHealth{At: s.At, Protocol: p.Timing.Protocol, IntervalMs: ms(p.Timing.Interval), FastIntervalMs: ms(p.Timing.Fast), LossThreshold: p.Timing.LossThreshold, Targets: make([]api.PathTarget, 0, len(s.Targets))}
 	byName := map[string]pathhealth.TargetStatus{}
 	for _, t := range s.Targets {
 		byName[t.Name] = t
 		pt := api.PathTarget{
-			Name: t.Name, Hop: string(t.Hop), Cluster: t.Cluster, Node: t.Node, Address: t.Address.String(),
+			Name: t.Name, Hop: string(t.Hop), Cluster: t.Cluster, Node: t.Node, Address: addrString(t.Target),
 			Up: t.Up, Since: t.Since, Sent: t.Sent, Lost: t.Lost, Message: t.Message,
 			RTT: api.PathRTT{LastMs: ms(t.RTT.Last), MinMs: ms(t.RTT.Min), MeanMs: ms(t.RTT.Mean), MaxMs: ms(t.RTT.Max), StdDevMs: ms(t.RTT.StdDev)},
 		}
@@ -57,8 +57,8 @@ func gatewayCond(s pathhealth.Snapshot, p Plan) api.Condition {
 		}
 		c.Reason = "NoAnswer"
 		c.Message = fmt.Sprintf("this node → gateway %s (VTEP %s) is broken since %s: %s", t.Node, t.Address.Addr(), t.Since.Format(time.RFC3339Nano), t.Message)
-		c.Fix = fmt.Sprintf("check the underlay between this node and gateway %s (UDP %d for VXLAN and %d for the probes must pass both ways, and weftd must run there: `weftd status` on it); this node elects nothing itself, the gateway Lease (or Submariner) decides a failover",
-			t.Node, p.VXLANPort, p.Port)
+		c.Fix = fmt.Sprintf("check the underlay between this node and gateway %s (UDP %d for VXLAN and %s must pass both ways, and weftd must run there: `weftd status` on it); this node elects nothing itself, the gateway Lease (or Submariner) decides a failover",
+			t.Node, p.VXLANPort, p.Timing.probeWhat())
 		return c
 	}
 	c.Status, c.Reason, c.Message = true, "NotProbed", "no gateway to probe yet"
@@ -88,13 +88,13 @@ func remotesCond(s pathhealth.Snapshot, p Plan, byName map[string]pathhealth.Tar
 		switch {
 		case hasCable && !cable.Up:
 			broken = append(broken, fmt.Sprintf("gateway → remote gateway of %s (cable VTEP %s): %s", id, cable.Address.Addr(), cable.Message))
-			fixes = append(fixes, fmt.Sprintf("check the underlay between this gateway and %s's gateway (UDP %d for the cable and %d for the probes) and that weftd runs there", id, p.CablePort, p.Port))
+			fixes = append(fixes, fmt.Sprintf("check the underlay between this gateway and %s's gateway (UDP %d for the cable and %s) and that weftd runs there", id, p.CablePort, p.Timing.probeWhat()))
 		case hasRemote && !remote.Up && gw != nil && !gw.Up:
 			broken = append(broken, fmt.Sprintf("whole path to cluster %s: this node → gateway is broken (see %s)", id, CondGatewayReachable))
 			fixes = append(fixes, "repair this node → gateway first")
 		case hasRemote && !remote.Up:
-			broken = append(broken, fmt.Sprintf("whole path to cluster %s (%s → %s): %s", id, remote.Source, remote.Address, remote.Message))
-			fixes = append(fixes, fmt.Sprintf("the hops this node probes itself answer: check %s's gateway (its packet filter must let UDP %d to %s in, and weftd must run there) and, on this cluster's gateway, `weftd status` for its cable to %s", id, p.Port, remote.Address.Addr(), id))
+			broken = append(broken, fmt.Sprintf("whole path to cluster %s (%s → %s): %s", id, remote.Source, addrString(remote.Target), remote.Message))
+			fixes = append(fixes, fmt.Sprintf("the hops this node probes itself answer: check %s's gateway (its packet filter must let %s to %s in%s) and, on this cluster's gateway, `weftd status` for its cable to %s", id, p.Timing.probeWhat(), remote.Address.Addr(), p.Timing.responderNote(), id))
 		default:
 			fine = append(fine, id)
 		}

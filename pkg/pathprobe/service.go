@@ -26,7 +26,7 @@ type ServiceOptions struct {
 	RetryBind time.Duration
 }
 
-// Service runs the responder and the prober of one weftd and follows the
+// Service runs the prober (and with protocol udp the responder) of one weftd and follows the
 // plan each reconcile pass hands it (Update): it starts, stops, rebinds
 // and retargets them without a restart.
 type Service struct {
@@ -108,19 +108,21 @@ func (s *Service) Run(ctx context.Context) {
 			stopResponder()
 			stopProber()
 		default:
-			if resp != nil && resp.Port() != plan.Port {
+			// With icmp the targets' kernels answer: no responder, and
+			// nothing in weftd wakes for another node's probe.
+			if resp != nil && (resp.Port() != plan.Timing.Port || !plan.Timing.udp()) {
 				stopResponder()
 			}
-			if resp == nil {
-				r, err := ListenResponder(plan.Port, 0, s.o.Log)
+			if resp == nil && plan.Timing.udp() {
+				r, err := ListenResponder(plan.Timing.Port, 0, s.o.Log)
 				if err != nil {
-					s.o.Log.Error("health-check responder unavailable; retrying", "port", plan.Port, "err", err, "in", s.o.RetryBind)
+					s.o.Log.Error("health-check responder unavailable; retrying", "port", plan.Timing.Port, "err", err, "in", s.o.RetryBind)
 					retry = time.After(s.o.RetryBind)
 				} else {
 					rctx, cancel := context.WithCancel(ctx)
 					resp, respCancel = r, cancel
 					go r.Serve(rctx)
-					s.o.Log.Info("health-check responder listening", "port", plan.Port)
+					s.o.Log.Info("health-check responder listening", "port", plan.Timing.Port)
 				}
 			}
 			if prober == nil {
@@ -131,7 +133,7 @@ func (s *Service) Run(ctx context.Context) {
 						s.o.OnReport(snap, p)
 					}
 				}}, s.o.OnSnapshot...)
-				prober = New(Options{Node: s.o.Node, Cluster: s.o.Cluster, Interval: plan.Interval, LossThreshold: plan.LossThreshold,
+				prober = New(Options{Node: s.o.Node, Cluster: s.o.Cluster, Timing: plan.Timing,
 					Log: s.o.Log, OnSnapshot: hooks, ObserveRTT: s.o.ObserveRTT})
 				pctx, cancel := context.WithCancel(ctx)
 				probeStop = cancel
@@ -139,7 +141,7 @@ func (s *Service) Run(ctx context.Context) {
 				prober.SetTargets(plan.Targets)
 				go func(p *Prober) { defer close(probeDone); p.Run(pctx) }(prober)
 			}
-			prober.SetTiming(plan.Interval, plan.LossThreshold)
+			prober.SetTiming(plan.Timing)
 			prober.SetTargets(plan.Targets)
 		}
 		select {

@@ -8,14 +8,14 @@ import (
 )
 
 // window is the last windowSize probes of one target, indexed by
-// sequence number. Only the prober's goroutines touch it, under the
-// target's lock.
+// sequence number. Only the prober's goroutine touches it.
 const windowSize = 128
 
 type record struct {
 	seq      uint64
 	sentUnix int64     // the timestamp carried in the probe
 	sentAt   time.Time // monotonic: what the RTT is measured from
+	deadline time.Time // when a probe still unanswered is lost
 	state    uint8
 	rtt      time.Duration
 }
@@ -31,46 +31,68 @@ type window struct {
 	recs [windowSize]record
 	next uint64 // the next sequence number
 	last time.Duration
-	late uint64 // replies that came after their probe was counted lost
+	late uint64 // answers that came after their probe was counted lost
 }
 
 // sent records a probe and returns its sequence number.
-func (w *window) sent(at time.Time) (uint64, *record) {
+func (w *window) sent(at, deadline time.Time) (uint64, *record) {
 	seq := w.next
 	w.next++
 	r := &w.recs[seq%windowSize]
-	*r = record{seq: seq, sentUnix: at.UnixNano(), sentAt: at, state: recPending}
+	*r = record{seq: seq, sentUnix: at.UnixNano(), sentAt: at, deadline: deadline, state: recPending}
 	return seq, r
 }
 
-// answer matches a reply to its probe: the same sequence number and send
-// timestamp, still pending. A reply to a probe already counted lost is
-// late: it counts neither as an answer nor for the RTT.
+// answer matches an answer to its probe: the same sequence number and
+// send timestamp. An answer to a probe already counted lost is late: the
+// path works, only slower than the wait, so the probe counts as answered
+// after all (with its RTT, which lengthens the next waits) and the misses
+// it had started are cleared.
 func (w *window) answer(seq uint64, sentUnix int64, at time.Time) (time.Duration, bool) {
 	r := &w.recs[seq%windowSize]
-	if r.seq != seq || r.sentUnix != sentUnix || r.state == recEmpty || seq >= w.next {
+	if r.seq != seq || r.sentUnix != sentUnix || seq >= w.next || (r.state != recPending && r.state != recLost) {
 		return 0, false
 	}
-	if r.state != recPending {
-		if r.state == recLost {
-			w.late++
-		}
-		return 0, false
+	if r.state == recLost {
+		w.late++
 	}
-	r.state, r.rtt = recAnswered, at.Sub(r.sentAt)
-	w.last = r.rtt
+	r.state, r.rtt = recAnswered, max(0, at.Sub(r.sentAt))
+	if w.newestAnswered() == seq {
+		w.last = r.rtt
+	}
 	return r.rtt, true
 }
 
-// expire counts as lost every probe still pending rounds probes after it
-// was sent: one probe goes out per round, so the wait is measured in
-// rounds, and timer jitter cannot add a round to the detection time.
-func (w *window) expire(rounds uint64) {
+// newestAnswered is the sequence number of the newest answered probe.
+func (w *window) newestAnswered() uint64 {
+	for k := uint64(1); k <= windowSize && k <= w.next; k++ {
+		if r := &w.recs[(w.next-k)%windowSize]; r.state == recAnswered {
+			return r.seq
+		}
+	}
+	return math.MaxUint64
+}
+
+// expire counts as lost every probe still pending at its deadline.
+func (w *window) expire(now time.Time) {
 	for i := range w.recs {
-		if r := &w.recs[i]; r.state == recPending && r.seq+rounds <= w.next {
+		if r := &w.recs[i]; r.state == recPending && !r.deadline.After(now) {
 			r.state = recLost
 		}
 	}
+}
+
+// pending is the earliest deadline of the probes still waiting for their
+// answer (false: none is).
+func (w *window) pending() (time.Time, bool) {
+	var at time.Time
+	found := false
+	for i := range w.recs {
+		if r := &w.recs[i]; r.state == recPending && (!found || r.deadline.Before(at)) {
+			at, found = r.deadline, true
+		}
+	}
+	return at, found
 }
 
 // summary is the window's statistics: the RTT over the answered probes,

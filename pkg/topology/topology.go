@@ -124,6 +124,29 @@ func families(p config.Parsed) (v4, v6 bool) {
 	return v4, v6
 }
 
+// VTEPsOf is the VTEP addresses of the families in use (an invalid one is
+// a family the cluster does not have) that the VXLAN device of a node with
+// this underlay address carries: vx-weft's, or with cable the cable
+// device's. Other packages (the health probes) derive their targets from
+// it, so they probe exactly what Desired programs.
+func VTEPsOf(p config.Parsed, underlay netip.Addr, cable bool) (v4, v6 netip.Addr) {
+	r := vtepRanges{v4: p.VTEPCIDR, v6: p.VTEPCIDR6}
+	if cable {
+		r = vtepRanges{v4: p.CableCIDR, v6: p.CableCIDR6}
+	}
+	has4, has6 := families(p)
+	if !has4 {
+		r.v4 = netip.Prefix{}
+	}
+	if !has6 {
+		r.v6 = netip.Prefix{}
+	}
+	return r.vteps(underlay)
+}
+
+// UnderlayOf is a node's address on the cluster's underlay.
+func UnderlayOf(p config.Parsed, n config.ParsedNode) netip.Addr { return underlayOf(p, n) }
+
 // underlayOf is a node's address on the cluster's underlay.
 func underlayOf(p config.Parsed, n config.ParsedNode) netip.Addr {
 	if p.Underlay6 {

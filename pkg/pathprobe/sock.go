@@ -1,0 +1,228 @@
+package pathprobe
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/weft-net/weft/pkg/pathhealth"
+)
+
+// probeSocket is one target's socket: raw ICMP (ICMPv6) for protocol
+// icmp, UDP for udp. It is a bare file descriptor, never registered with
+// Go's netpoller: a socket there wakes the poller thread on every reply
+// even when nobody reads, and the prober's point is to wake once per
+// round for all targets, reading what arrived without blocking.
+type probeSocket struct {
+	fd    int
+	icmp  bool
+	v6    bool
+	ident uint16 // ICMP: the echo identifier this socket's replies carry
+	dst   unix.Sockaddr
+	addr  netip.Addr
+	out   []byte
+	buf   [256]byte // an IPv4 header (≤ 60), ICMP's 8 and the probe's 32 fit
+	oob   [64]byte
+}
+
+// openSocket binds a socket to the target's source address (so the kernel
+// routes the probes as traffic from that address is routed) and asks for
+// kernel receive timestamps (the RTT then does not depend on when the
+// round reads). A raw ICMP socket sees every ICMP packet sent to its
+// address: a classic BPF filter keeps only echo replies with its
+// identifier, so foreign ICMP is dropped in the kernel and costs the
+// prober nothing.
+func openSocket(t pathhealth.Target, icmp bool, ident uint16) (*probeSocket, error) {
+	dst := t.Address.Addr().Unmap()
+	s := &probeSocket{fd: -1, icmp: icmp, v6: dst.Is6(), ident: ident, addr: dst}
+	family, typ, proto := unix.AF_INET, unix.SOCK_DGRAM, 0
+	if s.v6 {
+		family = unix.AF_INET6
+	}
+	if icmp {
+		typ, proto = unix.SOCK_RAW, unix.IPPROTO_ICMP
+		if s.v6 {
+			proto = unix.IPPROTO_ICMPV6
+		}
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return nil, fmt.Errorf("probe socket for %s: %w", t.Address, err)
+	}
+	s.fd = fd
+	fail := func(what string, err error) (*probeSocket, error) {
+		s.close()
+		return nil, fmt.Errorf("probe socket for %s: %s: %w", t.Address, what, err)
+	}
+	if icmp {
+		if err := s.attachFilter(); err != nil {
+			return fail("echo reply filter", err)
+		}
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return fail("receive timestamps", err)
+	}
+	if src := t.Source.Unmap(); src.IsValid() {
+		if src.Is6() != s.v6 {
+			return fail("bind", fmt.Errorf("source %s and target are of different families", src))
+		}
+		var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: src.As16()}
+		if !s.v6 {
+			sa = &unix.SockaddrInet4{Addr: src.As4()}
+		}
+		if err := unix.Bind(fd, sa); err != nil {
+			s.close()
+			return nil, fmt.Errorf("bind the probe socket to %s: %w", src, err)
+		}
+	}
+	port := int(t.Address.Port())
+	if icmp {
+		port = 0 // a raw IPv6 socket refuses any other than its protocol's
+	}
+	if s.v6 {
+		s.dst = &unix.SockaddrInet6{Addr: dst.As16(), Port: port}
+	} else {
+		s.dst = &unix.SockaddrInet4{Addr: dst.As4(), Port: port}
+	}
+	// What arrived before the filter was attached is not ours to count.
+	for {
+		if _, _, err := unix.Recvfrom(fd, s.buf[:], unix.MSG_DONTWAIT); err != nil {
+			break
+		}
+	}
+	return s, nil
+}
+
+// attachFilter keeps echo replies to s.ident only. An IPv4 raw socket's
+// packets start at the IP header, an IPv6 one's at the ICMPv6 header.
+func (s *probeSocket) attachFilter() error {
+	var prog []bpf.Instruction
+	if s.v6 {
+		prog = []bpf.Instruction{
+			bpf.LoadAbsolute{Off: 0, Size: 1},
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: icmp6EchoReply, SkipTrue: 3},
+			bpf.LoadAbsolute{Off: 4, Size: 2},
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(s.ident), SkipTrue: 1},
+			bpf.RetConstant{Val: 0xffff},
+			bpf.RetConstant{Val: 0},
+		}
+		// The kernel's own type filter as well: it runs before the BPF
+		// program and never even clones what it blocks.
+		var f unix.ICMPv6Filter
+		for i := range f.Data {
+			f.Data[i] = 0xffffffff
+		}
+		f.Data[icmp6EchoReply>>5] &^= 1 << (icmp6EchoReply & 31)
+		if err := unix.SetsockoptICMPv6Filter(s.fd, unix.IPPROTO_ICMPV6, unix.ICMPV6_FILTER, &f); err != nil {
+			return err
+		}
+	} else {
+		prog = []bpf.Instruction{
+			bpf.LoadMemShift{Off: 0}, // X = the IP header's length
+			bpf.LoadIndirect{Off: 0, Size: 1},
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: icmp4EchoReply, SkipTrue: 3},
+			bpf.LoadIndirect{Off: 4, Size: 2},
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(s.ident), SkipTrue: 1},
+			bpf.RetConstant{Val: 0xffff},
+			bpf.RetConstant{Val: 0},
+		}
+	}
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return err
+	}
+	fs := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		fs[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	return unix.SetsockoptSockFprog(s.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(fs)), Filter: &fs[0]})
+}
+
+func (s *probeSocket) close() {
+	if s != nil && s.fd >= 0 {
+		unix.Close(s.fd)
+		s.fd = -1
+	}
+}
+
+// send sends one probe without blocking.
+func (s *probeSocket) send(p packet) error {
+	if s.icmp {
+		s.out = echoRequest(s.out, s.v6, s.ident, p)
+	} else {
+		s.out = p.encode(s.out)
+	}
+	err := unix.Sendto(s.fd, s.out, unix.MSG_DONTWAIT, s.dst)
+	if err != nil {
+		return fmt.Errorf("send to %s: %w", s.addr, err)
+	}
+	return nil
+}
+
+// drain reads every answer waiting on the socket without blocking and
+// hands each one that is a probe's answer from the target to fn, with its
+// kernel receive time.
+func (s *probeSocket) drain(fn func(p packet, at time.Time)) {
+	for {
+		n, oobn, flags, from, err := unix.Recvmsg(s.fd, s.buf[:], s.oob[:], unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return // EAGAIN: nothing more; an error queued by ICMP likewise
+		}
+		if flags&unix.MSG_TRUNC != 0 || fromAddr(from) != s.addr {
+			continue
+		}
+		b := s.buf[:n]
+		var p packet
+		switch {
+		case s.icmp && !s.v6:
+			if len(b) < 20 || b[0]>>4 != 4 || int(b[0]&0xf)*4 > len(b) {
+				continue
+			}
+			p, err = echoReply(b[int(b[0]&0xf)*4:], false, s.ident)
+		case s.icmp:
+			p, err = echoReply(b, true, s.ident)
+		default:
+			p, err = decode(b)
+			if err == nil && p.kind != kindReply {
+				err = errNotProbe
+			}
+		}
+		if err != nil {
+			continue
+		}
+		fn(p, rxTime(s.oob[:oobn]))
+	}
+}
+
+func fromAddr(sa unix.Sockaddr) netip.Addr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(a.Addr)
+	case *unix.SockaddrInet6:
+		return netip.AddrFrom16(a.Addr).Unmap()
+	}
+	return netip.Addr{}
+}
+
+// rxTime is the kernel's receive timestamp (SCM_TIMESTAMPNS), or now
+// without one.
+func rxTime(oob []byte) time.Time {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err == nil {
+		for _, m := range msgs {
+			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+				ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+				return time.Unix(ts.Unix())
+			}
+		}
+	}
+	return time.Now()
+}
