@@ -27,13 +27,13 @@ func latency(r pathhealth.RTT) LatencyRTTSpec {
 func describe(t pathhealth.TargetStatus) string {
 	switch t.Hop {
 	case pathhealth.HopGateway:
-		return fmt.Sprintf("this node → gateway %s (%s)", orAddr(t.Node, t), t.Address)
+		return fmt.Sprintf("this node → gateway %s (%s)", orAddr(t.Node, t), t.AddressString())
 	case pathhealth.HopCable:
-		return fmt.Sprintf("gateway → remote gateway of %s (%s)", t.Cluster, t.Address)
+		return fmt.Sprintf("gateway → remote gateway of %s (%s)", t.Cluster, t.AddressString())
 	case pathhealth.HopRemote:
-		return fmt.Sprintf("this node → cluster %s through the gateway (%s)", t.Cluster, t.Address)
+		return fmt.Sprintf("this node → cluster %s through the gateway (%s)", t.Cluster, t.AddressString())
 	}
-	return fmt.Sprintf("%s %s (%s)", t.Hop, t.Name, t.Address)
+	return fmt.Sprintf("%s %s (%s)", t.Hop, t.Name, t.AddressString())
 }
 
 func orAddr(node string, t pathhealth.TargetStatus) string {
@@ -166,7 +166,7 @@ func nodePathStatus(s pathhealth.Snapshot, prev []metav1.Condition) NodePathStat
 			since = metav1.NewTime(t.Since.UTC().Truncate(time.Second))
 		}
 		p := PathTarget{
-			Name: t.Name, Hop: string(t.Hop), Cluster: t.Cluster, Node: t.Node, Address: t.Address.String(),
+			Name: t.Name, Hop: string(t.Hop), Cluster: t.Cluster, Node: t.Node, Address: t.AddressString(),
 			Up: t.Up, Since: since, RTT: latency(t.RTT), Sent: int64(t.Sent), Lost: int64(t.Lost), Message: t.Message,
 		}
 		if t.Source.IsValid() {

@@ -35,9 +35,20 @@ type Target struct {
 	// local cluster's for HopGateway.
 	Cluster string
 	// Node is the target's node name where it is known (the gateway's).
-	Node    string
+	Node string
+	// Address is the target's address and, for UDP probes, the
+	// responder's port; an ICMP echo target's port is 0.
 	Address netip.AddrPort
 	Source  netip.Addr
+}
+
+// AddressString is Address as reports show it: "addr:port" for a UDP
+// target, the bare address for an ICMP one.
+func (t Target) AddressString() string {
+	if t.Address.Port() == 0 {
+		return t.Address.Addr().String()
+	}
+	return t.Address.String()
 }
 
 // RTT is the round-trip statistics over the prober's window, as

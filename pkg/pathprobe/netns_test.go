@@ -190,7 +190,7 @@ func TestProberDetectsAndClears(t *testing.T) {
 			if down > bound+100*time.Millisecond || down > time.Second {
 				t.Errorf("detection took %s, want ≤ %s (+ 100 ms of scheduling), and the promise is 1s", down, bound)
 			}
-			if msg := p.Latest().Targets[0].Message; !strings.Contains(msg, "no answer from "+addrString(p.Latest().Targets[0].Target)) {
+			if msg := p.Latest().Targets[0].Message; !strings.Contains(msg, "no answer from "+p.Latest().Targets[0].AddressString()) {
 				t.Errorf("a down target's message %q", msg)
 			}
 

@@ -373,22 +373,13 @@ func (t *target) status(now time.Time, threshold int, fe time.Duration) pathheal
 	st := pathhealth.TargetStatus{Target: t.t, Up: t.up, Since: t.since, RTT: s.rtt, Sent: s.sent, Lost: s.lost}
 	switch {
 	case !t.up && t.sendErr != nil:
-		st.Message = fmt.Sprintf("cannot probe %s: %v", addrString(t.t), t.sendErr)
+		st.Message = fmt.Sprintf("cannot probe %s: %v", t.t.AddressString(), t.sendErr)
 	case !t.up:
-		st.Message = fmt.Sprintf("no answer from %s to the last %d probes or more (a retry waits %s)", addrString(t.t), threshold, fe)
+		st.Message = fmt.Sprintf("no answer from %s to the last %d probes or more (a retry waits %s)", t.t.AddressString(), threshold, fe)
 	case !s.answeredInSpan && s.sent == 0:
 		st.Message = "no answer yet"
 	}
 	return st
-}
-
-// addrString is the target's address as status shows it: an ICMP
-// target's without a port.
-func addrString(t pathhealth.Target) string {
-	if t.Address.Port() == 0 {
-		return t.Address.Addr().String()
-	}
-	return t.Address.String()
 }
 
 func (p *Prober) publish(s pathhealth.Snapshot) {

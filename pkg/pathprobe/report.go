@@ -27,7 +27,7 @@ func Report(s pathhealth.Snapshot, p Plan) (*api.PathHealth, []api.Condition) {
 	for _, t := range s.Targets {
 		byName[t.Name] = t
 		pt := api.PathTarget{
-			Name: t.Name, Hop: string(t.Hop), Cluster: t.Cluster, Node: t.Node, Address: addrString(t.Target),
+			Name: t.Name, Hop: string(t.Hop), Cluster: t.Cluster, Node: t.Node, Address: t.AddressString(),
 			Up: t.Up, Since: t.Since, Sent: t.Sent, Lost: t.Lost, Message: t.Message,
 			RTT: api.PathRTT{LastMs: ms(t.RTT.Last), MinMs: ms(t.RTT.Min), MeanMs: ms(t.RTT.Mean), MaxMs: ms(t.RTT.Max), StdDevMs: ms(t.RTT.StdDev)},
 		}
@@ -93,7 +93,7 @@ func remotesCond(s pathhealth.Snapshot, p Plan, byName map[string]pathhealth.Tar
 			broken = append(broken, fmt.Sprintf("whole path to cluster %s: this node → gateway is broken (see %s)", id, CondGatewayReachable))
 			fixes = append(fixes, "repair this node → gateway first")
 		case hasRemote && !remote.Up:
-			broken = append(broken, fmt.Sprintf("whole path to cluster %s (%s → %s): %s", id, remote.Source, addrString(remote.Target), remote.Message))
+			broken = append(broken, fmt.Sprintf("whole path to cluster %s (%s → %s): %s", id, remote.Source, remote.AddressString(), remote.Message))
 			fixes = append(fixes, fmt.Sprintf("the hops this node probes itself answer: check %s's gateway (its packet filter must let %s to %s in%s) and, on this cluster's gateway, `weftd status` for its cable to %s", id, p.Timing.probeWhat(), remote.Address.Addr(), p.Timing.responderNote(), id))
 		default:
 			fine = append(fine, id)

@@ -300,7 +300,10 @@ func Desired(cfg *config.Config, in Inputs) (Result, error) {
 		VXLANPorts:  slices.Compact(ports),
 		MSS:         packetfilter.MSS{Mode: cfg.MSS.Mode, Value: cfg.MSS.Value},
 	}
-	if cfg.HealthCheck.On() {
+	// Only the UDP responder needs its port accepted: every probe and
+	// answer travels over weft's devices, whose input weft's filter
+	// accepts, and with icmp the kernel answers (no port at all).
+	if cfg.HealthCheck.On() && cfg.HealthCheck.UDP() {
 		res.Filter.HealthCheckPort = cfg.HealthCheck.Port
 	}
 	return res, nil

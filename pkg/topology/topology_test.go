@@ -111,19 +111,33 @@ var wantFilter = packetfilter.Model{
 	Devices:     []string{"vx-weft"},
 	CNIIP:       ip("10.1.2.1"),
 	VXLANPorts:  []uint16{4800},
-	// The health-check responder is on by default (issue 13).
-	HealthCheckPort: 4803,
-	MSS:             packetfilter.MSS{Mode: "pmtu"},
+	// The health check is on by default (issue 13) with ICMP probes: no
+	// responder port to accept.
+	MSS: packetfilter.MSS{Mode: "pmtu"},
 }
 
-func TestHealthCheckPortFollowsEnabled(t *testing.T) {
-	cfg := parse(t, "c1-n2", "c1-n1", "vxlan", "healthCheck: {enabled: false}\n")
-	res, err := Desired(cfg, inputs("192.168.10.12"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Filter.HealthCheckPort != 0 {
-		t.Errorf("health check off: filter still accepts port %d", res.Filter.HealthCheckPort)
+// The filter accepts the responder's port exactly when a responder runs:
+// health check on with protocol udp.
+func TestHealthCheckPortFollowsTheResponder(t *testing.T) {
+	for _, tc := range []struct {
+		extra string
+		want  uint16
+	}{
+		{"healthCheck: {enabled: false}\n", 0},
+		{"healthCheck: {enabled: false, protocol: udp}\n", 0},
+		{"", 0},
+		{"healthCheck: {protocol: icmp}\n", 0},
+		{"healthCheck: {protocol: udp}\n", 4803},
+		{"healthCheck: {protocol: udp, port: 4900}\n", 4900},
+	} {
+		cfg := parse(t, "c1-n2", "c1-n1", "vxlan", tc.extra)
+		res, err := Desired(cfg, inputs("192.168.10.12"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Filter.HealthCheckPort != tc.want {
+			t.Errorf("%q: filter accepts health-check port %d, want %d", tc.extra, res.Filter.HealthCheckPort, tc.want)
+		}
 	}
 }
 
