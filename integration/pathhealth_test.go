@@ -27,7 +27,8 @@ const pathPromise = time.Second
 
 // TestPathHealth breaks each hop of the path from c1 to c2 in turn, on
 // both backends, and times how long the right condition takes to name the
-// right hop, and to clear after the repair.
+// right hop, and to clear after the repair: with the default ICMP probes,
+// then with protocol udp (weftd's responder) after a reload.
 func TestPathHealth(t *testing.T) {
 	netnstest.RequireRoot(t)
 	for _, backend := range []string{"nftables", "iptables"} {
@@ -97,7 +98,7 @@ func testPathHealth(t *testing.T, backend string) {
 		{
 			name: "foreign-drop-on-remote-gateway",
 			breakIt: func(t *testing.T) func() {
-				return foreignDrop(t, gw2.Node.NS, gw2.CNIIP(), config.DefaultHealthCheckPort)
+				return foreignDrop(t, gw2.Node.NS, gw2.CNIIP(), config.HealthCheckICMP)
 			},
 			want: map[string]map[string]string{
 				"c1-n1": {"RemotesReachable": "whole path to cluster c2 (" + n1.CNIIP().String() + " → " + gw2.CNIIP().String()},
@@ -109,36 +110,82 @@ func testPathHealth(t *testing.T, backend string) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { checkPathBreak(ctx, t, s, tc) })
 	}
-	t.Run("switched-off-and-on", func(t *testing.T) { checkHealthCheckReload(ctx, t, s, backend) })
+	if responderAccepted(s.Member("c1-n1"), backend) {
+		t.Error("with ICMP probes weft's filter still accepts the UDP responder's port")
+	}
+
+	// protocol udp: every weftd answers on the port, and the foreign
+	// rule that breaks the path is a UDP one.
+	for _, m := range s.Members {
+		writeHealthCheck(t, s, m, map[string]any{"protocol": config.HealthCheckUDP})
+	}
+	t.Run("udp", func(t *testing.T) {
+		waitProtocol(ctx, t, s, config.HealthCheckUDP)
+		c := cases[2]
+		c.name = "udp-" + c.name
+		c.breakIt = func(t *testing.T) func() {
+			return foreignDrop(t, gw2.Node.NS, gw2.CNIIP(), config.HealthCheckUDP)
+		}
+		c.want = map[string]map[string]string{
+			"c1-n1": {"RemotesReachable": "whole path to cluster c2 (" + n1.CNIIP().String() + " → " + netip.AddrPortFrom(gw2.CNIIP(), config.DefaultHealthCheckPort).String()},
+		}
+		t.Run(c.name, func(t *testing.T) { checkPathBreak(ctx, t, s, c) })
+		t.Run("switched-off-and-on", func(t *testing.T) { checkHealthCheckReload(ctx, t, s, backend) })
+	})
 }
 
-// checkHealthCheckReload turns the health check off on c1-n1 by a reload:
-// the responder's accept rule, the conditions and pathHealth go; turned
-// back on, they return, without a restart.
+// writeHealthCheck rewrites m's weftd file with this healthCheck section
+// (weftd reloads it).
+func writeHealthCheck(t *testing.T, s *scenario.Scenario, m *scenario.Member, hc map[string]any) {
+	t.Helper()
+	cfg := s.Config(m.Node)
+	cfg["healthCheck"] = hc
+	tmp := m.Node.WeftdConfigPath() + ".tmp"
+	if err := os.WriteFile(tmp, cfg.MustYAML(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, m.Node.WeftdConfigPath()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitProtocol waits until every weftd probes with protocol and is healthy.
+func waitProtocol(ctx context.Context, t *testing.T, s *scenario.Scenario, protocol string) {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for _, m := range s.Members {
+		if _, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
+			return st.PathHealth != nil && st.PathHealth.Protocol == protocol
+		}); err != nil {
+			t.Fatalf("%s never switched to %s probes: %v", m.Node.Name, protocol, err)
+		}
+	}
+	waitHealthy(ctx, t, s)
+}
+
+// responderAccepted reports whether weft's filter on m accepts the UDP
+// responder's default port.
+func responderAccepted(m *scenario.Member, backend string) bool {
+	if backend == "nftables" {
+		out, _ := m.Node.Exec("nft", "list", "chain", "ip", "weft", "input")
+		return strings.Contains(out, fmt.Sprintf("udp dport %d accept", config.DefaultHealthCheckPort))
+	}
+	out, _ := m.Node.Exec("iptables-save", "-t", "filter")
+	return strings.Contains(out, fmt.Sprintf("-A WEFT-INPUT -p udp -m udp --dport %d -j ACCEPT", config.DefaultHealthCheckPort))
+}
+
+// checkHealthCheckReload turns the udp health check off on c1-n1 by a
+// reload: the responder's accept rule, the conditions and pathHealth go;
+// turned back on, they return, without a restart.
 func checkHealthCheckReload(ctx context.Context, t *testing.T, s *scenario.Scenario, backend string) {
 	m := s.Member("c1-n1")
-	rule := func() bool {
-		var out string
-		if backend == "nftables" {
-			out, _ = m.Node.Exec("nft", "list", "chain", "ip", "weft", "input")
-			return strings.Contains(out, "udp dport 4803 accept")
-		}
-		out, _ = m.Node.Exec("iptables-save", "-t", "filter")
-		return strings.Contains(out, "-A WEFT-INPUT -p udp -m udp --dport 4803 -j ACCEPT")
-	}
+	rule := func() bool { return responderAccepted(m, backend) }
 	if !rule() {
 		t.Fatal("the responder's port is not accepted in weft's input chain")
 	}
 	write := func(on bool) {
-		cfg := s.Config(m.Node)
-		cfg["healthCheck"] = map[string]any{"enabled": on}
-		tmp := m.Node.WeftdConfigPath() + ".tmp"
-		if err := os.WriteFile(tmp, cfg.MustYAML(), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, m.Node.WeftdConfigPath()); err != nil {
-			t.Fatal(err)
-		}
+		writeHealthCheck(t, s, m, map[string]any{"enabled": on, "protocol": config.HealthCheckUDP})
 	}
 	write(false)
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -279,16 +326,21 @@ func cutUnderlay(t *testing.T, ul *netnstest.NS, a, b netip.Addr) func() {
 }
 
 // foreignDrop is another tool's rule on a node: a foreign nft table that
-// drops the probes to addr:port (weft's own accept cannot override it).
-func foreignDrop(t *testing.T, n *netnstest.NS, addr netip.Addr, port uint16) func() {
+// drops the probes of this protocol to addr (ICMP echo requests, or UDP to
+// the responder's port; weft's own accept cannot override it).
+func foreignDrop(t *testing.T, n *netnstest.NS, addr netip.Addr, protocol string) func() {
 	t.Helper()
+	what := "icmp type echo-request"
+	if protocol == config.HealthCheckUDP {
+		what = fmt.Sprintf("udp dport %d", config.DefaultHealthCheckPort)
+	}
 	nftScript(t, n, fmt.Sprintf(`table ip foreign {
 	chain input {
 		type filter hook input priority -10;
-		ip daddr %s udp dport %d drop
+		ip daddr %s %s drop
 	}
 }
-`, addr, port))
+`, addr, what))
 	return func() { n.MustExec(t, "nft", "delete", "table", "ip", "foreign") }
 }
 
@@ -316,8 +368,8 @@ func checkPathRTT(ctx context.Context, t *testing.T, s *scenario.Scenario, env *
 		{target: "gateway/c1-n2", src: netip.MustParseAddr("240.168.10.11"), echoIn: s.Member("c1-n2").Node.NS, echoAddr: netip.MustParseAddr("240.168.10.12")},
 		{target: "remote/c2", src: n1.CNIIP(), echoIn: gw2.Node.NS, echoAddr: gw2.CNIIP()},
 	}
-	// The reference probes run while the prober's window fills, at its
-	// pace (one every 100 ms), so both see the same machine.
+	// The reference probes run while the prober's window fills (one
+	// every 100 ms), so both see the same machine.
 	stop := make(chan struct{})
 	for _, r := range refs {
 		echo, err := harness.ServeUDPEcho(env, r.echoIn, net.JoinHostPort(r.echoAddr.String(), "0"))
@@ -333,9 +385,10 @@ func checkPathRTT(ctx context.Context, t *testing.T, s *scenario.Scenario, env *
 			r.rtts <- out
 		}()
 	}
-	// The comparison waits until the prober's window holds no start-up
-	// probe (neighbour resolution, the remote cni0 not there yet): a full
-	// window, at most 2 % lost.
+	// The comparison waits for 40 answers of each target (one every
+	// 300 ms). The start-up losses (neighbour resolution, the remote cni0
+	// not there yet) do not count in the RTT figures, which are over the
+	// answered probes only.
 	wctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -344,9 +397,7 @@ func checkPathRTT(ctx context.Context, t *testing.T, s *scenario.Scenario, env *
 			return false
 		}
 		for _, pt := range st.PathHealth.Targets {
-			// The start-up losses are out of the window; a loaded
-			// machine may still lose a reply to the wait now and then.
-			if pt.Sent < 120 || pt.Lost*50 > pt.Sent {
+			if pt.Sent-pt.Lost < 40 {
 				return false
 			}
 		}
@@ -354,7 +405,7 @@ func checkPathRTT(ctx context.Context, t *testing.T, s *scenario.Scenario, env *
 	})
 	close(stop)
 	if err != nil {
-		t.Fatalf("the window never lost its start-up probes: %v", err)
+		t.Fatalf("never 40 answers of each target: %v", err)
 	}
 	for _, r := range refs {
 		rtts := <-r.rtts
@@ -436,7 +487,7 @@ func checkWholePathProbed(ctx context.Context, t *testing.T, s *scenario.Scenari
 		if m.Cluster.ID == "c2" {
 			other = "c1"
 		}
-		want := netip.AddrPortFrom(scenario.BridgeCNIIP(s.Gateway(other)), config.DefaultHealthCheckPort).String()
+		want := scenario.BridgeCNIIP(s.Gateway(other)).String() // an ICMP target: no port
 		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		st, err := m.Weftd.WaitFor(wctx, func(st api.Status) bool {
 			if st.PathHealth == nil {

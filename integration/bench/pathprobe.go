@@ -3,12 +3,16 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/weft-net/weft/integration/harness"
 	"github.com/weft-net/weft/pkg/api"
+	"github.com/weft-net/weft/pkg/config"
 )
 
 // clusterC4 is a third one-node cluster beside c1 and c3.
@@ -16,11 +20,12 @@ var clusterC4 = benchCluster{"c4", "10.4.0.0/16", "10.104.0.0/16", "192.168.40.0
 
 // PathProbeCost is figure 10: what the data-path health check (issue 13)
 // costs. c1 and c3 are each other's remote with the probes on at their
-// defaults (100 ms; c1 probes c3's gateway over the cable and c3's cni0
-// through weft's routes, and answers c3's probes); c4, in the same run,
+// defaults (icmp; c1 probes c3's gateway over the cable and c3's cni0
+// through weft's routes, and c3 probes c1 likewise); c4, in the same run,
 // has them off. ADD latency is measured in interleaved rounds on c1 and
-// c4, each against its own bare chain; idle CPU over one window for all
-// three daemons.
+// c4, each against its own bare chain; idle CPU and wake-ups over one
+// window for all three daemons, then over a second one with c1 and c3
+// reloaded to protocol udp (each answering the other's probes).
 func PathProbeCost(ctx context.Context, env *harness.Env, o Options) ([]Row, error) {
 	cycles := o.pick(200, 20)
 	idle := time.Duration(o.pick(60, 10)) * time.Second
@@ -63,21 +68,12 @@ func PathProbeCost(ctx context.Context, env *harness.Env, o Options) ([]Row, err
 		}
 	}
 	// The probes must really run: c1 sees both of its targets answer.
-	st, err := on.w.WaitFor(ctx, func(s api.Status) bool {
-		if s.PathHealth == nil || len(s.PathHealth.Targets) != 2 {
-			return false
-		}
-		for _, t := range s.PathHealth.Targets {
-			if !t.Up || t.Sent-t.Lost < 5 {
-				return false
-			}
-		}
-		return true
-	})
+	st, err := on.w.WaitFor(ctx, func(s api.Status) bool { return allAnswering(s.PathHealth, 2) })
 	if err != nil {
 		return nil, fmt.Errorf("the probes of c1 never answered: %w", err)
 	}
 	var targets []string
+	timing := fmt.Sprintf("interval %g ms, fastInterval %g ms, lossThreshold %d", st.PathHealth.IntervalMs, st.PathHealth.FastIntervalMs, st.PathHealth.LossThreshold)
 	for _, t := range st.PathHealth.Targets {
 		targets = append(targets, fmt.Sprintf("%s %s rtt %.3f ms", t.Name, t.Address, t.RTT.MeanMs))
 	}
@@ -91,64 +87,40 @@ func PathProbeCost(ctx context.Context, env *harness.Env, o Options) ([]Row, err
 	}
 	addOn, addOff := Summarize(paired(on.weft.add, on.bare.add)), Summarize(paired(off.weft.add, off.bare.add))
 
-	// Idle: nothing but the daemons' own timers (the probes, the resync).
-	time.Sleep(2 * time.Second)
+	// Idle: nothing but the daemons' own timers (the probes, the resync),
+	// first with the default ICMP probes, then with protocol udp (c1 and
+	// c3 reloaded: each answers the other's probes in its responder).
 	pids := []int{on.w.PID, peer.w.PID, off.w.PID}
-	t0 := make([]int64, len(pids))
-	for i, pid := range pids {
-		if t0[i], err = cpuTicks(pid); err != nil {
-			return nil, err
-		}
-	}
-	u0, s0, err := cpuSplit(on.w.PID)
+	icmp, err := idleWindow(ctx, pids, idle, true)
 	if err != nil {
 		return nil, err
 	}
-	// The floor of any prober that wakes every 100 ms: this process, idle
-	// but for a bare 10 Hz ticker, over the same window.
-	var r0, r1 syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
-	start := time.Now()
-	tick := time.NewTicker(100 * time.Millisecond)
-	deadline := time.After(idle)
-wait:
-	for {
-		select {
-		case <-ctx.Done():
-			tick.Stop()
-			return nil, ctx.Err()
-		case <-tick.C:
-		case <-deadline:
-			break wait
-		}
-	}
-	tick.Stop()
-	wall := time.Since(start)
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
-	floor := time.Duration(r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano())
-	floorPct := floor.Seconds() / wall.Seconds() * 100
-	u1, s1, err := cpuSplit(on.w.PID)
-	if err != nil {
-		return nil, err
-	}
-	pct := make([]float64, len(pids))
-	ticks := make([]int64, len(pids))
-	for i, pid := range pids {
-		t1, err := cpuTicks(pid)
-		if err != nil {
+	for _, sn := range []*startupNode{on, peer} {
+		if err := reloadHealthCheck(sn, map[string]any{"protocol": config.HealthCheckUDP}); err != nil {
 			return nil, err
 		}
-		ticks[i] = t1 - t0[i]
-		pct[i] = float64(ticks[i]) / clockTicks / wall.Seconds() * 100
+	}
+	for _, sn := range []*startupNode{on, peer} {
+		if _, err := sn.w.WaitFor(ctx, func(s api.Status) bool {
+			return s.PathHealth != nil && s.PathHealth.Protocol == config.HealthCheckUDP && allAnswering(s.PathHealth, 2)
+		}); err != nil {
+			return nil, fmt.Errorf("the udp probes never answered: %w", err)
+		}
+	}
+	udp, err := idleWindow(ctx, pids, idle, false)
+	if err != nil {
+		return nil, err
 	}
 	one := func(v float64) Summary { return Summary{N: 1, Median: v, P99: v, Min: v, Max: v} }
 	extra := map[string]any{
-		"cycles": cycles, "idleSeconds": wall.Seconds(), "cpuTicks": map[string]int64{"c1 (on)": ticks[0], "c3 (on, peer)": ticks[1], "c4 (off)": ticks[2]},
-		"cpuPercent":            map[string]float64{"c1 (on)": pct[0], "c3 (on, peer)": pct[1], "c4 (off)": pct[2]},
-		"bareTicker10HzPercent": floorPct,
-		"c1UserPercent":         float64(u1-u0) / clockTicks / wall.Seconds() * 100,
-		"c1SystemPercent":       float64(s1-s0) / clockTicks / wall.Seconds() * 100,
-		"targets":               targets, "interval": "100ms", "resolution": fmt.Sprintf("1 tick over the window is %.3f %%", 1.0/clockTicks/wall.Seconds()*100),
+		"cycles": cycles, "targets": targets, "timing": timing,
+		"icmp": icmp.extra(), "udp": udp.extra(),
+		"bareTicker10HzPercent": icmp.floorPct,
+		"resolution":            "CPU from /proc/<pid>/task/*/schedstat (ns); wake-ups = voluntary + involuntary context switches of every thread",
+	}
+	note := func(w idleResult) string {
+		return fmt.Sprintf("c1 %.2f wake-ups/s (c4, probes off: %.2f/s); c1 user %.3f %%, system %.3f %% (in namespaces each probe's whole path, the peer's VXLAN decap and its kernel's echo reply included, runs in the sender's system time); the peer c3 used %.3f %% at %.2f wake-ups/s; over %.0f s",
+			w.wakes[0], w.wakes[2], w.userPct, w.sysPct, w.pct[1], w.wakes[1], w.wall.Seconds())
 	}
 	return []Row{{
 		ID: "10a", Figure: "ADD latency added by the plugin with the health probes on, median", Unit: "ms",
@@ -156,16 +128,163 @@ wait:
 		Goal:  &Goal{Text: "no measurable cost (≤ 1.1× probes off)", MaxRatio: 1.1},
 		Extra: extra, Note: "paired per round: weft chain ADD − bare bridge+host-local ADD on the same node",
 	}, {
-		ID: "10c", Figure: fmt.Sprintf("weftd CPU idle with the health probes on (2 targets, answering 2), over %s", idle), Unit: "%",
-		Weft: one(pct[0]), RefName: "probes off (c4, same window)", Ref: ptr(one(pct[2])),
-		Goal: &Goal{Text: "≤ 0.1 %", Max: 0.1}, Extra: extra,
-		Note: fmt.Sprintf("utime+stime from /proc/<pid>/stat (c1 user %.3f %%, system %.3f %%: in namespaces the whole path of each probe and reply, the peer's VXLAN decap and netfilter included, runs in the sender's system time); the peer c3 (on) used %.3f %%",
-			float64(u1-u0)/clockTicks/wall.Seconds()*100, float64(s1-s0)/clockTicks/wall.Seconds()*100, pct[1]),
+		ID: "10c", Figure: fmt.Sprintf("weftd CPU idle with the health probes on (icmp, %s; 2 targets), over %s", timing, idle), Unit: "%",
+		Weft: one(icmp.pct[0]), RefName: "probes off (c4, same window)", Ref: ptr(one(icmp.pct[2])),
+		Goal: &Goal{Text: "≤ 0.1 %", Max: 0.1}, Extra: extra, Note: note(icmp),
 	}, {
-		ID: "10f", Figure: "a bare Go 10 Hz ticker (the floor of any prober waking every 100 ms), same window", Unit: "%",
-		Weft: one(floorPct), RefName: "(no reference)", Extra: extra,
-		Note: "the benchmark process itself, idle but for the ticker (getrusage): what one wake-up costs on this machine, ×10 a second",
+		ID: "10c-udp", Figure: fmt.Sprintf("weftd CPU idle with the health probes on (udp, %s; 2 targets, answering 2), over %s", timing, idle), Unit: "%",
+		Weft: one(udp.pct[0]), RefName: "probes off (c4, same window)", Ref: ptr(one(udp.pct[2])),
+		Extra: extra, Note: note(udp) + "; the responder wakes for every probe it answers",
+	}, {
+		ID: "10f", Figure: "a bare Go 10 Hz ticker in the benchmark process, same window as 10c", Unit: "%",
+		Weft: one(icmp.floorPct), RefName: "(no reference)", Extra: extra,
+		Note: fmt.Sprintf("the benchmark process itself, idle but for the ticker (getrusage): what one wake-up of a Go timer costs on this machine (%.0f µs), ×10 a second", icmp.floorPct/100/10*1e6),
 	}}, nil
+}
+
+// allAnswering: n targets, each up with answers.
+func allAnswering(h *api.PathHealth, n int) bool {
+	if h == nil || len(h.Targets) != n {
+		return false
+	}
+	for _, t := range h.Targets {
+		if !t.Up || t.Sent-t.Lost < 5 {
+			return false
+		}
+	}
+	return true
+}
+
+// reloadHealthCheck rewrites a figure-10 node's file with this healthCheck
+// section; weftd reloads it.
+func reloadHealthCheck(sn *startupNode, hc map[string]any) error {
+	cfg := sn.cfg
+	cfg["healthCheck"] = hc
+	path := sn.n.WeftdConfigPath()
+	if err := os.WriteFile(path+".tmp", cfg.MustYAML(), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
+}
+
+// idleResult is one idle window: per daemon (c1, c3, c4) CPU % and
+// wake-ups a second.
+type idleResult struct {
+	wall            time.Duration
+	pct, wakes      []float64
+	userPct, sysPct float64 // c1's, from /proc/<pid>/stat ticks
+	floorPct        float64 // a bare 10 Hz ticker here (ticker runs)
+}
+
+func (r idleResult) extra() map[string]any {
+	return map[string]any{
+		"seconds":      r.wall.Seconds(),
+		"cpuPercent":   map[string]float64{"c1 (on)": r.pct[0], "c3 (on, peer)": r.pct[1], "c4 (off)": r.pct[2]},
+		"wakesPerSec":  map[string]float64{"c1 (on)": r.wakes[0], "c3 (on, peer)": r.wakes[1], "c4 (off)": r.wakes[2]},
+		"c1UserPct":    r.userPct,
+		"c1SystemPct":  r.sysPct,
+		"tickerFloor%": r.floorPct,
+	}
+}
+
+// idleWindow measures the daemons over one idle window; with ticker, the
+// benchmark process runs a bare 10 Hz Go ticker meanwhile (10f).
+func idleWindow(ctx context.Context, pids []int, idle time.Duration, ticker bool) (idleResult, error) {
+	time.Sleep(2 * time.Second)
+	type sample struct{ ns, switches int64 }
+	read := func() ([]sample, error) {
+		out := make([]sample, len(pids))
+		for i, pid := range pids {
+			ns, sw, err := taskStats(pid)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = sample{ns, sw}
+		}
+		return out, nil
+	}
+	s0, err := read()
+	if err != nil {
+		return idleResult{}, err
+	}
+	u0, st0, err := cpuSplit(pids[0])
+	if err != nil {
+		return idleResult{}, err
+	}
+	var r0, r1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
+	start := time.Now()
+	var tick <-chan time.Time
+	if ticker {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
+	deadline := time.After(idle)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			return idleResult{}, ctx.Err()
+		case <-tick:
+		case <-deadline:
+			break wait
+		}
+	}
+	wall := time.Since(start)
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
+	s1, err := read()
+	if err != nil {
+		return idleResult{}, err
+	}
+	u1, st1, err := cpuSplit(pids[0])
+	if err != nil {
+		return idleResult{}, err
+	}
+	res := idleResult{wall: wall, pct: make([]float64, len(pids)), wakes: make([]float64, len(pids))}
+	for i := range pids {
+		res.pct[i] = float64(s1[i].ns-s0[i].ns) / float64(wall.Nanoseconds()) * 100
+		res.wakes[i] = float64(s1[i].switches-s0[i].switches) / wall.Seconds()
+	}
+	res.userPct = float64(u1-u0) / clockTicks / wall.Seconds() * 100
+	res.sysPct = float64(st1-st0) / clockTicks / wall.Seconds() * 100
+	if ticker {
+		floor := time.Duration(r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano())
+		res.floorPct = floor.Seconds() / wall.Seconds() * 100
+	}
+	return res, nil
+}
+
+// taskStats sums, over every thread of pid, the time on CPU
+// (schedstat, ns) and the context switches (each one a wake-up of a
+// thread that slept or was preempted).
+func taskStats(pid int) (cpuNs, switches int64, err error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			v, _ := strconv.ParseInt(f[0], 10, 64)
+			cpuNs += v
+		}
+		st, err := os.ReadFile(filepath.Join(dir, t.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(st), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				switches += n
+			}
+		}
+	}
+	return cpuNs, switches, nil
 }
 
 // newProbeNode is a startup node of figure 10: c1 and c3 are each other's
@@ -184,5 +303,10 @@ func newProbeNode(ctx context.Context, env *harness.Env, u *harness.Underlay, bc
 	} else {
 		cfg["healthCheck"] = map[string]any{"enabled": false}
 	}
-	return startChains(ctx, env, n, cfg, bc, false, func(short, _ string) string { return "probe-" + short })
+	sn, err := startChains(ctx, env, n, cfg, bc, false, func(short, _ string) string { return "probe-" + short })
+	if err != nil {
+		return nil, err
+	}
+	sn.cfg = cfg
+	return sn, nil
 }

@@ -97,6 +97,8 @@ type startupNode struct {
 	w                  *harness.Weftd
 	cni                *libcni.CNIConfig
 	bare, tuning, weft *chain
+	// cfg is the node's weftd file (figure 10 reloads it).
+	cfg harness.WeftdConfig
 }
 
 func newStartupNode(ctx context.Context, env *harness.Env, u *harness.Underlay, bc benchCluster, stateDir string) (*startupNode, error) {
