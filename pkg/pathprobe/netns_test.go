@@ -163,6 +163,7 @@ func TestProberDetectsAndClears(t *testing.T) {
 		{"icmp", config.HealthCheckICMP, "127.0.0.1", "127.0.0.7", "icmp type echo-request drop"},
 		{"icmpv6", config.HealthCheckICMP, "::1", "fd00::7", "icmpv6 type echo-request drop"},
 		{"udp", config.HealthCheckUDP, "127.0.0.1", "127.0.0.7", "udp dport PORT drop"},
+		{"udpv6", config.HealthCheckUDP, "::1", "fd00::7", "udp dport PORT drop"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

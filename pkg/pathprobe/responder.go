@@ -6,15 +6,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // DefaultReplyRate bounds the replies per second of one responder. A
-// gateway answers every node of its cluster and of each remote one (10
-// probes a second each at the default interval: 5,000 nodes are 50,000 a
+// gateway answers every node of its cluster and of each remote one (3.3
+// probes a second each at the default interval: 5,000 nodes are ~17,000 a
 // second); the bound keeps a flood (or a spoofed one aimed at a third
 // party) at that cost: the reply is never larger than the request, and
 // beyond the rate requests are dropped.
@@ -25,39 +27,103 @@ type ResponderStats struct {
 	Replied, Ignored, RateLimited, SendErrors uint64
 }
 
-// Responder answers weft's probes on one UDP port of every address of the
-// network namespace it was opened in. It answers from the address the
-// probe was sent to, so the prober sees the reply come from its target.
+// Responder answers weft's UDP probes (protocol udp) on one port of every
+// address of the network namespace it was opened in, IPv4 and, where the
+// namespace has IPv6, IPv6. It answers from the address the probe was sent
+// to, so the prober sees the reply come from its target.
 type Responder struct {
-	conn *net.UDPConn
-	pc   *ipv4.PacketConn
-	log  *slog.Logger
-	rate int
-	now  func() time.Time
+	conns []*respConn
+	log   *slog.Logger
+	rate  int
+	now   func() time.Time
+
+	mu     sync.Mutex // the token bucket, shared by the families
+	tokens float64
+	last   time.Time
 
 	replied, ignored, limited, sendErrs atomic.Uint64
 }
 
-// ListenResponder binds the port (all IPv4 addresses). rate 0 =
-// DefaultReplyRate.
+// respConn is one family's socket: it reads a datagram with the address it
+// was sent to, and writes a reply from that address.
+type respConn struct {
+	conn  *net.UDPConn
+	read  func(b []byte) (n int, dst net.IP, src net.Addr, err error)
+	write func(b []byte, from net.IP, to net.Addr) error
+}
+
+// ListenResponder binds the port on all IPv4 addresses and, when the
+// namespace has IPv6, on all IPv6 ones. rate 0 = DefaultReplyRate.
 func ListenResponder(port uint16, rate int, log *slog.Logger) (*Responder, error) {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{Port: int(port)})
-	if err != nil {
-		return nil, fmt.Errorf("health-check responder: listen on UDP port %d: %w", port, err)
-	}
-	pc := ipv4.NewPacketConn(conn)
-	if err := pc.SetControlMessage(ipv4.FlagDst, true); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("health-check responder: ask for destination addresses: %w", err)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	if rate <= 0 {
 		rate = DefaultReplyRate
 	}
-	return &Responder{conn: conn, pc: pc, log: log, rate: rate, now: time.Now}, nil
+	c4, err := net.ListenUDP("udp4", &net.UDPAddr{Port: int(port)})
+	if err != nil {
+		return nil, fmt.Errorf("health-check responder: listen on UDP port %d: %w", port, err)
+	}
+	p4 := ipv4.NewPacketConn(c4)
+	if err := p4.SetControlMessage(ipv4.FlagDst, true); err != nil {
+		c4.Close()
+		return nil, fmt.Errorf("health-check responder: ask for destination addresses: %w", err)
+	}
+	r := &Responder{log: log, rate: rate, now: time.Now, tokens: float64(rate)}
+	r.last = r.now()
+	r.conns = append(r.conns, &respConn{conn: c4,
+		read: func(b []byte) (int, net.IP, net.Addr, error) {
+			n, cm, src, err := p4.ReadFrom(b)
+			var dst net.IP
+			if cm != nil {
+				dst = cm.Dst
+			}
+			return n, dst, src, err
+		},
+		write: func(b []byte, from net.IP, to net.Addr) error {
+			var cm *ipv4.ControlMessage
+			if from != nil && !from.IsMulticast() && !from.Equal(net.IPv4bcast) {
+				cm = &ipv4.ControlMessage{Src: from}
+			}
+			_, err := p4.WriteTo(b, cm, to)
+			return err
+		}})
+	// The same port on IPv6 (IPV6_V6ONLY: the IPv4 socket keeps IPv4). A
+	// namespace without IPv6 has no IPv6 target to answer for.
+	c6, err := net.ListenUDP("udp6", &net.UDPAddr{Port: int(r.Port())})
+	if err != nil {
+		log.Info("health-check responder: no IPv6 socket (IPv4 only)", "port", r.Port(), "err", err)
+		return r, nil
+	}
+	p6 := ipv6.NewPacketConn(c6)
+	if err := p6.SetControlMessage(ipv6.FlagDst, true); err != nil {
+		c6.Close()
+		r.Close()
+		return nil, fmt.Errorf("health-check responder: ask for IPv6 destination addresses: %w", err)
+	}
+	r.conns = append(r.conns, &respConn{conn: c6,
+		read: func(b []byte) (int, net.IP, net.Addr, error) {
+			n, cm, src, err := p6.ReadFrom(b)
+			var dst net.IP
+			if cm != nil {
+				dst = cm.Dst
+			}
+			return n, dst, src, err
+		},
+		write: func(b []byte, from net.IP, to net.Addr) error {
+			var cm *ipv6.ControlMessage
+			if from != nil && !from.IsMulticast() {
+				cm = &ipv6.ControlMessage{Src: from}
+			}
+			_, err := p6.WriteTo(b, cm, to)
+			return err
+		}})
+	return r, nil
 }
 
 // Port is the bound port.
-func (r *Responder) Port() uint16 { return uint16(r.conn.LocalAddr().(*net.UDPAddr).Port) }
+func (r *Responder) Port() uint16 { return uint16(r.conns[0].conn.LocalAddr().(*net.UDPAddr).Port) }
 
 // Stats returns the counters.
 func (r *Responder) Stats() ResponderStats {
@@ -65,18 +131,45 @@ func (r *Responder) Stats() ResponderStats {
 }
 
 // Close stops Serve.
-func (r *Responder) Close() error { return r.conn.Close() }
+func (r *Responder) Close() error {
+	var errs []error
+	for _, c := range r.conns {
+		errs = append(errs, c.conn.Close())
+	}
+	return errors.Join(errs...)
+}
 
 // Serve answers until ctx ends or Close. Nothing a sender writes can stop
 // it: a datagram that is not a weft request is counted and dropped.
 func (r *Responder) Serve(ctx context.Context) {
-	stop := context.AfterFunc(ctx, func() { r.conn.Close() })
+	stop := context.AfterFunc(ctx, func() { r.Close() })
 	defer stop()
+	var wg sync.WaitGroup
+	for _, c := range r.conns {
+		wg.Go(func() { r.serve(ctx, c) })
+	}
+	wg.Wait()
+}
+
+// allow takes a token from the bucket.
+func (r *Responder) allow() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	r.tokens = min(float64(r.rate), r.tokens+now.Sub(r.last).Seconds()*float64(r.rate))
+	r.last = now
+	if r.tokens < 1 {
+		return false
+	}
+	r.tokens--
+	return true
+}
+
+func (r *Responder) serve(ctx context.Context, c *respConn) {
 	buf := make([]byte, 1500)
 	out := make([]byte, 0, probeSize)
-	tokens, last := float64(r.rate), r.now()
 	for {
-		n, cm, src, err := r.pc.ReadFrom(buf)
+		n, dst, src, err := c.read(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
 				return
@@ -91,21 +184,13 @@ func (r *Responder) Serve(ctx context.Context) {
 			r.ignored.Add(1)
 			continue
 		}
-		now := r.now()
-		tokens = min(float64(r.rate), tokens+now.Sub(last).Seconds()*float64(r.rate))
-		last = now
-		if tokens < 1 {
+		if !r.allow() {
 			r.limited.Add(1)
 			continue
 		}
-		tokens--
 		p.kind = kindReply
 		out = p.encode(out)
-		var wcm *ipv4.ControlMessage
-		if cm != nil && cm.Dst != nil && !cm.Dst.IsMulticast() && !cm.Dst.Equal(net.IPv4bcast) {
-			wcm = &ipv4.ControlMessage{Src: cm.Dst}
-		}
-		if _, err := r.pc.WriteTo(out, wcm, src); err != nil {
+		if err := c.write(out, dst, src); err != nil {
 			r.sendErrs.Add(1)
 			r.log.Debug("health-check responder reply", "to", src, "err", err)
 			continue
