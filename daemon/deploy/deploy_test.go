@@ -331,6 +331,10 @@ func TestManifests(t *testing.T) {
 	if sc == nil || sc.Capabilities == nil || !hasCap(sc.Capabilities.Add, "NET_ADMIN") {
 		t.Error("weftd lacks NET_ADMIN")
 	}
+	// The health check's ICMP probes are sent from raw sockets.
+	if sc == nil || sc.Capabilities == nil || !hasCap(sc.Capabilities.Add, "NET_RAW") {
+		t.Error("weftd lacks NET_RAW (the ICMP health probes' raw sockets)")
+	}
 	if ds.Spec.Template.Annotations["prometheus.io/port"] != portStr {
 		t.Errorf("prometheus.io/port %q, metrics on %s", ds.Spec.Template.Annotations["prometheus.io/port"], portStr)
 	}
