@@ -95,6 +95,18 @@ func PathProbeCost(ctx context.Context, env *harness.Env, o Options) ([]Row, err
 	if err != nil {
 		return nil, err
 	}
+	// What each prober saw over the window: a target losing probes would
+	// be retried at the fast pace and wake more.
+	probed := map[string][]string{}
+	for name, sn := range map[string]*startupNode{"c1": on, "c3": peer} {
+		st, err := sn.w.Status(ctx)
+		if err != nil || st.PathHealth == nil {
+			return nil, fmt.Errorf("%s status after the idle window: %v", name, err)
+		}
+		for _, t := range st.PathHealth.Targets {
+			probed[name] = append(probed[name], fmt.Sprintf("%s up %v sent %d lost %d rtt %.3f ms", t.Name, t.Up, t.Sent, t.Lost, t.RTT.MeanMs))
+		}
+	}
 	for _, sn := range []*startupNode{on, peer} {
 		if err := reloadHealthCheck(sn, map[string]any{"protocol": config.HealthCheckUDP}); err != nil {
 			return nil, err
@@ -114,7 +126,7 @@ func PathProbeCost(ctx context.Context, env *harness.Env, o Options) ([]Row, err
 	one := func(v float64) Summary { return Summary{N: 1, Median: v, P99: v, Min: v, Max: v} }
 	extra := map[string]any{
 		"cycles": cycles, "targets": targets, "timing": timing,
-		"icmp": icmp.extra(), "udp": udp.extra(),
+		"icmp": icmp.extra(), "udp": udp.extra(), "icmpTargetsAfter": probed,
 		"bareTicker10HzPercent": icmp.floorPct,
 		"resolution":            "CPU from /proc/<pid>/task/*/schedstat (ns); wake-ups = voluntary + involuntary context switches of every thread",
 	}
