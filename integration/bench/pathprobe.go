@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -184,8 +185,9 @@ func reloadHealthCheck(sn *startupNode, hc map[string]any) error {
 type idleResult struct {
 	wall            time.Duration
 	pct, wakes      []float64
-	userPct, sysPct float64 // c1's, from /proc/<pid>/stat ticks
-	floorPct        float64 // a bare 10 Hz ticker here (ticker runs)
+	userPct, sysPct float64  // c1's, from /proc/<pid>/stat ticks
+	floorPct        float64  // a bare 10 Hz ticker here (ticker runs)
+	c1Threads       []string // c1's threads waking at least every 2 s: "tid(name) n/s"
 }
 
 func (r idleResult) extra() map[string]any {
@@ -196,6 +198,7 @@ func (r idleResult) extra() map[string]any {
 		"c1UserPct":    r.userPct,
 		"c1SystemPct":  r.sysPct,
 		"tickerFloor%": r.floorPct,
+		"c1Threads":    r.c1Threads,
 	}
 }
 
@@ -219,6 +222,7 @@ func idleWindow(ctx context.Context, pids []int, idle time.Duration, ticker bool
 	if err != nil {
 		return idleResult{}, err
 	}
+	th0 := threadSwitches(pids[0])
 	u0, st0, err := cpuSplit(pids[0])
 	if err != nil {
 		return idleResult{}, err
@@ -244,16 +248,22 @@ wait:
 		}
 	}
 	wall := time.Since(start)
+	res := idleResult{wall: wall, pct: make([]float64, len(pids)), wakes: make([]float64, len(pids))}
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
 	s1, err := read()
 	if err != nil {
 		return idleResult{}, err
 	}
+	for tid, n := range threadSwitches(pids[0]) {
+		if d := float64(n-th0[tid]) / wall.Seconds(); d >= 0.5 {
+			res.c1Threads = append(res.c1Threads, fmt.Sprintf("%s %.1f/s", tid, d))
+		}
+	}
+	slices.Sort(res.c1Threads)
 	u1, st1, err := cpuSplit(pids[0])
 	if err != nil {
 		return idleResult{}, err
 	}
-	res := idleResult{wall: wall, pct: make([]float64, len(pids)), wakes: make([]float64, len(pids))}
 	for i := range pids {
 		res.pct[i] = float64(s1[i].ns-s0[i].ns) / float64(wall.Nanoseconds()) * 100
 		res.wakes[i] = float64(s1[i].switches-s0[i].switches) / wall.Seconds()
@@ -267,6 +277,20 @@ wait:
 	return res, nil
 }
 
+// threadSwitches is each thread's context switches, keyed "tid(comm)".
+func threadSwitches(pid int) map[string]int64 {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, _ := os.ReadDir(dir)
+	out := map[string]int64{}
+	for _, t := range tasks {
+		_, sw, err := taskStats2(filepath.Join(dir, t.Name()))
+		if err == nil {
+			out[t.Name()] = sw
+		}
+	}
+	return out
+}
+
 // taskStats sums, over every thread of pid, the time on CPU
 // (schedstat, ns) and the context switches (each one a wake-up of a
 // thread that slept or was preempted).
@@ -277,23 +301,33 @@ func taskStats(pid int) (cpuNs, switches int64, err error) {
 		return 0, 0, err
 	}
 	for _, t := range tasks {
-		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
+		ns, sw, err := taskStats2(filepath.Join(dir, t.Name()))
 		if err != nil {
 			continue // the thread exited
 		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			v, _ := strconv.ParseInt(f[0], 10, 64)
-			cpuNs += v
-		}
-		st, err := os.ReadFile(filepath.Join(dir, t.Name(), "status"))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(st), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
-				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				switches += n
-			}
+		cpuNs += ns
+		switches += sw
+	}
+	return cpuNs, switches, nil
+}
+
+// taskStats2 is one thread's time on CPU and context switches.
+func taskStats2(dir string) (cpuNs, switches int64, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, "schedstat"))
+	if err != nil {
+		return 0, 0, err
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		cpuNs, _ = strconv.ParseInt(f[0], 10, 64)
+	}
+	st, err := os.ReadFile(filepath.Join(dir, "status"))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			switches += n
 		}
 	}
 	return cpuNs, switches, nil
