@@ -81,6 +81,11 @@ func TestResponderAnswersOnlyProbesFromTheAddressAsked(t *testing.T) {
 	if !from.IP.Equal(to.IP) {
 		t.Errorf("reply from %s, want %s", from.IP, to.IP)
 	}
+	// The reply is counted once its send returns, which may be after it
+	// arrived here.
+	for end := time.Now().Add(time.Second); r.Stats().Replied == 0 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
 	if st := r.Stats(); st.Ignored != uint64(len(garbage)) || st.Replied != 1 {
 		t.Errorf("stats %+v, want %d ignored and 1 reply", st, len(garbage))
 	}
