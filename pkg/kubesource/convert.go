@@ -109,8 +109,10 @@ func endpointIPs(ref, listField string, list []string, singleField, single strin
 	take := func(field, raw string) {
 		ip, err := netip.ParseAddr(raw)
 		switch {
-		case err != nil || ip.Zone() != "" || ip.Is4In6():
+		case err != nil || ip.Is4In6():
 			problems = append(problems, fmt.Sprintf("%s: spec.%s %q is not an IP address", ref, field, raw))
+		case !reachable(ip):
+			problems = append(problems, fmt.Sprintf("%s: spec.%s %q is not a global unicast address", ref, field, raw))
 		case ip.Is4() && !v4.IsValid():
 			v4 = ip
 		case ip.Is6() && !v6.IsValid():
@@ -125,6 +127,10 @@ func endpointIPs(ref, listField string, list []string, singleField, single strin
 	}
 	return v4, v6, problems
 }
+
+// reachable: an address another host can be sent to (no loopback,
+// link-local, multicast or unspecified address, no zone).
+func reachable(ip netip.Addr) bool { return ip.IsGlobalUnicast() && ip.Zone() == "" }
 
 // remoteGatewayIPs are the addresses weft's cable reaches a remote gateway
 // at, one per family, following Submariner's rules when no NAT discovery

@@ -216,7 +216,7 @@ func TestBuildEndpoints(t *testing.T) {
 			}(),
 			remotes: []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:2::/56")}, GatewayIP6: netip.MustParseAddr("fd00:20::11"), From: "Endpoint submariner-operator/c2"}},
 			problems: []string{
-				`Endpoint submariner-operator/c2: spec.healthCheckIPs[0] "fe80::1%eth0" is not an IP address: the path to "c2" is not probed`,
+				`Endpoint submariner-operator/c2: spec.healthCheckIPs[0] "fe80::1%eth0" is not a global unicast address: the path to "c2" is not probed`,
 				`Endpoint submariner-operator/c2: spec.privateIPs[0] "gw6" is not an IP address`,
 			},
 		},
