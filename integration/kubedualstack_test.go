@@ -69,28 +69,7 @@ func testKubernetesDualStack(t *testing.T, backend string, v4 bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := cp.StartServer(ctx, kubeapi.ServerOptions{Name: "c1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.InstallSubmarinerCRD(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := srv.Kubectl(ctx, "apply", "-f", scenario.ManifestsDir(env)); err != nil {
-		t.Fatalf("kubectl apply: %v\n%s", err, out)
-	}
-	if _, err := srv.Kubectl(ctx, "create", "namespace", scenario.SubmarinerNamespace); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := srv.Token(ctx, "weft-system", "weft")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := srv.Kubeconfig(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := newKdsAPI(cp, srv)
+	k, kc := kdsServer(t, ctx, env, cp, "c1")
 
 	// The cluster: this node (the gateway) and two more, as Node objects
 	// only (the gateway's FDB and neighbours need no more of them).
@@ -124,7 +103,7 @@ func testKubernetesDualStack(t *testing.T, backend string, v4 bool) {
 		remote.healthCheckIP = "10.2.1.1"
 	}
 	for _, e := range []kdsEndpoint{local, remote} {
-		if err := k.post(ctx, "/apis/submariner.io/v1/namespaces/"+scenario.SubmarinerNamespace+"/endpoints", "application/json", e.json()); err != nil {
+		if err := k.postEndpoint(ctx, e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -148,15 +127,7 @@ func testKubernetesDualStack(t *testing.T, backend string, v4 bool) {
 			t.Fatalf("%v: %v %s", c, err, out)
 		}
 	}
-	cl := cfg["cluster"].(map[string]any)
-	delete(cl, "nodes")
-	delete(cl, "gateway")
-	delete(cfg, "remotes")
-	delete(cfg, "nodeIP") // from the Node object
-	cl["podCIDRs"], cl["serviceCIDRs"] = podCIDRs, svcCIDRs
-	cfg["topology"] = "kubernetes"
-	cfg["kubernetes"] = map[string]any{"kubeconfig": kc}
-	cfg["packetFilter"] = backend
+	kubeOnly(cfg, kc, backend, podCIDRs, svcCIDRs)
 	w, err := n.StartWeftd(ctx, cfg.MustYAML())
 	if err != nil {
 		t.Fatal(err)
@@ -253,6 +224,54 @@ func testKubernetesDualStack(t *testing.T, backend string, v4 bool) {
 	if !strings.Contains(string(human), remoteGW6.String()) {
 		t.Errorf("weftd status does not show the remote's IPv6 gateway %s:\n%s", remoteGW6, human)
 	}
+}
+
+// kdsServer starts cluster id's API server on cp with weft's manifests,
+// Submariner's Endpoint kind and its namespace, and returns an admin client
+// and a kubeconfig of weft's ServiceAccount.
+func kdsServer(t *testing.T, ctx context.Context, env *harness.Env, cp *kubeapi.ControlPlane, id string) (*kdsAPI, string) {
+	t.Helper()
+	srv, err := cp.StartServer(ctx, kubeapi.ServerOptions{Name: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.InstallSubmarinerCRD(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := srv.Kubectl(ctx, "apply", "-f", scenario.ManifestsDir(env)); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	if _, err := srv.Kubectl(ctx, "create", "namespace", scenario.SubmarinerNamespace); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := srv.Token(ctx, "weft-system", "weft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := srv.Kubeconfig(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newKdsAPI(cp, srv), kc
+}
+
+// kubeOnly turns a file configuration into topology: kubernetes with
+// IPv6 (or dual-stack) CIDRs: the node, its address, the gateway and the
+// remotes come from the API.
+func kubeOnly(cfg harness.WeftdConfig, kubeconfig, backend string, podCIDRs, svcCIDRs []string) {
+	cl := cfg["cluster"].(map[string]any)
+	delete(cl, "nodes")
+	delete(cl, "gateway")
+	delete(cfg, "remotes")
+	delete(cfg, "nodeIP")
+	cl["podCIDRs"], cl["serviceCIDRs"] = podCIDRs, svcCIDRs
+	cfg["topology"] = "kubernetes"
+	cfg["kubernetes"] = map[string]any{"kubeconfig": kubeconfig}
+	cfg["packetFilter"] = backend
+}
+
+func (k *kdsAPI) postEndpoint(ctx context.Context, e kdsEndpoint) error {
+	return k.post(ctx, "/apis/submariner.io/v1/namespaces/"+scenario.SubmarinerNamespace+"/endpoints", "application/json", e.json())
 }
 
 func slices2(a, b []string) []string { return append(append([]string(nil), a...), b...) }
@@ -360,5 +379,150 @@ func kdsWaitFDB(ctx context.Context, n *harness.Node, dev, ip string, want bool)
 			return time.Since(start), fmt.Errorf("%s FDB entry for %s present=%v after 5 s:\n%s", dev, ip, !want, out)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestKubernetesIPv6PodProbe is an IPv6-only pair of clusters with
+// topology: kubernetes and nothing else: each cluster one gateway node
+// with its own API server, the Nodes' IPv6 InternalIPs the VXLAN underlay,
+// the gateways and remotes from Submariner Endpoints with IPv6 addresses
+// only. A pod of each cluster reaches the other's over IPv6 with its own
+// address kept, and host-network traffic of a node is seen as its CNI
+// interface's IPv6 address.
+func TestKubernetesIPv6PodProbe(t *testing.T) {
+	netnstest.RequireRoot(t)
+	env := harness.NewTestEnv(t)
+	if !env.HasBin("weftd") || !env.HasBin("weft") {
+		t.Skipf("weft binaries not built in %s (make build)", env.BinDir)
+	}
+	if m := kubeapi.MissingTools(env); len(m) > 0 {
+		t.Skipf("%s not built in %s (make kubetools)", strings.Join(m, ", "), env.ToolsDir)
+	}
+	ctx := ctxFor(t, 3*time.Minute)
+	a := netip.MustParseAddr
+	u, err := harness.NewUnderlay(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := kubeapi.NewControlPlane(ctx, env, u, kubeapi.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type side struct {
+		id        string
+		c         *harness.Cluster
+		n         *harness.Node
+		pod       *harness.Pod
+		k         *kdsAPI
+		kc        string
+		ul6, cni6 netip.Addr
+		pod6      netip.Addr
+		cidr      string
+		w         *harness.Weftd
+	}
+	sides := []*side{
+		{id: "c1", ul6: a("fd00:99::11"), cni6: a("fd00:1:0:1::1"), pod6: a("fd00:1:0:1::10"), cidr: "fd00:1::/56"},
+		{id: "c2", ul6: a("fd00:99::21"), cni6: a("fd00:2:0:1::1"), pod6: a("fd00:2:0:1::10"), cidr: "fd00:2::/56"},
+	}
+	for i, s := range sides {
+		s.c, err = harness.NewCluster(env, u, harness.ClusterSpec{
+			ID: s.id, Nodes: 1, PodCIDR: fmt.Sprintf("10.%d.0.0/16", i+1), ServiceCIDR: fmt.Sprintf("10.10%d.0.0/16", i+1),
+			NodeIPBase: fmt.Sprintf("192.168.%d0.0", i+1), CNI: harness.CNIOptions{Layout: harness.LayoutFlannel, Weft: true},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.n = s.c.Nodes[0]
+		s.k, s.kc = kdsServer(t, ctx, env, cp, s.id)
+		if err := s.k.createNode(ctx, kdsNode{name: s.n.Name, ip6: s.ul6}); err != nil {
+			t.Fatal(err)
+		}
+		// The primary CNI's IPv6 half, as a dual-stack bridge plugin would
+		// make it (the harness's host-local hands out IPv4 only).
+		if s.pod, err = s.n.NewPod("default", "v6-"+s.id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.n.AttachCNITool(ctx, s.pod); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range [][]string{
+			{"ip", "-6", "addr", "add", s.ul6.String() + "/64", "dev", "eth0", "nodad"},
+			{"ip", "-6", "addr", "add", s.cni6.String() + "/64", "dev", "cni0", "nodad"},
+			{"sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
+		} {
+			if out, err := s.n.Exec(c[0], c[1:]...); err != nil {
+				t.Fatalf("%s: %v: %v %s", s.n.Name, c, err, out)
+			}
+		}
+		for _, c := range [][]string{
+			{"ip", "-6", "addr", "add", s.pod6.String() + "/64", "dev", s.pod.IfName, "nodad"},
+			{"ip", "-6", "route", "add", "default", "via", s.cni6.String()},
+		} {
+			if out, err := s.pod.Exec(c[0], c[1:]...); err != nil {
+				t.Fatalf("pod on %s: %v: %v %s", s.n.Name, c, err, out)
+			}
+		}
+	}
+	// Every gateway's Endpoint in both API servers, IPv6 only, as the
+	// broker sync of Submariner copies them.
+	for _, s := range sides {
+		e := kdsEndpoint{cluster: s.id, host: s.n.Name, subnets: []string{s.cidr}, privateIPs: []string{s.ul6.String()}, healthCheckIPs: []string{s.cni6.String()}}
+		for _, o := range sides {
+			if err := o.k.postEndpoint(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, s := range sides {
+		cfg := s.c.WeftdConfig(s.n, s.n, nil, nil)
+		kubeOnly(cfg, s.kc, "nftables", []string{s.cidr}, nil)
+		if s.w, err = s.n.StartWeftd(ctx, cfg.MustYAML()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range sides {
+		readyCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		st, err := s.w.WaitFor(readyCtx, func(st api.Status) bool {
+			return st.Ready && st.Topology != nil && st.Topology.Synced && len(st.Topology.Remotes) == 1
+		})
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: not ready: %v\n%+v\nlog tail:\n%s", s.n.Name, err, st, s.w.LogTail(3000))
+		}
+	}
+	for _, p := range []struct {
+		from, to *side
+		host     bool
+	}{{sides[0], sides[1], false}, {sides[1], sides[0], false}, {sides[0], sides[1], true}, {sides[1], sides[0], true}} {
+		src, want, what := p.from.pod.NS, p.from.pod6, "pod"
+		if p.host {
+			src, want, what = p.from.n.NS, p.from.cni6, "host network"
+		}
+		var seen netip.Addr
+		var err error
+		// The first packets may meet a route still being written on the
+		// far side: a few tries.
+		for try := 0; try < 10; try++ {
+			if seen, err = dsProbe(src, p.to.pod.NS, p.to.pod6); err == nil {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("%s %s -> pod %s [%s]: %v", p.from.id, what, p.to.id, p.to.pod6, err)
+			continue
+		}
+		t.Logf("%s %s -> pod %s [%s]: the remote pod saw %s", p.from.id, what, p.to.id, p.to.pod6, seen)
+		if seen != want {
+			t.Errorf("%s %s -> pod %s: source seen %s, want %s", p.from.id, what, p.to.id, seen, want)
+		}
+	}
+	if t.Failed() {
+		for _, s := range sides {
+			for _, c := range [][]string{{"ip", "-6", "route", "show", "table", "240"}, {"bridge", "fdb", "show", "dev", "vx-weft-cable"}, {"nft", "list", "table", "ip6", "weft"}} {
+				out, _ := s.n.Exec(c[0], c[1:]...)
+				t.Logf("%s %v:\n%s", s.n.Name, c, out)
+			}
+		}
 	}
 }
