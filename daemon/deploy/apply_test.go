@@ -97,7 +97,22 @@ func checkClusterEndpointSchema(ctx context.Context, t *testing.T, s *kubeapi.Se
 	if err != nil {
 		t.Fatalf("a valid ClusterEndpoint refused: %v", err)
 	}
+	// Dual stack: an IPv6-only gateway's addresses in gatewayIP and
+	// healthCheckIP, a dual-stack one's IPv6 companions; all stored.
+	for _, v := range []struct{ from, to string }{
+		{`"192.168.10.12"`, `"fd00:10::12","healthCheckIP":"fd00:1:0:2::1"`},
+		{`"192.168.10.12"`, `"192.168.10.12","gatewayIP6":"fd00:10::12","healthCheckIP":"10.1.2.1","healthCheckIP6":"fd00:1:0:2::1"`},
+	} {
+		spec := strings.Replace(good, v.from, v.to, 1)
+		if out, err := s.KubectlWith(ctx, s.AdminKubeconfig, doc("c1", spec), "apply", "-f", "-"); err != nil {
+			t.Errorf("a valid dual-stack ClusterEndpoint %s refused: %v %s", spec, err, out)
+		}
+	}
 	bad := []struct{ name, from, to, field string }{
+		{"c1", `"192.168.10.12"`, `"192.168.10.12","gatewayIP6":"192.168.10.13"`, "spec.gatewayIP6"},
+		{"c1", `"192.168.10.12"`, `"fd00:10::zz"`, "spec.gatewayIP"},
+		{"c1", `"192.168.10.12"`, `"192.168.10.12","healthCheckIP":"10.1.2"`, "spec.healthCheckIP"},
+		{"c1", `"192.168.10.12"`, `"192.168.10.12","healthCheckIP6":"10.1.2.1"`, "spec.healthCheckIP6"},
 		{"c1", `"10.1.0.0/16"]`, `"10.1.0.0"]`, "spec.podCIDRs[0]"},
 		{"c1", `"10.101.0.0/16"`, `"10.101.0.0/33"`, "spec.serviceCIDRs[0]"},
 		{"c1", `"192.168.10.12"`, `"192.168.10.300"`, "spec.gatewayIP"},

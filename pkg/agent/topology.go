@@ -153,6 +153,9 @@ func (a *Agent) topologyStatus(cfg *config.Config) *api.Topology {
 		if r.GatewayIP.IsValid() {
 			tr.GatewayIP = r.GatewayIP.String()
 		}
+		if r.GatewayIP6.IsValid() {
+			tr.GatewayIP6 = r.GatewayIP6.String()
+		}
 		st.Remotes = append(st.Remotes, tr)
 	}
 	return st

@@ -214,9 +214,10 @@ type TopologyGateway struct {
 
 // TopologyRemote is one remote cluster and the object it came from.
 type TopologyRemote struct {
-	ID        string `json:"id"`
-	GatewayIP string `json:"gatewayIP,omitempty"`
-	From      string `json:"from"`
+	ID         string `json:"id"`
+	GatewayIP  string `json:"gatewayIP,omitempty"`
+	GatewayIP6 string `json:"gatewayIP6,omitempty"` // a dual-stack or IPv6-only remote gateway's IPv6 address
+	From       string `json:"from"`
 }
 
 // ConfigStatus is the configuration file as weftd last read it.

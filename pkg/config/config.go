@@ -65,8 +65,11 @@ type Remote struct {
 	GatewayIP    string   `json:"gatewayIP"` // IPv4 or IPv6: the cable's underlay family
 	// HealthCheckIP is the address on the remote gateway that the whole
 	// path probe targets (its CNI interface IP, as Submariner's Endpoint
-	// spec.healthCheckIP); "" = that path is not probed.
+	// spec.healthCheckIP), IPv4 or IPv6; "" = that path is not probed.
 	HealthCheckIP string `json:"healthCheckIP,omitempty"`
+	// HealthCheckIP6 is a dual-stack remote's second target: its CNI
+	// interface's IPv6 address, with the IPv4 one in HealthCheckIP.
+	HealthCheckIP6 string `json:"healthCheckIP6,omitempty"`
 }
 
 // VXLAN configures one of weft's VXLAN devices.
@@ -127,6 +130,9 @@ type ParsedRemote struct {
 	PodCIDRs     []netip.Prefix
 	ServiceCIDRs []netip.Prefix
 	GatewayIP    netip.Addr // may be invalid when cable is none
-	// HealthCheckIP is invalid when not known.
-	HealthCheckIP netip.Addr
+	// HealthCheckIP and HealthCheckIP6 are the path probe's targets of
+	// each family (remotes[].healthCheckIP sorted by family, and
+	// healthCheckIP6); invalid when not known.
+	HealthCheckIP  netip.Addr
+	HealthCheckIP6 netip.Addr
 }

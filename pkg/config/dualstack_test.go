@@ -144,6 +144,29 @@ func TestDualStackValidation(t *testing.T) {
 		{name: "remote gateways of two families",
 			muts: []mutation{{"remotes[1]", map[string]any{"id": "c3", "podCIDRs": []any{"10.3.0.0/16"}, "gatewayIP": "fd00:30::11"}}},
 			want: []string{"remotes[1].gatewayIP"}, reason: "fd00:30::11 is IPv6 but remotes[0].gatewayIP is IPv4"},
+		{name: "IPv6 healthCheckIP of an IPv6-only remote",
+			muts: []mutation{{"remotes[0].healthCheckIP", "fd00:2:0:1::1"}},
+			check: func(t *testing.T, p Parsed) {
+				if r := p.Remotes[0]; r.HealthCheckIP.IsValid() || r.HealthCheckIP6 != netip.MustParseAddr("fd00:2:0:1::1") {
+					t.Errorf("health checks %v / %v, want none / fd00:2:0:1::1", r.HealthCheckIP, r.HealthCheckIP6)
+				}
+			}},
+		{name: "one health-check IP per family",
+			muts: []mutation{{"remotes[0].healthCheckIP", "10.2.1.1"}, {"remotes[0].healthCheckIP6", "fd00:2:0:1::1"}},
+			check: func(t *testing.T, p Parsed) {
+				if r := p.Remotes[0]; r.HealthCheckIP != netip.MustParseAddr("10.2.1.1") || r.HealthCheckIP6 != netip.MustParseAddr("fd00:2:0:1::1") {
+					t.Errorf("health checks %v / %v, want 10.2.1.1 / fd00:2:0:1::1", r.HealthCheckIP, r.HealthCheckIP6)
+				}
+			}},
+		{name: "two IPv6 health-check IPs",
+			muts: []mutation{{"remotes[0].healthCheckIP", "fd00:2::5"}, {"remotes[0].healthCheckIP6", "fd00:2:0:1::1"}},
+			want: []string{"remotes[0].healthCheckIP6"}, reason: "fd00:2:0:1::1 is a second IPv6 health-check address (remotes[0].healthCheckIP is one)"},
+		{name: "healthCheckIP6 takes IPv6 only",
+			muts: []mutation{{"remotes[0].healthCheckIP6", "10.2.1.1"}},
+			want: []string{"remotes[0].healthCheckIP6"}, reason: `"10.2.1.1" is not an IPv6 address (an IPv4 address goes in remotes[0].healthCheckIP)`},
+		{name: "IPv6 healthCheckIP outside the remote's IPv6 CIDRs",
+			muts: []mutation{{"remotes[0].healthCheckIP", "fd00:3::1"}},
+			want: []string{"remotes[0].healthCheckIP"}, reason: "fd00:3::1 is not inside any of remotes[0].podCIDRs or remotes[0].serviceCIDRs (IPv6)"},
 		{name: "IPv6 CIDR with host bits",
 			muts: []mutation{{"cluster.podCIDRs", []any{"10.1.0.0/16", "fd00:1::1/56"}}},
 			want: []string{"cluster.podCIDRs[1]"}, reason: "host bits set (the network is fd00:1::/56)"},

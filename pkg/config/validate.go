@@ -209,18 +209,37 @@ func (c *Config) validate(fam families) error {
 		case c.Cable == CableVXLAN:
 			errs.add(path+".gatewayIP", "required with cable: vxlan")
 		}
-		if r.HealthCheckIP != "" {
-			// The path probe speaks IPv4 (a dual-stack remote gives the
-			// address of its IPv4 half).
-			pr.HealthCheckIP = parseIP(&errs, path+".healthCheckIP", r.HealthCheckIP, 0, fam)
-			if pr.HealthCheckIP.Is6() {
-				errs.add(path+".healthCheckIP", fmt.Sprintf("%s is IPv6: the path health probe takes the remote's IPv4 CNI address", pr.HealthCheckIP))
-				pr.HealthCheckIP = netip.Addr{}
+		// One path-probe target per family: healthCheckIP may hold either
+		// family, healthCheckIP6 the IPv6 one of a dual-stack remote.
+		hcPath := map[bool]string{}
+		for _, f := range []struct {
+			field string
+			raw   string
+			want  int
+		}{{"healthCheckIP", r.HealthCheckIP, 0}, {"healthCheckIP6", r.HealthCheckIP6, 6}} {
+			if f.raw == "" {
+				continue
 			}
-			if pr.HealthCheckIP.IsValid() && !insideAny(pr.HealthCheckIP, r.PodCIDRs, r.ServiceCIDRs) {
+			fp := path + "." + f.field
+			hc := parseIP(&errs, fp, f.raw, f.want, fam)
+			if !hc.IsValid() {
+				continue
+			}
+			if prev, dup := hcPath[hc.Is6()]; dup {
+				errs.add(fp, fmt.Sprintf("%s is a second %s health-check address (%s is one): give one per family, the IPv4 one in healthCheckIP", hc, familyName(hc.Is6()), prev))
+				continue
+			}
+			hcPath[hc.Is6()] = fp
+			if !insideAny(hc, r.PodCIDRs, r.ServiceCIDRs) {
 				// Only weft's routes to the remote's CIDRs make the probe
 				// test the path real traffic takes.
-				errs.add(path+".healthCheckIP", fmt.Sprintf("%s is not inside any of %s.podCIDRs or %s.serviceCIDRs", pr.HealthCheckIP, path, path))
+				errs.add(fp, fmt.Sprintf("%s is not inside any of %s.podCIDRs or %s.serviceCIDRs (%s)", hc, path, path, familyName(hc.Is6())))
+				continue
+			}
+			if hc.Is6() {
+				pr.HealthCheckIP6 = hc
+			} else {
+				pr.HealthCheckIP = hc
 			}
 		}
 	}

@@ -31,7 +31,7 @@ type Status struct {
 type ControlPlane struct {
 	cfg           *config.Config
 	log           *slog.Logger
-	healthCheckIP func() netip.Addr
+	healthCheckIP func() (v4, v6 netip.Addr)
 
 	mu   sync.Mutex
 	el   *gatewayelect.Elector
@@ -40,12 +40,12 @@ type ControlPlane struct {
 }
 
 // New prepares the control plane for cfg (validated, endpoints: weft).
-// healthCheckIP, when not nil, gives this node's CNI interface IP (invalid
-// while unknown): the leader publishes it as its ClusterEndpoint's
-// spec.healthCheckIP.
-func New(cfg *config.Config, log *slog.Logger, healthCheckIP func() netip.Addr) *ControlPlane {
+// healthCheckIP, when not nil, gives this node's CNI interface IPs of
+// each family (invalid while unknown): the leader publishes them as its
+// ClusterEndpoint's spec.healthCheckIP (and healthCheckIP6).
+func New(cfg *config.Config, log *slog.Logger, healthCheckIP func() (v4, v6 netip.Addr)) *ControlPlane {
 	if healthCheckIP == nil {
-		healthCheckIP = func() netip.Addr { return netip.Addr{} }
+		healthCheckIP = func() (v4, v6 netip.Addr) { return v4, v6 }
 	}
 	return &ControlPlane{cfg: cfg, log: log.With("component", "gateway-election"), healthCheckIP: healthCheckIP}
 }
@@ -107,14 +107,17 @@ func (c *ControlPlane) Run(ctx context.Context) {
 		Rest: local, Namespace: k.Namespace, Node: cfg.NodeName, Label: k.GatewayLabel,
 		Duration: k.Lease.Duration.Duration, RenewDeadline: k.Lease.RenewDeadline.Duration, RetryPeriod: k.Lease.RetryPeriod.Duration,
 		Log: c.log,
-		Lead: func(ctx context.Context, ip netip.Addr) {
+		Lead: func(ctx context.Context, ip, ip6 netip.Addr) {
 			if !ip.IsValid() {
 				ip = cfg.Parsed.NodeIP
 			}
+			if !ip6.IsValid() {
+				ip6 = cfg.Parsed.NodeIP6
+			}
 			s.Run(ctx, func() kubesource.ClusterEndpoint {
-				e := OwnEndpoint(cfg, ip)
-				if hc := c.healthCheckIP(); hc.Is4() && cfg.HealthCheck.On() {
-					e.Spec.HealthCheckIP = hc.String()
+				e := OwnEndpoint(cfg, ip, ip6)
+				if cfg.HealthCheck.On() {
+					e.Spec.HealthCheckIP, e.Spec.HealthCheckIP6 = pair(c.healthCheckIP())
 				}
 				return e
 			})
@@ -130,18 +133,32 @@ func (c *ControlPlane) Run(ctx context.Context) {
 	el.Run(ctx)
 }
 
-// OwnEndpoint is the cluster's ClusterEndpoint with this node (at ip) as
-// its gateway.
-func OwnEndpoint(cfg *config.Config, ip netip.Addr) kubesource.ClusterEndpoint {
+// OwnEndpoint is the cluster's ClusterEndpoint with this node (at ip and
+// ip6, either invalid when unknown) as its gateway.
+func OwnEndpoint(cfg *config.Config, ip, ip6 netip.Addr) kubesource.ClusterEndpoint {
 	e := kubesource.ClusterEndpoint{Spec: kubesource.ClusterEndpointSpec{
 		ClusterID: cfg.Cluster.ID, PodCIDRs: cfg.Cluster.PodCIDRs, ServiceCIDRs: cfg.Cluster.ServiceCIDRs,
 		GatewayNode: cfg.NodeName, Cable: cfg.Cable,
 	}}
-	if ip.IsValid() {
-		e.Spec.GatewayIP = ip.String()
-	}
+	e.Spec.GatewayIP, e.Spec.GatewayIP6 = pair(ip, ip6)
 	if cfg.Cable == config.CableVXLAN {
 		e.Spec.Port, e.Spec.VNI = int32(cfg.CableVXLAN.Port), int64(cfg.CableVXLAN.VNI)
 	}
 	return e
+}
+
+// pair writes a ClusterEndpoint's address pair: the IPv4 address in the
+// field that takes either family, the IPv6 one in its companion — or,
+// without an IPv4 address, in the first field (an IPv6-only gateway, which
+// objects written before dual stack could not describe).
+func pair(v4, v6 netip.Addr) (first, second string) {
+	switch {
+	case v4.Is4() && v6.Is6():
+		return v4.String(), v6.String()
+	case v4.Is4():
+		return v4.String(), ""
+	case v6.Is6():
+		return v6.String(), ""
+	}
+	return "", ""
 }

@@ -48,10 +48,11 @@ type Options struct {
 	Label                                string
 	Duration, RenewDeadline, RetryPeriod time.Duration
 	Log                                  *slog.Logger
-	// Lead runs while this node holds the Lease, with the node's
-	// InternalIP; its ctx ends when leadership ends (lost, released, or
-	// weftd stopping).
-	Lead func(ctx context.Context, nodeIP netip.Addr)
+	// Lead runs while this node holds the Lease, with the node's first
+	// InternalIP of each family (either invalid when the Node has none);
+	// its ctx ends when leadership ends (lost, released, or weftd
+	// stopping).
+	Lead func(ctx context.Context, nodeIP, nodeIP6 netip.Addr)
 }
 
 // Status is the election as this node sees it.
@@ -73,9 +74,10 @@ type Elector struct {
 
 	candidate chan bool // the label's value, each time it changes
 
-	mu sync.Mutex
-	st Status
-	ip netip.Addr
+	mu  sync.Mutex
+	st  Status
+	ip  netip.Addr
+	ip6 netip.Addr
 }
 
 // New prepares the election.
@@ -240,9 +242,9 @@ func (e *Elector) elect(ctx context.Context) {
 				e.set(func(s *Status) { s.Leading = true })
 				e.o.Log.Info("holding the gateway Lease: this node is the gateway", "identity", e.o.Node)
 				e.mu.Lock()
-				ip := e.ip
+				ip, ip6 := e.ip, e.ip6
 				e.mu.Unlock()
-				e.o.Lead(lctx, ip)
+				e.o.Lead(lctx, ip, ip6)
 			},
 			OnStoppedLeading: func() {
 				e.set(func(s *Status) { s.Leading = false })
@@ -327,12 +329,18 @@ func (e *Elector) watchNode(ctx context.Context) {
 		}
 		want := !deleted && n.Labels[e.o.Label] == "true"
 		e.mu.Lock()
-		for _, a := range n.Status.Addresses {
-			if ip, err := netip.ParseAddr(a.Address); a.Type == corev1.NodeInternalIP && err == nil && ip.Is4() {
-				e.ip = ip
-				break
+		var ip, ip6 netip.Addr
+		for _, na := range n.Status.Addresses {
+			a, err := netip.ParseAddr(na.Address)
+			switch {
+			case err != nil || na.Type != corev1.NodeInternalIP:
+			case a.Is4() && !ip.IsValid():
+				ip = a
+			case a.Is6() && !a.Is4In6() && a.IsGlobalUnicast() && a.Zone() == "" && !ip6.IsValid():
+				ip6 = a
 			}
 		}
+		e.ip, e.ip6 = ip, ip6
 		e.mu.Unlock()
 		if want == last {
 			return

@@ -24,7 +24,10 @@ const (
 
 func node(name string, candidate bool) *corev1.Node {
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}},
-		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.10.12"}}}}
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: "fe80::12"}, {Type: corev1.NodeExternalIP, Address: "2001:db8::12"},
+			{Type: corev1.NodeInternalIP, Address: "fd00:10::12"}, {Type: corev1.NodeInternalIP, Address: "192.168.10.12"},
+		}}}
 	if candidate {
 		n.Labels[label] = "true"
 	}
@@ -47,7 +50,7 @@ type run struct {
 
 	mu      sync.Mutex
 	leads   int
-	ip      netip.Addr
+	ip, ip6 netip.Addr
 	leading bool
 }
 
@@ -58,10 +61,10 @@ func start(t *testing.T, cs *fake.Clientset, name string) *run {
 		Leases: cs.CoordinationV1(), Nodes: noWatchList{cs.CoreV1()}, Namespace: ns, Node: name, Label: label,
 		Duration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 100 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(testOut, nil)),
-		Lead: func(ctx context.Context, ip netip.Addr) {
+		Lead: func(ctx context.Context, ip, ip6 netip.Addr) {
 			r.mu.Lock()
 			r.leads++
-			r.ip, r.leading = ip, true
+			r.ip, r.ip6, r.leading = ip, ip6, true
 			r.mu.Unlock()
 			<-ctx.Done()
 			r.mu.Lock()
@@ -130,8 +133,8 @@ func TestElection(t *testing.T) {
 			run: func(t *testing.T, cs *fake.Clientset) {
 				r := start(t, cs, "c1-n2")
 				eventually(t, "leading", r.isLeading)
-				if r.ip != netip.MustParseAddr("192.168.10.12") {
-					t.Errorf("Lead got %s, want the Node's InternalIP", r.ip)
+				if r.ip != netip.MustParseAddr("192.168.10.12") || r.ip6 != netip.MustParseAddr("fd00:10::12") {
+					t.Errorf("Lead got %s %s, want the Node's InternalIP of each family (not the link-local or external one)", r.ip, r.ip6)
 				}
 				if h := holder(getLease(t, cs)); h != "c1-n2" {
 					t.Errorf("holder %q", h)
@@ -257,7 +260,7 @@ func TestElection(t *testing.T) {
 }
 
 func TestNewNeedsClients(t *testing.T) {
-	if _, err := New(Options{Lead: func(context.Context, netip.Addr) {}}); err == nil {
+	if _, err := New(Options{Lead: func(context.Context, netip.Addr, netip.Addr) {}}); err == nil {
 		t.Error("New without Rest or clients: no error")
 	}
 	if _, err := New(Options{Rest: nil, Leases: fake.NewClientset().CoordinationV1(), Nodes: fake.NewClientset().CoreV1()}); err == nil {

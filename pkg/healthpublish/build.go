@@ -128,6 +128,11 @@ func routeAgentStatus(s pathhealth.Snapshot, version string, lookup EndpointLook
 		l := latency(primary.RTT)
 		e.LatencyRTT = &l
 		e.Spec = EndpointSpec{ClusterID: id, Hostname: primary.Node, Subnets: []string{}, PrivateIP: primary.Address.Addr().String()}
+		if a := primary.Address.Addr(); a.Is6() {
+			// private_ip is IPv4 in Submariner's schema: an IPv6
+			// address goes in the dual-stack list.
+			e.Spec.PrivateIP, e.Spec.PrivateIPs = "", []string{a.String()}
+		}
 		if lookup != nil {
 			if spec, ok := lookup(id); ok {
 				e.Spec = endpointSpecOf(spec)

@@ -36,7 +36,8 @@ func lookup(specs map[string]kubesource.EndpointSpec) EndpointLookup {
 
 func TestRouteAgentStatus(t *testing.T) {
 	c2 := kubesource.EndpointSpec{ClusterID: "c2", CableName: "submariner-cable-c2-192-168-20-12", Hostname: "c2-n2", Subnets: []string{"10.2.0.0/16"},
-		PrivateIP: "192.168.20.12", PublicIP: "203.0.113.2", Backend: "vxlan", BackendConfig: map[string]string{"udp-port": "4800"}}
+		PrivateIP: "192.168.20.12", PublicIP: "203.0.113.2", Backend: "vxlan", BackendConfig: map[string]string{"udp-port": "4800"},
+		PrivateIPs: []string{"192.168.20.12", "fd00:20::12"}, PublicIPs: []string{"203.0.113.2"}, HealthCheckIPs: []string{"fd00:2::1"}}
 	gw := tgt("gateway/c1-n2", pathhealth.HopGateway, "c1", "c1-n2", "192.168.10.12:4803", true, time.Millisecond)
 	rc2 := tgt("remote/c2", pathhealth.HopRemote, "c2", "c2-n2", "10.2.0.1:4803", true, 1500*time.Microsecond)
 	rc3 := tgt("remote/c3", pathhealth.HopRemote, "c3", "c3-n2", "10.3.0.1:4803", false, 0)
@@ -52,7 +53,8 @@ func TestRouteAgentStatus(t *testing.T) {
 		t.Errorf("c2: %+v %+v", e2, e2.LatencyRTT)
 	}
 	if !reflect.DeepEqual(e2.Spec, EndpointSpec{ClusterID: "c2", CableName: c2.CableName, Hostname: "c2-n2", Subnets: c2.Subnets,
-		PrivateIP: c2.PrivateIP, PublicIP: c2.PublicIP, Backend: "vxlan", BackendConfig: c2.BackendConfig}) {
+		PrivateIP: c2.PrivateIP, PublicIP: c2.PublicIP, Backend: "vxlan", BackendConfig: c2.BackendConfig,
+		PrivateIPs: c2.PrivateIPs, PublicIPs: c2.PublicIPs, HealthCheckIPs: c2.HealthCheckIPs}) {
 		t.Errorf("c2 spec %+v", e2.Spec)
 	}
 	// c3: no Endpoint known; its spec is what the target says, with the

@@ -91,6 +91,7 @@ func endpointSpecOf(s kubesource.EndpointSpec) EndpointSpec {
 	return EndpointSpec{
 		ClusterID: s.ClusterID, CableName: s.CableName, HealthCheckIP: s.HealthCheckIP, Hostname: s.Hostname, Subnets: subnets,
 		PrivateIP: s.PrivateIP, PublicIP: s.PublicIP, NATEnabled: s.NATEnabled,
+		HealthCheckIPs: slices.Clone(s.HealthCheckIPs), PrivateIPs: slices.Clone(s.PrivateIPs), PublicIPs: slices.Clone(s.PublicIPs),
 		Backend: s.Backend, BackendConfig: maps.Clone(s.BackendConfig),
 	}
 }

@@ -35,13 +35,21 @@ type ClusterEndpointSpec struct {
 	PodCIDRs     []string `json:"podCIDRs"`
 	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
 	GatewayNode  string   `json:"gatewayNode"`
-	GatewayIP    string   `json:"gatewayIP"`
-	Cable        string   `json:"cable"`
-	Port         int32    `json:"port,omitempty"`
-	VNI          int64    `json:"vni,omitempty"`
+	// GatewayIP is the gateway's underlay address: its IPv4 one, or on
+	// an IPv6-only gateway its IPv6 one. GatewayIP6 is a dual-stack
+	// gateway's IPv6 address (weft v1alpha1 objects written before dual
+	// stack have GatewayIP only).
+	GatewayIP  string `json:"gatewayIP"`
+	GatewayIP6 string `json:"gatewayIP6,omitempty"`
+	Cable      string `json:"cable"`
+	Port       int32  `json:"port,omitempty"`
+	VNI        int64  `json:"vni,omitempty"`
 	// HealthCheckIP is the gateway's CNI interface IP, the target of the
-	// other clusters' whole-path health probes ("" while unknown).
-	HealthCheckIP string `json:"healthCheckIP,omitempty"`
+	// other clusters' whole-path health probes ("" while unknown): IPv4,
+	// or IPv6 in a cluster without IPv4 pods. HealthCheckIP6 is the IPv6
+	// one of a dual-stack cluster's gateway.
+	HealthCheckIP  string `json:"healthCheckIP,omitempty"`
+	HealthCheckIP6 string `json:"healthCheckIP6,omitempty"`
 }
 
 // ClusterEndpointList is a list of ClusterEndpoints.
@@ -111,6 +119,30 @@ func clusterEndpointRef(e *ClusterEndpoint) string {
 	return "ClusterEndpoint " + e.Namespace + "/" + e.Name
 }
 
+// weftIPs reads a ClusterEndpoint's address of each family from the
+// field that may hold either (gatewayIP, healthCheckIP) and its IPv6
+// companion (gatewayIP6, healthCheckIP6). bad names the first field that
+// holds no address, or a second one of the same family.
+func weftIPs(field, any, v6only string) (v4, v6 netip.Addr, bad string) {
+	for _, f := range []struct{ name, raw string }{{field, any}, {field + "6", v6only}} {
+		if f.raw == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(f.raw)
+		switch {
+		case err != nil || ip.Is4In6() || !reachable(ip) || f.name != field && !ip.Is6():
+			return v4, v6, fmt.Sprintf("spec.%s %q is not a global unicast %s address", f.name, f.raw, map[bool]string{true: "IPv6", false: "IP"}[f.name != field])
+		case ip.Is4():
+			v4 = ip
+		case v6.IsValid():
+			return v4, v6, fmt.Sprintf("spec.%s %q is a second IPv6 address", f.name, f.raw)
+		default:
+			v6 = ip
+		}
+	}
+	return v4, v6, ""
+}
+
 // buildWeft is the topology of endpoints: weft: the local cluster's
 // ClusterEndpoint names the gateway, every other one is a remote.
 func buildWeft(clusterID string, nodes []*corev1.Node, ces []*ClusterEndpoint) toposource.Topology {
@@ -118,37 +150,36 @@ func buildWeft(clusterID string, nodes []*corev1.Node, ces []*ClusterEndpoint) t
 	slices.SortFunc(ces, func(a, b *ClusterEndpoint) int { return strings.Compare(a.Name, b.Name) })
 	for _, e := range ces {
 		s := e.Spec
+		ref := clusterEndpointRef(e)
+		gw4, gw6, bad := weftIPs("gatewayIP", s.GatewayIP, s.GatewayIP6)
 		if s.ClusterID == clusterID {
-			ip, err := netip.ParseAddr(s.GatewayIP)
-			if err != nil || s.GatewayNode == "" {
-				t.Problems = append(t.Problems, fmt.Sprintf("%s: gateway %q/%q unusable", clusterEndpointRef(e), s.GatewayNode, s.GatewayIP))
+			if bad != "" || s.GatewayNode == "" || !gw4.IsValid() && !gw6.IsValid() {
+				t.Problems = append(t.Problems, fmt.Sprintf("%s: gateway %q/%q unusable %s", ref, s.GatewayNode, s.GatewayIP, bad))
 				continue
 			}
-			t.Gateway = toposource.Gateway{Name: s.GatewayNode, IP: ip, From: clusterEndpointRef(e)}
+			t.Gateway = toposource.Gateway{Name: s.GatewayNode, IP: gw4, IP6: gw6, From: ref}
 			continue
 		}
-		r := toposource.Remote{ID: s.ClusterID, From: clusterEndpointRef(e)}
-		bad := ""
+		r := toposource.Remote{ID: s.ClusterID, From: ref}
+		badCIDR := ""
 		for _, c := range slices.Concat(s.PodCIDRs, s.ServiceCIDRs) {
 			p, err := netip.ParsePrefix(c)
 			if err != nil {
-				bad = c
+				badCIDR = c
 				break
 			}
 			r.CIDRs = append(r.CIDRs, p.Masked())
 		}
-		ip, err := netip.ParseAddr(s.GatewayIP)
-		if bad != "" || err != nil || s.ClusterID == "" {
-			t.Problems = append(t.Problems, fmt.Sprintf("%s: unusable (cluster %q, CIDR %q, gateway %q): remote ignored", clusterEndpointRef(e), s.ClusterID, bad, s.GatewayIP))
+		if badCIDR != "" || bad != "" || !gw4.IsValid() && !gw6.IsValid() || s.ClusterID == "" {
+			t.Problems = append(t.Problems, fmt.Sprintf("%s: unusable (cluster %q, CIDR %q, gateway %q %s): remote ignored", ref, s.ClusterID, badCIDR, s.GatewayIP, bad))
 			continue
 		}
-		r.GatewayIP = ip
-		if s.HealthCheckIP != "" {
-			if hc, err := netip.ParseAddr(s.HealthCheckIP); err == nil && hc.Is4() {
-				r.HealthCheckIP = hc
-			} else {
-				t.Problems = append(t.Problems, fmt.Sprintf("%s: spec.healthCheckIP %q is not an IPv4 address: the path to %q is not probed", clusterEndpointRef(e), s.HealthCheckIP, s.ClusterID))
-			}
+		r.GatewayIP, r.GatewayIP6 = gw4, gw6
+		hc4, hc6, bad := weftIPs("healthCheckIP", s.HealthCheckIP, s.HealthCheckIP6)
+		if bad != "" {
+			t.Problems = append(t.Problems, fmt.Sprintf("%s: %s: the path to %q is not probed", ref, bad, s.ClusterID))
+		} else {
+			r.HealthCheckIP, r.HealthCheckIP6 = hc4, hc6
 		}
 		t.Remotes = append(t.Remotes, r)
 	}

@@ -98,23 +98,55 @@ func newer(a, b *Endpoint) bool {
 	return a.Name > b.Name
 }
 
-// remoteGatewayIP is the address weft's cable reaches a remote gateway at,
-// following Submariner's rules when no NAT discovery has run (its
-// "legacy NAT settings"): the public IP when the remote Endpoint says
-// nat_enabled or that it sits behind a load balancer
-// (backend_config using-loadbalancer), else the private IP. weft does not
-// probe both addresses as Submariner's NAT discovery does.
-func remoteGatewayIP(e *Endpoint) (netip.Addr, string, error) {
-	usePublic := e.Spec.NATEnabled || e.Spec.BackendConfig["using-loadbalancer"] == "true"
-	field, raw := "private_ip", e.Spec.PrivateIP
-	if usePublic {
-		field, raw = "public_ip", e.Spec.PublicIP
+// endpointIPs reads one address of a Submariner Endpoint per family, the
+// way Submariner's EndpointSpec.Get*IP(family) does: the dual-stack list
+// (privateIPs, publicIPs, healthCheckIPs) first, then for IPv4 the older
+// single field (private_ip, public_ip, healthCheckIP). An IPv6 address in
+// the single field, which Submariner itself never writes, is taken as the
+// IPv6 one when the list has none. Entries that are no address are named
+// in problems.
+func endpointIPs(ref, listField string, list []string, singleField, single string) (v4, v6 netip.Addr, problems []string) {
+	take := func(field, raw string) {
+		ip, err := netip.ParseAddr(raw)
+		switch {
+		case err != nil || ip.Is4In6():
+			problems = append(problems, fmt.Sprintf("%s: spec.%s %q is not an IP address", ref, field, raw))
+		case !reachable(ip):
+			problems = append(problems, fmt.Sprintf("%s: spec.%s %q is not a global unicast address", ref, field, raw))
+		case ip.Is4() && !v4.IsValid():
+			v4 = ip
+		case ip.Is6() && !v6.IsValid():
+			v6 = ip
+		}
 	}
-	ip, err := netip.ParseAddr(raw)
-	if err != nil || !ip.Is4() {
-		return netip.Addr{}, field, fmt.Errorf("spec.%s %q is not an IPv4 address", field, raw)
+	for i, raw := range list {
+		take(fmt.Sprintf("%s[%d]", listField, i), raw)
 	}
-	return ip, field, nil
+	if single != "" {
+		take(singleField, single)
+	}
+	return v4, v6, problems
+}
+
+// reachable: an address another host can be sent to (no loopback,
+// link-local, multicast or unspecified address, no zone).
+func reachable(ip netip.Addr) bool { return ip.IsGlobalUnicast() && ip.Zone() == "" }
+
+// remoteGatewayIPs are the addresses weft's cable reaches a remote gateway
+// at, one per family, following Submariner's rules when no NAT discovery
+// has run (its "legacy NAT settings"): the public IPs when the remote
+// Endpoint says nat_enabled or that it sits behind a load balancer
+// (backend_config using-loadbalancer), else the private IPs. weft does not
+// probe both addresses as Submariner's NAT discovery does. Which family
+// the cable uses is the local cluster's underlay's (toposource.Apply).
+func remoteGatewayIPs(ref string, s EndpointSpec) (v4, v6 netip.Addr, public bool, problems []string) {
+	public = s.NATEnabled || s.BackendConfig["using-loadbalancer"] == "true"
+	if public {
+		v4, v6, problems = endpointIPs(ref, "publicIPs", s.PublicIPs, "public_ip", s.PublicIP)
+	} else {
+		v4, v6, problems = endpointIPs(ref, "privateIPs", s.PrivateIPs, "private_ip", s.PrivateIP)
+	}
+	return v4, v6, public, problems
 }
 
 // build turns the cached objects into a topology: the Nodes, the local
@@ -124,16 +156,13 @@ func build(clusterID string, nodes []*corev1.Node, eps []*Endpoint) toposource.T
 	t := toposource.Topology{Source: toposource.Kubernetes}
 	for _, n := range nodes {
 		ips := nodeIPs(n)
-		if !ips[0].IsValid() {
-			// An IPv6-only node needs an IPv6 VXLAN underlay, which
-			// only a file topology selects so far (cluster.nodes[].ip6).
-			why := "no InternalIP"
-			if ips[1].IsValid() {
-				why = "only an IPv6 InternalIP (" + ips[1].String() + "; IPv6-only clusters need topology: file for now)"
-			}
-			t.Problems = append(t.Problems, fmt.Sprintf("Node %s has no IPv4 InternalIP, %s: not a member until it has one", n.Name, why))
+		if !ips[0].IsValid() && !ips[1].IsValid() {
+			t.Problems = append(t.Problems, fmt.Sprintf("Node %s has no usable InternalIP (IPv4, or global IPv6): not a member until it has one", n.Name))
 			continue
 		}
+		// Which family the cluster's underlay is, and so whether a node
+		// with one family only can be a member, is toposource.Apply's
+		// decision: it knows the cluster's pod CIDRs.
 		t.Nodes = append(t.Nodes, toposource.Node{Name: n.Name, IP: ips[0], IP6: ips[1], From: "Node/" + n.Name})
 	}
 	slices.SortFunc(t.Nodes, func(a, b toposource.Node) int { return strings.Compare(a.Name, b.Name) })
@@ -149,10 +178,11 @@ func build(clusterID string, nodes []*corev1.Node, eps []*Endpoint) toposource.T
 		}
 		if id == clusterID {
 			gw := toposource.Gateway{Name: e.Spec.Hostname, From: ref}
-			if ip, err := netip.ParseAddr(e.Spec.PrivateIP); err == nil && ip.Is4() {
-				gw.IP = ip
-			} else {
-				t.Problems = append(t.Problems, fmt.Sprintf("%s: spec.private_ip %q is not an IPv4 address", ref, e.Spec.PrivateIP))
+			var ps []string
+			gw.IP, gw.IP6, ps = endpointIPs(ref, "privateIPs", e.Spec.PrivateIPs, "private_ip", e.Spec.PrivateIP)
+			t.Problems = append(t.Problems, ps...)
+			if !gw.IP.IsValid() && !gw.IP6.IsValid() && len(ps) == 0 {
+				t.Problems = append(t.Problems, ref+": neither spec.privateIPs nor spec.private_ip gives an address: the gateway is found by its hostname only")
 			}
 			if gw.Name == "" {
 				t.Problems = append(t.Problems, ref+" has no spec.hostname: no gateway")
@@ -178,21 +208,30 @@ func build(clusterID string, nodes []*corev1.Node, eps []*Endpoint) toposource.T
 			t.Problems = append(t.Problems, fmt.Sprintf("%s: no subnets: remote %q ignored", ref, id))
 			continue
 		}
-		if hc := e.Spec.HealthCheckIP; hc != "" {
-			if ip, err := netip.ParseAddr(hc); err == nil && ip.Is4() {
-				r.HealthCheckIP = ip
-			} else {
-				t.Problems = append(t.Problems, fmt.Sprintf("%s: spec.healthCheckIP %q is not an IPv4 address: the path to %q is not probed", ref, hc, id))
-			}
+		hc4, hc6, ps := endpointIPs(ref, "healthCheckIPs", e.Spec.HealthCheckIPs, "healthCheckIP", e.Spec.HealthCheckIP)
+		for _, p := range ps {
+			t.Problems = append(t.Problems, fmt.Sprintf("%s: the path to %q is not probed", p, id))
 		}
-		ip, field, err := remoteGatewayIP(e)
-		if err != nil {
-			t.Problems = append(t.Problems, fmt.Sprintf("%s: %v: the cable cannot reach remote %q", ref, err, id))
-		} else {
-			r.GatewayIP = ip
-			if field == "public_ip" {
-				r.From += " (public_ip)"
+		r.HealthCheckIP, r.HealthCheckIP6 = hc4, hc6
+		v4, v6, public, ps := remoteGatewayIPs(ref, e.Spec)
+		r.GatewayIP, r.GatewayIP6 = v4, v6
+		none := !v4.IsValid() && !v6.IsValid()
+		for _, p := range ps {
+			if none {
+				p += fmt.Sprintf(": the cable cannot reach remote %q", id)
 			}
+			t.Problems = append(t.Problems, p)
+		}
+		switch {
+		case none && len(ps) > 0:
+		case none:
+			fields := "spec.privateIPs and spec.private_ip"
+			if public {
+				fields = "spec.publicIPs and spec.public_ip"
+			}
+			t.Problems = append(t.Problems, fmt.Sprintf("%s: no address in %s: the cable cannot reach remote %q", ref, fields, id))
+		case public:
+			r.From += " (public_ip)"
 		}
 		t.Remotes = append(t.Remotes, r)
 	}

@@ -73,15 +73,17 @@ func TestBuildNodes(t *testing.T) {
 		node("c1-v6", internal("fd00::1")),
 		node("c1-none", corev1.NodeAddress{Type: corev1.NodeHostName, Address: "c1-none"}),
 	}, nil)
+	// An IPv6-only Node is a node: whether the cluster's underlay lets it
+	// be a member is toposource.Apply's decision (it knows the pod CIDRs).
 	want := []toposource.Node{
 		{Name: "c1-n1", IP: netip.MustParseAddr("192.168.10.11"), IP6: netip.MustParseAddr("fd00::11"), From: "Node/c1-n1"},
 		{Name: "c1-n2", IP: netip.MustParseAddr("192.168.10.12"), From: "Node/c1-n2"},
+		{Name: "c1-v6", IP6: netip.MustParseAddr("fd00::1"), From: "Node/c1-v6"},
 	}
 	if !reflect.DeepEqual(top.Nodes, want) {
 		t.Errorf("nodes = %+v, want %+v", top.Nodes, want)
 	}
-	if len(top.Problems) != 2 || !strings.Contains(top.Problems[0], "Node c1-v6 has no IPv4 InternalIP, only an IPv6 InternalIP (fd00::1; IPv6-only clusters need topology: file for now)") ||
-		!strings.Contains(top.Problems[1], "Node c1-none has no IPv4 InternalIP, no InternalIP") {
+	if len(top.Problems) != 1 || !strings.Contains(top.Problems[0], "Node c1-none has no usable InternalIP (IPv4, or global IPv6)") {
 		t.Errorf("problems = %q", top.Problems)
 	}
 }
@@ -150,7 +152,7 @@ func TestBuildEndpoints(t *testing.T) {
 			name:     "a remote with a bad private_ip keeps its routes, without a cable peer",
 			eps:      []*Endpoint{ep("c2", "c2", "c2-n1", "gw", 0, "10.2.0.0/16")},
 			remotes:  []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, From: "Endpoint submariner-operator/c2"}},
-			problems: []string{`Endpoint submariner-operator/c2: spec.private_ip "gw" is not an IPv4 address: the cable cannot reach remote "c2"`},
+			problems: []string{`Endpoint submariner-operator/c2: spec.private_ip "gw" is not an IP address: the cable cannot reach remote "c2"`},
 		},
 		{
 			name: "healthCheckIP is the whole-path probe's target",
@@ -165,7 +167,64 @@ func TestBuildEndpoints(t *testing.T) {
 				{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, GatewayIP: netip.MustParseAddr("192.168.20.11"), HealthCheckIP: netip.MustParseAddr("10.2.1.1"), From: "Endpoint submariner-operator/c2"},
 				{ID: "c3", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.3.0.0/16")}, GatewayIP: netip.MustParseAddr("192.168.30.11"), From: "Endpoint submariner-operator/c3"},
 			},
-			problems: []string{`Endpoint submariner-operator/c3: spec.healthCheckIP "n1" is not an IPv4 address: the path to "c3" is not probed`},
+			problems: []string{`Endpoint submariner-operator/c3: spec.healthCheckIP "n1" is not an IP address: the path to "c3" is not probed`},
+		},
+		{
+			name: "IPv6-only: the dual-stack lists give the IPv6 gateway, cable address, subnets and health-check IP",
+			eps: func() []*Endpoint {
+				l := ep("c1", "c1", "c1-n1", "", 0, "fd00:1::/56", "fd00:101::/112")
+				l.Spec.PrivateIPs = []string{"fd00:10::11"}
+				r := ep("c2", "c2", "c2-n1", "", 0, "fd00:2::/56", "fd00:102::/112")
+				r.Spec.PrivateIPs, r.Spec.HealthCheckIPs = []string{"fd00:20::11"}, []string{"fd00:2:0:1::1"}
+				return []*Endpoint{l, r}
+			}(),
+			gateway: toposource.Gateway{Name: "c1-n1", IP6: netip.MustParseAddr("fd00:10::11"), From: "Endpoint submariner-operator/c1"},
+			remotes: []toposource.Remote{{
+				ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:2::/56"), netip.MustParsePrefix("fd00:102::/112")},
+				GatewayIP6: netip.MustParseAddr("fd00:20::11"), HealthCheckIP6: netip.MustParseAddr("fd00:2:0:1::1"), From: "Endpoint submariner-operator/c2",
+			}},
+		},
+		{
+			name: "dual stack: one address per family from the list, IPv4 from the list before the single field",
+			eps: func() []*Endpoint {
+				r := ep("c2", "c2", "c2-n1", "192.168.20.99", 0, "10.2.0.0/16", "fd00:2::/56")
+				r.Spec.PrivateIPs = []string{"fd00:20::11", "192.168.20.11"}
+				r.Spec.HealthCheckIP, r.Spec.HealthCheckIPs = "10.2.1.1", []string{"fd00:2:0:1::1"}
+				return []*Endpoint{r}
+			}(),
+			remotes: []toposource.Remote{{
+				ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16"), netip.MustParsePrefix("fd00:2::/56")},
+				GatewayIP: netip.MustParseAddr("192.168.20.11"), GatewayIP6: netip.MustParseAddr("fd00:20::11"),
+				HealthCheckIP: netip.MustParseAddr("10.2.1.1"), HealthCheckIP6: netip.MustParseAddr("fd00:2:0:1::1"), From: "Endpoint submariner-operator/c2",
+			}},
+		},
+		{
+			name: "NAT: publicIPs per family",
+			eps: func() []*Endpoint {
+				r := ep("c2", "c2", "c2-n1", "192.168.20.11", 0, "fd00:2::/56")
+				r.Spec.NATEnabled, r.Spec.PrivateIPs, r.Spec.PublicIPs = true, []string{"fd00:20::11"}, []string{"2001:db8::20"}
+				return []*Endpoint{r}
+			}(),
+			remotes: []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:2::/56")}, GatewayIP6: netip.MustParseAddr("2001:db8::20"), From: "Endpoint submariner-operator/c2 (public_ip)"}},
+		},
+		{
+			name: "a malformed list entry is named, the other family still used",
+			eps: func() []*Endpoint {
+				r := ep("c2", "c2", "c2-n1", "", 0, "fd00:2::/56")
+				r.Spec.PrivateIPs, r.Spec.HealthCheckIPs = []string{"gw6", "fd00:20::11"}, []string{"fe80::1%eth0"}
+				return []*Endpoint{r}
+			}(),
+			remotes: []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:2::/56")}, GatewayIP6: netip.MustParseAddr("fd00:20::11"), From: "Endpoint submariner-operator/c2"}},
+			problems: []string{
+				`Endpoint submariner-operator/c2: spec.healthCheckIPs[0] "fe80::1%eth0" is not a global unicast address: the path to "c2" is not probed`,
+				`Endpoint submariner-operator/c2: spec.privateIPs[0] "gw6" is not an IP address`,
+			},
+		},
+		{
+			name:     "a remote without any private address has no cable peer",
+			eps:      []*Endpoint{ep("c2", "c2", "c2-n1", "", 0, "10.2.0.0/16")},
+			remotes:  []toposource.Remote{{ID: "c2", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, From: "Endpoint submariner-operator/c2"}},
+			problems: []string{`Endpoint submariner-operator/c2: no address in spec.privateIPs and spec.private_ip: the cable cannot reach remote "c2"`},
 		},
 		{
 			name:     "local Endpoint without hostname names no gateway",

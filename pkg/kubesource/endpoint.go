@@ -37,6 +37,13 @@ type EndpointSpec struct {
 	// HealthCheckIP is the gateway's CNI interface IP, which Submariner's
 	// route agents ping: weft's whole-path probe targets it.
 	HealthCheckIP string `json:"healthCheckIP,omitempty"`
+	// The dual-stack fields of Submariner 0.20+ (at most one address per
+	// family each). The single fields above are their IPv4 fallback, which
+	// Submariner marks deprecated but still writes and reads (its
+	// EndpointSpec.Get*IP(family)): an IPv6 address is only ever in a list.
+	PrivateIPs     []string `json:"privateIPs,omitempty"`
+	PublicIPs      []string `json:"publicIPs,omitempty"`
+	HealthCheckIPs []string `json:"healthCheckIPs,omitempty"`
 }
 
 // EndpointList is a list of Endpoints.
@@ -53,6 +60,9 @@ func (e *Endpoint) DeepCopyInto(out *Endpoint) {
 	e.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
 	out.Spec.Subnets = slices.Clone(e.Spec.Subnets)
 	out.Spec.BackendConfig = maps.Clone(e.Spec.BackendConfig)
+	out.Spec.PrivateIPs = slices.Clone(e.Spec.PrivateIPs)
+	out.Spec.PublicIPs = slices.Clone(e.Spec.PublicIPs)
+	out.Spec.HealthCheckIPs = slices.Clone(e.Spec.HealthCheckIPs)
 }
 
 // DeepCopyObject implements runtime.Object.

@@ -43,13 +43,36 @@ type Gateway struct {
 
 // Remote is one remote cluster.
 type Remote struct {
-	ID        string         `json:"id"`
-	CIDRs     []netip.Prefix `json:"cidrs"`
-	GatewayIP netip.Addr     `json:"gatewayIP,omitzero"`
-	// HealthCheckIP is the remote gateway's CNI interface IP, the target
-	// of the whole-path health probe (invalid = not probed).
-	HealthCheckIP netip.Addr `json:"healthCheckIP,omitzero"`
-	From          string     `json:"from,omitempty"`
+	ID    string         `json:"id"`
+	CIDRs []netip.Prefix `json:"cidrs"`
+	// GatewayIP and GatewayIP6 are the remote gateway's underlay
+	// addresses, IPv4 and IPv6 (either invalid when unknown); the cable
+	// uses the one of the local cluster's underlay family.
+	GatewayIP  netip.Addr `json:"gatewayIP,omitzero"`
+	GatewayIP6 netip.Addr `json:"gatewayIP6,omitzero"`
+	// HealthCheckIP and HealthCheckIP6 are the remote gateway's CNI
+	// interface addresses, IPv4 and IPv6, the targets of the whole-path
+	// health probe of each family (invalid = not probed).
+	HealthCheckIP  netip.Addr `json:"healthCheckIP,omitzero"`
+	HealthCheckIP6 netip.Addr `json:"healthCheckIP6,omitzero"`
+	From           string     `json:"from,omitempty"`
+}
+
+// Gateway is the remote gateway's address of the family the cable runs
+// over (v6: an IPv6 underlay), else its other one, which the desired
+// state then names as unreachable; invalid when none is known. Either
+// field is looked at whatever its name, so a topology persisted by an
+// older weftd reads the same.
+func (r Remote) Gateway(v6 bool) netip.Addr {
+	for _, a := range []netip.Addr{r.GatewayIP, r.GatewayIP6} {
+		if a.IsValid() && a.Is6() == v6 {
+			return a
+		}
+	}
+	if r.GatewayIP.IsValid() {
+		return r.GatewayIP
+	}
+	return r.GatewayIP6
 }
 
 // Sync says whether the topology is the source's live view.
@@ -123,7 +146,13 @@ func FromConfig(cfg *config.Config) Topology {
 		}
 	}
 	for _, r := range cfg.Parsed.Remotes {
-		t.Remotes = append(t.Remotes, Remote{ID: r.ID, CIDRs: slices.Concat(r.PodCIDRs, r.ServiceCIDRs), GatewayIP: r.GatewayIP, HealthCheckIP: r.HealthCheckIP, From: FromFile})
+		tr := Remote{ID: r.ID, CIDRs: slices.Concat(r.PodCIDRs, r.ServiceCIDRs), HealthCheckIP: r.HealthCheckIP, HealthCheckIP6: r.HealthCheckIP6, From: FromFile}
+		if r.GatewayIP.Is6() {
+			tr.GatewayIP6 = r.GatewayIP
+		} else {
+			tr.GatewayIP = r.GatewayIP
+		}
+		t.Remotes = append(t.Remotes, tr)
 	}
 	t.sort()
 	return t
@@ -149,24 +178,54 @@ func Apply(cfg *config.Config, t Topology) (*config.Config, []string) {
 	t.Gateway = gatewayNode(t)
 	out.Cluster.Gateway = t.Gateway.Name
 
-	seenIP := map[netip.Addr]string{}
+	u6, why6 := underlay6(cfg, t)
+	out.Parsed.Underlay6 = u6
+	under := func(ip, ip6 netip.Addr) netip.Addr {
+		if u6 {
+			return ip6
+		}
+		return ip
+	}
+	seenIP := map[netip.Addr]string{} // both families
 	gwListed := false
 	for _, n := range t.Nodes {
-		if !n.IP.Is4() {
+		ul := under(n.IP, n.IP6)
+		switch {
+		case !n.IP.IsValid() && !n.IP6.IsValid():
 			continue // the source reports nodes without an address
-		}
-		if prev, dup := seenIP[n.IP]; dup {
-			problems = append(problems, fmt.Sprintf("nodes %q and %q both have address %s: %q ignored", prev, n.Name, n.IP, n.Name))
+		case !ul.IsValid() && u6:
+			problems = append(problems, fmt.Sprintf("node %q (%s) has no IPv6 address, and the cluster's VXLAN underlay is IPv6 (%s): not a member until it has one", n.Name, n.From, why6))
+			continue
+		case !ul.IsValid():
+			problems = append(problems, fmt.Sprintf("node %q (%s) has no IPv4 address, only %s, and %s: not a member until it has one", n.Name, n.From, n.IP6, why6))
 			continue
 		}
-		seenIP[n.IP] = n.Name
-		if n.Name == t.Gateway.Name {
-			gwListed = true
-			if t.Gateway.IP.IsValid() && t.Gateway.IP != n.IP {
-				problems = append(problems, fmt.Sprintf("gateway %q: %s says %s but its Node has %s; using the Node's", n.Name, t.Gateway.From, t.Gateway.IP, n.IP))
+		dup := false
+		for _, a := range []netip.Addr{n.IP, n.IP6} {
+			if prev, ok := seenIP[a]; ok && a.IsValid() {
+				problems = append(problems, fmt.Sprintf("nodes %q and %q both have address %s: %q ignored", prev, n.Name, a, n.Name))
+				dup = true
+				break
 			}
 		}
-		cn := config.Node{Name: n.Name, IP: n.IP.String()}
+		if dup {
+			continue
+		}
+		for _, a := range []netip.Addr{n.IP, n.IP6} {
+			if a.IsValid() {
+				seenIP[a] = n.Name
+			}
+		}
+		if n.Name == t.Gateway.Name {
+			gwListed = true
+			if g := under(t.Gateway.IP, t.Gateway.IP6); g.IsValid() && g != ul {
+				problems = append(problems, fmt.Sprintf("gateway %q: %s says %s but its Node has %s; using the Node's", n.Name, t.Gateway.From, g, ul))
+			}
+		}
+		cn := config.Node{Name: n.Name}
+		if n.IP.IsValid() {
+			cn.IP = n.IP.String()
+		}
 		if n.IP6.IsValid() {
 			cn.IP6 = n.IP6.String()
 		}
@@ -179,12 +238,25 @@ func Apply(cfg *config.Config, t Topology) (*config.Config, []string) {
 			out.Parsed.NodeIP6 = n.IP6
 		}
 	}
-	if t.Gateway.Name != "" && !gwListed && t.Gateway.IP.Is4() {
-		if _, dup := seenIP[t.Gateway.IP]; !dup {
-			out.Cluster.Nodes = append(out.Cluster.Nodes, config.Node{Name: t.Gateway.Name, IP: t.Gateway.IP.String()})
-			out.Parsed.Nodes = append(out.Parsed.Nodes, config.ParsedNode{Name: t.Gateway.Name, IP: t.Gateway.IP})
-			if t.Gateway.Name == cfg.NodeName && cfg.NodeIP == "" {
-				out.Parsed.NodeIP = t.Gateway.IP
+	if g := t.Gateway; g.Name != "" && !gwListed && under(g.IP, g.IP6).IsValid() {
+		_, dup := seenIP[g.IP]
+		_, dup6 := seenIP[g.IP6]
+		if !dup && !dup6 {
+			cn := config.Node{Name: g.Name}
+			pn := config.ParsedNode{Name: g.Name, IP: g.IP, IP6: g.IP6}
+			if g.IP.IsValid() {
+				cn.IP = g.IP.String()
+			}
+			if g.IP6.IsValid() {
+				cn.IP6 = g.IP6.String()
+			}
+			out.Cluster.Nodes = append(out.Cluster.Nodes, cn)
+			out.Parsed.Nodes = append(out.Parsed.Nodes, pn)
+			if g.Name == cfg.NodeName && cfg.NodeIP == "" {
+				out.Parsed.NodeIP = g.IP
+			}
+			if g.Name == cfg.NodeName && cfg.NodeIP6 == "" {
+				out.Parsed.NodeIP6 = g.IP6
 			}
 		}
 	}
@@ -224,23 +296,59 @@ func Apply(cfg *config.Config, t Topology) (*config.Config, []string) {
 		for _, c := range r.CIDRs {
 			raw.PodCIDRs = append(raw.PodCIDRs, c.String())
 		}
-		if r.GatewayIP.IsValid() {
-			raw.GatewayIP = r.GatewayIP.String()
+		pr := config.ParsedRemote{ID: r.ID, PodCIDRs: slices.Clone(r.CIDRs), GatewayIP: r.Gateway(u6)}
+		if pr.GatewayIP.IsValid() {
+			raw.GatewayIP = pr.GatewayIP.String()
+			out.Parsed.Cable6 = out.Parsed.Cable6 || pr.GatewayIP.Is6()
 		}
-		hc := r.HealthCheckIP
-		if hc.IsValid() && !slices.ContainsFunc(r.CIDRs, func(p netip.Prefix) bool { return p.Contains(hc) }) {
-			// weft's routes would not carry the probe: it would test
-			// another path than the traffic's.
-			problems = append(problems, fmt.Sprintf("remote %q (%s): health-check IP %s is outside its CIDRs: its path is not probed", r.ID, r.From, hc))
-			hc = netip.Addr{}
-		}
-		if hc.IsValid() {
-			raw.HealthCheckIP = hc.String()
+		// One health-check address per family, each only if weft's routes
+		// carry it: else the probe would test another path than the
+		// traffic's.
+		for _, hc := range []netip.Addr{r.HealthCheckIP, r.HealthCheckIP6} {
+			if !hc.IsValid() {
+				continue
+			}
+			if !slices.ContainsFunc(r.CIDRs, func(p netip.Prefix) bool { return p.Contains(hc) }) {
+				problems = append(problems, fmt.Sprintf("remote %q (%s): %s health-check IP %s is outside its CIDRs: its %s path is not probed", r.ID, r.From, family(hc), hc, family(hc)))
+				continue
+			}
+			if hc.Is6() {
+				pr.HealthCheckIP6, raw.HealthCheckIP6 = hc, hc.String()
+			} else {
+				pr.HealthCheckIP, raw.HealthCheckIP = hc, hc.String()
+			}
 		}
 		out.Remotes = append(out.Remotes, raw)
-		out.Parsed.Remotes = append(out.Parsed.Remotes, config.ParsedRemote{ID: r.ID, PodCIDRs: slices.Clone(r.CIDRs), GatewayIP: r.GatewayIP, HealthCheckIP: hc})
+		out.Parsed.Remotes = append(out.Parsed.Remotes, pr)
 	}
 	return &out, problems
+}
+
+func family(a netip.Addr) string {
+	if a.Is6() {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// underlay6 decides the family of the cluster's VXLAN underlay from the
+// API's view by the file's rule (IPv6 when some node has no IPv4
+// address, config.Parsed.Underlay6), with one difference: a cluster with
+// IPv4 pod CIDRs needs an IPv4 VTEP on every node, so it keeps its IPv4
+// underlay and a node without an IPv4 InternalIP waits, named, instead of
+// every node's underlay switching. why says what decided, for problems.
+func underlay6(cfg *config.Config, t Topology) (bool, string) {
+	for _, p := range cfg.Parsed.PodCIDRs {
+		if p.Addr().Is4() {
+			return false, fmt.Sprintf("cluster.podCIDRs has the IPv4 CIDR %s, whose pods need an IPv4 underlay", p)
+		}
+	}
+	for _, n := range t.Nodes {
+		if !n.IP.IsValid() && n.IP6.IsValid() {
+			return true, fmt.Sprintf("node %q has IPv6 only", n.Name)
+		}
+	}
+	return false, "every node has an IPv4 address"
 }
 
 // gatewayNode names the gateway after its Node. Submariner's Endpoint
@@ -249,7 +357,7 @@ func Apply(cfg *config.Config, t Topology) (*config.Config, []string) {
 // Node whose InternalIP is the Endpoint's private IP is the gateway.
 func gatewayNode(t Topology) Gateway {
 	g := t.Gateway
-	if g.Name == "" || !g.IP.IsValid() {
+	if g.Name == "" || !g.IP.IsValid() && !g.IP6.IsValid() {
 		return g
 	}
 	for _, n := range t.Nodes {
@@ -258,7 +366,7 @@ func gatewayNode(t Topology) Gateway {
 		}
 	}
 	for _, n := range t.Nodes {
-		if n.IP == g.IP {
+		if n.IP.IsValid() && n.IP == g.IP || n.IP6.IsValid() && n.IP6 == g.IP6 {
 			g.Name = n.Name
 			return g
 		}

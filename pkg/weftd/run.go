@@ -124,14 +124,14 @@ func Run(ctx context.Context, o Options) error {
 	// only after the agent exists.
 	var a *agent.Agent
 	m := metrics.New(func() api.Status { return a.Status() })
-	// The leader publishes its CNI interface IP as the other clusters'
-	// health-check target (endpoints: weft).
-	topo := newTopologySources(ctx, log, boot.StateDir, goRun, func() netip.Addr {
+	// The leader publishes its CNI interface IPs as the other clusters'
+	// health-check targets (endpoints: weft).
+	topo := newTopologySources(ctx, log, boot.StateDir, goRun, func() (v4, v6 netip.Addr) {
 		if c := store.CNI(); c != nil {
-			ip, _ := netip.ParseAddr(c.IP)
-			return ip
+			v4, _ = netip.ParseAddr(c.IP)
+			v6, _ = netip.ParseAddr(c.IP6)
 		}
-		return netip.Addr{}
+		return v4, v6
 	}, healthDeps{Version: o.Version, Observer: m})
 	probes := pathprobe.NewService(pathprobe.ServiceOptions{
 		Node: boot.NodeName, Cluster: boot.ClusterID, Log: log.With("component", "pathprobe"),

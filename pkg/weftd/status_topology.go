@@ -38,7 +38,7 @@ func printTopology(w io.Writer, t *api.Topology, now time.Time) {
 		fmt.Fprintf(w, "  gateway      none known\n")
 	}
 	for _, r := range t.Remotes {
-		fmt.Fprintf(w, "  remote       %s gateway %s from %s\n", r.ID, r.GatewayIP, r.From)
+		fmt.Fprintf(w, "  remote       %s gateway %s from %s\n", r.ID, strings.TrimSpace(r.GatewayIP+" "+r.GatewayIP6), r.From)
 	}
 	if c := t.Control; c != nil {
 		printControl(w, c, now)

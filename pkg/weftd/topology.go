@@ -27,7 +27,7 @@ type topologySources struct {
 	log      *slog.Logger
 	stateDir string // weftd's, fixed for the process
 	goRun    func(func())
-	cniIP    func() netip.Addr // this node's CNI interface IP (invalid while unknown)
+	cniIP    func() (v4, v6 netip.Addr) // this node's CNI interface IPs (invalid while unknown)
 	changed  chan struct{}
 	health   healthDeps
 
@@ -50,7 +50,7 @@ type healthSink interface {
 	Publish(pathhealth.Snapshot)
 }
 
-func newTopologySources(ctx context.Context, log *slog.Logger, stateDir string, goRun func(func()), cniIP func() netip.Addr, health healthDeps) *topologySources {
+func newTopologySources(ctx context.Context, log *slog.Logger, stateDir string, goRun func(func()), cniIP func() (v4, v6 netip.Addr), health healthDeps) *topologySources {
 	return &topologySources{ctx: ctx, log: log, stateDir: stateDir, goRun: goRun, cniIP: cniIP, changed: make(chan struct{}, 1), health: health}
 }
 
