@@ -85,14 +85,26 @@ func PlanFor(cfg *config.Config, in topology.Inputs, role string) Plan {
 		}
 	}
 	for _, r := range pp.Remotes {
-		src := in.CNIIP
-		if r.HealthCheckIP.Is6() {
-			src = in.CNIIP6
-		}
-		if r.HealthCheckIP.IsValid() && src.IsValid() {
+		// One whole-path probe per family the remote names a target of and
+		// this node has a CNI address of: a dual-stack remote's IPv6 path
+		// can break alone (its routes, its SNAT, an IPv6 filter).
+		named := false
+		for _, dst := range []netip.Addr{r.HealthCheckIP, r.HealthCheckIP6} {
+			src := in.CNIIP
+			if dst.Is6() {
+				src = in.CNIIP6
+			}
+			if !dst.IsValid() || !src.IsValid() {
+				continue
+			}
+			name := remoteTarget(r.ID)
+			if named {
+				name += "/ipv6"
+			}
+			named = true
 			p.Targets = append(p.Targets, pathhealth.Target{
-				Name: remoteTarget(r.ID), Hop: pathhealth.HopRemote, Cluster: r.ID,
-				Address: at(r.HealthCheckIP), Source: src,
+				Name: name, Hop: pathhealth.HopRemote, Cluster: r.ID,
+				Address: at(dst), Source: src,
 			})
 		}
 		if role != topology.RoleGateway || cfg.Cable != config.CableVXLAN || r.GatewayIP.Is6() != in.NodeIP.Is6() {

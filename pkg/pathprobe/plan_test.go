@@ -120,13 +120,40 @@ func TestPlanForIPv6(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The topology sources fill it in (ds14k: file and Kubernetes);
-			// the plan only has to take it.
-			cfg.Parsed.Remotes[0].HealthCheckIP = a("fd02:0:0:1::1")
+			// The topology sources fill it in (the file's healthCheckIP6, a
+			// Submariner Endpoint's healthCheckIPs).
+			cfg.Parsed.Remotes[0].HealthCheckIP6 = a("fd02:0:0:1::1")
 			in := topology.Inputs{NodeIP: a(tc.ip), CNIIP6: a("fd01:0:0:" + tc.ip[len(tc.ip)-2:] + "::1")}
 			checkTargets(t, PlanFor(cfg, in, tc.role).Targets, tc.want)
 		})
 	}
+	// A dual-stack remote with a target of each family, probed from a
+	// dual-stack node: one whole-path probe per family, each from the CNI
+	// address of its family; a node without an IPv4 CNI address probes the
+	// IPv6 one alone, under the plain name.
+	cfg, err := config.ParseWith([]byte(strings.ReplaceAll(planYAML6, "NODE", "c1-n2")), config.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Parsed.Remotes[0].HealthCheckIP = a("10.2.1.1")
+	cfg.Parsed.Remotes[0].HealthCheckIP6 = a("fd02:0:0:1::1")
+	remotes := func(ts []pathhealth.Target) (out []pathhealth.Target) {
+		for _, x := range ts {
+			if x.Hop == pathhealth.HopRemote {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+	in := topology.Inputs{NodeIP: a("fd00:10::12"), CNIIP: a("10.1.12.1"), CNIIP6: a("fd01:0:0:12::1")}
+	checkTargets(t, remotes(PlanFor(cfg, in, topology.RoleNonGateway).Targets), []pathhealth.Target{
+		{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("10.2.1.1"), Source: a("10.1.12.1")},
+		{Name: "remote/c2/ipv6", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("fd02:0:0:1::1"), Source: a("fd01:0:0:12::1")},
+	})
+	in.CNIIP = netip.Addr{}
+	checkTargets(t, remotes(PlanFor(cfg, in, topology.RoleNonGateway).Targets), []pathhealth.Target{
+		{Name: "remote/c2", Hop: pathhealth.HopRemote, Cluster: "c2", Address: ap("fd02:0:0:1::1"), Source: a("fd01:0:0:12::1")},
+	})
 }
 
 func TestReportNamesTheBrokenHop(t *testing.T) {
