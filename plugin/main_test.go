@@ -563,7 +563,7 @@ func TestDaemonAway(t *testing.T) {
 				return
 			}
 			if len(evs) != 1 {
-				t.Fatalf("spooled %d events, want 1", len(evs))
+				t.Fatalf("spooled %d events, want 1 (stderr: %s)", len(evs), o.stderr)
 			}
 			ev := evs[0]
 			if ev.Verb != api.VerbAdd || ev.ContainerID != containerID || ev.PodName != "web-0" ||

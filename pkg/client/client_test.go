@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,7 +206,7 @@ func TestRefusesUntrustedSocket(t *testing.T) {
 
 func TestPeerCredentialCheck(t *testing.T) {
 	d := clienttest.Start(t)
-	conn, err := net.Dial("unix", d.Socket)
+	conn, err := dialUnix(context.Background(), d.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,4 +312,105 @@ func TestAnswerFraming(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The connection is a blocking socket: a daemon that accepts and never
+// answers, one whose backlog is full and never accepts, and a caller that
+// gives up, all end the request within its bound, as unreachable.
+func TestBlockingSocketBounds(t *testing.T) {
+	silent := func(t *testing.T) string { return holdingServer(t, "", 0) } // reads the head, answers nothing, closes
+	mute := func(t *testing.T) string {
+		sock := filepath.Join(t.TempDir(), "mute.sock")
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		var mu sync.Mutex
+		var held []net.Conn
+		t.Cleanup(func() {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range held {
+				c.Close()
+			}
+		})
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				held = append(held, c) // kept open, never read nor answered
+				mu.Unlock()
+			}
+		}()
+		return sock
+	}
+	full := func(t *testing.T) string {
+		// A listener that never accepts: once its backlog is full, a
+		// connect blocks in the kernel.
+		sock := filepath.Join(t.TempDir(), "full.sock")
+		fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Close(fd) })
+		if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: sock}); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Listen(fd, 0); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 4; i++ { // fill the backlog
+			if c, err := dialUnix(ctxTimeout(t, 50*time.Millisecond), sock); err == nil {
+				t.Cleanup(func() { c.Close() })
+			}
+		}
+		return sock
+	}
+	cases := []struct {
+		name    string
+		server  func(*testing.T) string
+		timeout time.Duration
+		cancel  time.Duration // cancel the caller's ctx after this; 0: never
+	}{
+		{"answer ends without a status line", silent, 2 * time.Second, 0},
+		{"daemon never answers", mute, 300 * time.Millisecond, 0},
+		{"backlog full", full, 300 * time.Millisecond, 0},
+		{"caller cancels while waiting", mute, 10 * time.Second, 100 * time.Millisecond},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClient(tc.server(t), tc.timeout, -1)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tc.cancel > 0 {
+				time.AfterFunc(tc.cancel, cancel)
+			}
+			bound := tc.timeout
+			if tc.cancel > 0 {
+				bound = tc.cancel
+			}
+			t0 := time.Now()
+			err := c.Add(ctx, api.Event{Verb: api.VerbAdd, ContainerID: "c", IfName: "eth0"})
+			d := time.Since(t0)
+			if !errors.Is(err, ErrUnreachable) {
+				t.Fatalf("Add = %v, want ErrUnreachable", err)
+			}
+			if d > bound+500*time.Millisecond {
+				t.Fatalf("Add returned after %v, bound %v", d, bound)
+			}
+			if tc.cancel > 0 && !errors.Is(err, context.Canceled) {
+				t.Errorf("Add = %v, want it to say the caller cancelled", err)
+			}
+		})
+	}
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/cni/pkg/types/create"
 )
 
 // Defaults of the plugin configuration keys (DESIGN.md, "Plugin configuration").
@@ -54,6 +54,9 @@ type Config struct {
 	// addresses and interfaces can be read the same way for every version;
 	// nil when there is no prevResult. PrevResult itself is what is printed.
 	Prev *types100.Result
+
+	// rawPrev is prevResult as it came on stdin, parsed by parsePrevResult.
+	rawPrev json.RawMessage
 }
 
 // rawConfig is the stdin document. weft's own keys are decoded in a second
@@ -67,6 +70,10 @@ type rawConfig struct {
 	LogFile     json.RawMessage      `json:"logFile"`
 	SpoolLimit  json.RawMessage      `json:"spoolLimit"`
 	Attachments []types.GCAttachment `json:"cni.dev/attachments"`
+	// PrevResult shadows PluginConf's prevResult (a generic map that
+	// version.ParsePrevResult would encode again only to decode it into
+	// the result type): the bytes are decoded once, straight into it.
+	PrevResult json.RawMessage `json:"prevResult"`
 }
 
 // ParseConfig decodes and validates the plugin configuration and its
@@ -100,6 +107,12 @@ func decodeConfig(stdin []byte) (*Config, error) {
 		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode weft config: %v", err), "")
 	}
 	c := &Config{PluginConf: raw.PluginConf}
+	if len(raw.PrevResult) > 0 && !isNull(raw.PrevResult) {
+		if k := jsonValueKind(raw.PrevResult); k != "object" {
+			return nil, invalid("prevResult", "must be a JSON object, not %s", k)
+		}
+		c.rawPrev = raw.PrevResult
+	}
 	var err error
 	if c.Socket, err = stringKey("socket", raw.Socket, DefaultSocket); err != nil {
 		return nil, err
@@ -159,20 +172,71 @@ func decodeConfig(stdin []byte) (*Config, error) {
 }
 
 // parsePrevResult parses prevResult in the config's version (what is printed
-// back) and converts it to the current version (what is read).
+// back) and converts it to the current version (what is read). Like
+// version.ParsePrevResult, a prevResult without a cniVersion is read in the
+// config's.
 func (c *Config) parsePrevResult() error {
-	if c.RawPrevResult == nil {
+	if c.rawPrev == nil {
 		return nil
 	}
-	if err := version.ParsePrevResult(&c.PluginConf); err != nil {
-		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode prevResult: %v", err), "")
+	var v struct {
+		CNIVersion string `json:"cniVersion"`
 	}
-	prev, err := types100.NewResultFromResult(c.PrevResult)
+	if err := json.Unmarshal(c.rawPrev, &v); err != nil {
+		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode prevResult: could not parse prevResult: %v", err), "")
+	}
+	data := c.rawPrev
+	if v.CNIVersion == "" {
+		ver, err := json.Marshal(c.CNIVersion)
+		if err != nil {
+			return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode prevResult: %v", err), "")
+		}
+		data = withVersion(c.rawPrev, ver)
+	}
+	res, err := create.Create(c.CNIVersion, data)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode prevResult: could not parse prevResult: %v", err), "")
+	}
+	prev, err := types100.NewResultFromResult(res)
 	if err != nil {
 		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("convert prevResult to %s: %v", types100.ImplementedSpecVersion, err), "")
 	}
-	c.Prev = prev
+	c.PrevResult, c.Prev, c.rawPrev = res, prev, nil
 	return nil
+}
+
+// withVersion is the JSON object obj with a leading "cniVersion" member set
+// to ver (a JSON string); the decoder keeps the last of duplicate members,
+// so one already present but empty is still the one that counts.
+func withVersion(obj json.RawMessage, ver []byte) []byte {
+	body := bytes.TrimSpace(obj)[1:] // after the '{'
+	out := make([]byte, 0, len(obj)+len(ver)+16)
+	out = append(out, `{"cniVersion":`...)
+	out = append(out, ver...)
+	if b := bytes.TrimSpace(body); len(b) > 0 && b[0] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, body...)
+}
+
+// jsonValueKind names the kind of a JSON value by its first byte.
+func jsonValueKind(raw json.RawMessage) string {
+	b := bytes.TrimSpace(raw)
+	if len(b) == 0 {
+		return "nothing"
+	}
+	switch b[0] {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "boolean"
+	default:
+		return "number"
+	}
 }
 
 func stringKey(key string, raw json.RawMessage, def string) (string, error) {
