@@ -816,12 +816,29 @@ func remoteStatus(cfg *config.Config, s dataplane.State, ok bool) []api.Remote {
 	out := make([]api.Remote, 0, len(cfg.Parsed.Remotes))
 	for _, r := range cfg.Parsed.Remotes {
 		rs := api.Remote{ID: r.ID, RoutesInstalled: ok, CIDRs: make([]string, 0, len(r.PodCIDRs)+len(r.ServiceCIDRs))}
+		// fam[0] IPv4, fam[1] IPv6: routed at all, and every route there.
+		var routed, installed [2]bool
+		installed = [2]bool{ok, ok}
 		for _, list := range [][]netip.Prefix{r.PodCIDRs, r.ServiceCIDRs} {
 			for _, p := range list {
 				rs.CIDRs = append(rs.CIDRs, p.String())
-				if routed := v6 && p.Addr().Is6() || v4 && p.Addr().Is4(); routed && rs.RoutesInstalled && !has(p) {
-					rs.RoutesInstalled = false
+				f := 0
+				if p.Addr().Is6() {
+					f = 1
 				}
+				if !(v6 && f == 1 || v4 && f == 0) {
+					continue
+				}
+				routed[f] = true
+				if installed[f] && !has(p) {
+					installed[f] = false
+				}
+			}
+		}
+		for f, name := range []string{"ipv4", "ipv6"} {
+			if routed[f] {
+				rs.Families = append(rs.Families, api.RemoteFamily{Family: name, RoutesInstalled: installed[f]})
+				rs.RoutesInstalled = rs.RoutesInstalled && installed[f]
 			}
 		}
 		out = append(out, rs)

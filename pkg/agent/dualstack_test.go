@@ -73,6 +73,12 @@ func TestDualStackDiscovery(t *testing.T) {
 	if !st.Ready || st.CNIInterface.IP6 != v6.String() || st.CNIInterface.Name6 != "cni0" || st.CNIInterface.Source6 != discovery.SourceWellKnown {
 		t.Fatalf("after the IPv6 address: ready %v cni %+v", st.Ready, st.CNIInterface)
 	}
+	// Status (and the metric weft_remote_family_routes_installed) says per
+	// family whether the remote's routes are in place.
+	bothIn := []api.RemoteFamily{{Family: "ipv4", RoutesInstalled: true}, {Family: "ipv6", RoutesInstalled: true}}
+	if len(st.Remotes) != 1 || !st.Remotes[0].RoutesInstalled || !slices.Equal(st.Remotes[0].Families, bothIn) {
+		t.Errorf("remotes %+v, want c2 installed in both families", st.Remotes)
+	}
 	if m := cond(st, CondCNIInterfaceReady).Message; m != "cni0 10.1.2.1 (well-known), cni0 fd00:1:0:2::1 (well-known)" {
 		t.Errorf("condition message %q", m)
 	}
@@ -200,7 +206,8 @@ func TestRemoteIPv6CIDRInIPv4Cluster(t *testing.T) {
 	if c := cond(st, CondTopologyValid); c.Status || !strings.Contains(c.Message, `remote "c2": its IPv6 CIDRs (fd00:2::/56, …) are not routed`) {
 		t.Errorf("TopologyValid %+v, want the IPv6 CIDRs named", c)
 	}
-	if !st.Ready || len(st.Remotes) != 1 || !st.Remotes[0].RoutesInstalled || !slices.Contains(st.Remotes[0].CIDRs, "fd00:2::/56") {
+	if !st.Ready || len(st.Remotes) != 1 || !st.Remotes[0].RoutesInstalled || !slices.Contains(st.Remotes[0].CIDRs, "fd00:2::/56") ||
+		!slices.Equal(st.Remotes[0].Families, []api.RemoteFamily{{Family: "ipv4", RoutesInstalled: true}}) {
 		t.Errorf("ready %v remotes %+v, want c2's IPv4 routes installed and its IPv6 CIDR listed", st.Ready, st.Remotes)
 	}
 }

@@ -137,6 +137,16 @@ type Remote struct {
 	ID              string   `json:"id"`
 	CIDRs           []string `json:"cidrs"`
 	RoutesInstalled bool     `json:"routesInstalled"`
+	// Families: per address family weft routes for this remote (a family
+	// the remote has CIDRs of and the local pods have too), whether all of
+	// that family's routes are in place; RoutesInstalled is both.
+	Families []RemoteFamily `json:"families,omitempty"`
+}
+
+// RemoteFamily is one address family of a remote's routes.
+type RemoteFamily struct {
+	Family          string `json:"family"` // "ipv4" or "ipv6"
+	RoutesInstalled bool   `json:"routesInstalled"`
 }
 
 // Spool reports what the daemon replayed from, and what was dropped by, the

@@ -115,6 +115,8 @@ var (
 		"The packet-filter backend in use (value is always 1).", []string{"backend"}, nil)
 	descRoutes = prometheus.NewDesc(namespace+"_remote_routes_installed",
 		"1 when the routes to a remote cluster's CIDRs are in place.", []string{"remote"}, nil)
+	descFamilyRoutes = prometheus.NewDesc(namespace+"_remote_family_routes_installed",
+		"1 when the routes to a remote cluster's CIDRs of one address family (ipv4, ipv6) are in place; only the families weft routes for that remote.", []string{"remote", "family"}, nil)
 	descReady = prometheus.NewDesc(namespace+"_ready",
 		"1 when the node is ready (CNI interface known, last reconcile succeeded, every desired object in place).", nil, nil)
 	descCondition = prometheus.NewDesc(namespace+"_condition",
@@ -138,7 +140,7 @@ type statusCollector struct {
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCNIReady, descCNIReady6, descAttachments, descSpoolReplayed, descSpoolDropped,
-		descSpoolSkipped, descBackend, descRoutes, descReady, descCondition, descTriggers, descInfo,
+		descSpoolSkipped, descBackend, descRoutes, descFamilyRoutes, descReady, descCondition, descTriggers, descInfo,
 		descLeadership, descLeading, descBrokerErrors} {
 		ch <- d
 	}
@@ -163,6 +165,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, r := range st.Remotes {
 		ch <- prometheus.MustNewConstMetric(descRoutes, prometheus.GaugeValue, boolValue(r.RoutesInstalled), r.ID)
+		for _, f := range r.Families {
+			ch <- prometheus.MustNewConstMetric(descFamilyRoutes, prometheus.GaugeValue, boolValue(f.RoutesInstalled), r.ID, f.Family)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, boolValue(st.Ready))
 	for _, cd := range st.Conditions {
