@@ -61,6 +61,18 @@ func PrintStatus(w io.Writer, st api.Status, now time.Time) {
 			if r.RoutesInstalled {
 				routes = "routes in place"
 			}
+			if len(r.Families) > 1 {
+				// Dual stack: which family is missing, when one is.
+				var fs []string
+				for _, f := range r.Families {
+					state := "in place"
+					if !f.RoutesInstalled {
+						state = "missing"
+					}
+					fs = append(fs, f.Family+" "+state)
+				}
+				routes = "routes " + strings.Join(fs, ", ")
+			}
 			if p := pathLine(st.PathHealth, r.ID); p != "" {
 				routes += "; " + p
 			}

@@ -27,6 +27,8 @@ func TestPrintStatus(t *testing.T) {
 	dual := ready
 	dual.CNIInterface = &api.CNIInterface{Name: "vxlan.calico", IP: "10.1.2.0", Source: "plugin", Since: now.Add(-3 * time.Hour),
 		Name6: "vxlan-v6.calico", IP6: "fd00:1:0:2::", Source6: "well-known"}
+	dual.Remotes = []api.Remote{{ID: "c2", CIDRs: []string{"10.2.0.0/16", "fd00:2::/56"}, RoutesInstalled: false,
+		Families: []api.RemoteFamily{{Family: "ipv4", RoutesInstalled: true}, {Family: "ipv6", RoutesInstalled: false}}}}
 	v6First := ready
 	v6First.Ready = false
 	v6First.CNIInterface = &api.CNIInterface{Since: now.Add(-time.Minute), Name6: "vxlan-v6.calico", IP6: "fd00:1:0:2::", Source6: "well-known"}
@@ -64,6 +66,7 @@ func TestPrintStatus(t *testing.T) {
 		{"dual stack", dual, []string{
 			"CNI interface  vxlan.calico 10.1.2.0 (via plugin, since 2026-03-01T09:00:00Z, 3h0m0s ago)",
 			"CNI IPv6       vxlan-v6.calico fd00:1:0:2:: (via well-known)",
+			"routes ipv4 in place, ipv6 missing",
 		}, nil},
 		{"dual stack, IPv6 first", v6First, []string{
 			"CNI interface  no IPv4 address found yet (since 2026-03-01T11:59:00Z, 1m0s ago)",
