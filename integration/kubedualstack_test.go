@@ -53,13 +53,7 @@ type kdsNode struct {
 }
 
 func testKubernetesDualStack(t *testing.T, backend string, v4 bool) {
-	env := harness.NewTestEnv(t)
-	if !env.HasBin("weftd") || !env.HasBin("weft") {
-		t.Skipf("weft binaries not built in %s (make build)", env.BinDir)
-	}
-	if m := kubeapi.MissingTools(env); len(m) > 0 {
-		t.Skipf("%s not built in %s (make kubetools)", strings.Join(m, ", "), env.ToolsDir)
-	}
+	env := kubeTestEnv(t)
 	ctx := ctxFor(t, 3*time.Minute)
 	a := netip.MustParseAddr
 	n, cfg := handoffNode(t, env, harness.CNIOptions{Layout: harness.LayoutFlannel})
@@ -391,13 +385,7 @@ func kdsWaitFDB(ctx context.Context, n *harness.Node, dev, ip string, want bool)
 // interface's IPv6 address.
 func TestKubernetesIPv6PodProbe(t *testing.T) {
 	netnstest.RequireRoot(t)
-	env := harness.NewTestEnv(t)
-	if !env.HasBin("weftd") || !env.HasBin("weft") {
-		t.Skipf("weft binaries not built in %s (make build)", env.BinDir)
-	}
-	if m := kubeapi.MissingTools(env); len(m) > 0 {
-		t.Skipf("%s not built in %s (make kubetools)", strings.Join(m, ", "), env.ToolsDir)
-	}
+	env := kubeTestEnv(t)
 	ctx := ctxFor(t, 3*time.Minute)
 	a := netip.MustParseAddr
 	u, err := harness.NewUnderlay(env)

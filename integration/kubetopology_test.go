@@ -38,13 +38,7 @@ func TestKubernetesTopology(t *testing.T) {
 }
 
 func testKubernetesTopology(t *testing.T, backend string) {
-	env := harness.NewTestEnv(t)
-	if !env.HasBin("weftd") || !env.HasBin("weft") {
-		t.Skipf("weft binaries not built in %s (make build)", env.BinDir)
-	}
-	if m := kubeapi.MissingTools(env); len(m) > 0 {
-		t.Skipf("%s not built in %s (make kubetools)", strings.Join(m, ", "), env.ToolsDir)
-	}
+	env := kubeTestEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
@@ -304,4 +298,19 @@ func dumpTopologyLogs(t *testing.T, s *scenario.Scenario) {
 			t.Logf("=== %s topology log ===\n%s", m.Node.Name, strings.Join(keep, "\n"))
 		}
 	})
+}
+
+// kubeTestEnv is the environment of a test that runs weftd against a real
+// kube-apiserver: skipped, saying what to build, when the weft binaries or
+// the kube tools are missing.
+func kubeTestEnv(t *testing.T) *harness.Env {
+	t.Helper()
+	env := harness.NewTestEnv(t)
+	if !env.HasBin("weftd") || !env.HasBin("weft") {
+		t.Skipf("weft binaries not built in %s (make build)", env.BinDir)
+	}
+	if m := kubeapi.MissingTools(env); len(m) > 0 {
+		t.Skipf("%s not built in %s (make kubetools)", strings.Join(m, ", "), env.ToolsDir)
+	}
+	return env
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/weft-net/weft/integration/harness"
-	"github.com/weft-net/weft/integration/kubeapi"
 	"github.com/weft-net/weft/integration/scenario"
 	"github.com/weft-net/weft/pkg/api"
 	"github.com/weft-net/weft/pkg/dataplane"
@@ -32,13 +31,7 @@ const leaseDuration = 3 * time.Second
 // gateway dies, is upgraded, and loses its label.
 func TestWeftControlPlane(t *testing.T) {
 	netnstest.RequireRoot(t)
-	env := harness.NewTestEnv(t)
-	if !env.HasBin("weftd") || !env.HasBin("weft") {
-		t.Skipf("weft binaries not built in %s (make build)", env.BinDir)
-	}
-	if m := kubeapi.MissingTools(env); len(m) > 0 {
-		t.Skipf("%s not built in %s (make kubetools)", strings.Join(m, ", "), env.ToolsDir)
-	}
+	env := kubeTestEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	s, err := scenario.Build(ctx, env, scenario.Options{Backend: "nftables", ResyncInterval: resync, Topology: scenario.TopologyWeft})
