@@ -289,25 +289,16 @@ func dsCheckTransfer(ctx context.Context, t *testing.T, s *scenario.Scenario) {
 func dsDrifts(s *scenario.Scenario, backend string) []drift {
 	c1n1, c1n2, c2n1, c2n2 := s.Member("c1-n1").Node, s.Member("c1-n2").Node, s.Member("c2-n1").Node, s.Member("c2-n2").Node
 	remoteOfC2 := s.Clusters.C1.PodCIDR6.String()
-	route6Back := func(n *harness.Node, dev string) func() error {
-		return func() error {
-			out, err := n.Exec("ip", "-6", "route", "show", "table", "240", remoteOfC2)
-			if err != nil || !strings.Contains(out, "dev "+dev) {
-				return fmt.Errorf("IPv6 route %s dev %s missing from table 240: %v %q", remoteOfC2, dev, err, out)
-			}
-			return nil
-		}
-	}
 	cases := []drift{
 		{
 			name: "IPv6 route deleted from table 240 on a non-gateway", node: c2n2,
 			breakIt: [][]string{{"ip", "-6", "route", "del", remoteOfC2, "table", "240"}},
-			back:    route6Back(c2n2, "vx-weft"),
+			back:    routeBack(c2n2, remoteOfC2, "vx-weft"),
 		},
 		{
 			name: "IPv6 route deleted from table 240 on a gateway", node: c2n1,
 			breakIt: [][]string{{"ip", "-6", "route", "del", remoteOfC2, "table", "240"}},
-			back:    route6Back(c2n1, "vx-weft-cable"),
+			back:    routeBack(c2n1, remoteOfC2, "vx-weft-cable"),
 		},
 		{
 			name: "IPv6 rule deleted", node: c1n2,
@@ -321,31 +312,7 @@ func dsDrifts(s *scenario.Scenario, backend string) []drift {
 			},
 		},
 	}
-	remoteOfC1 := s.Clusters.C2.PodCIDR6.String()
-	if backend == "nftables" {
-		return append(cases, drift{
-			name: "nft table ip6 weft deleted", node: c1n1,
-			breakIt: [][]string{{"nft", "delete", "table", "ip6", "weft"}},
-			back: func() error {
-				out, err := c1n1.Exec("nft", "list", "table", "ip6", "weft")
-				if err != nil || !strings.Contains(out, "snat") || !strings.Contains(out, remoteOfC1) {
-					return fmt.Errorf("table ip6 weft incomplete: %v\n%s", err, out)
-				}
-				return nil
-			},
-		})
-	}
-	return append(cases, drift{
-		name: "ip6tables WEFT-POSTROUTING flushed", node: c1n1,
-		breakIt: [][]string{{"ip6tables", "-w", "-t", "nat", "-F", "WEFT-POSTROUTING"}},
-		back: func() error {
-			out, err := c1n1.Exec("ip6tables", "-w", "-t", "nat", "-S", "WEFT-POSTROUTING")
-			if err != nil || !strings.Contains(out, "-A WEFT-POSTROUTING") {
-				return fmt.Errorf("ip6tables WEFT-POSTROUTING empty: %v\n%s", err, out)
-			}
-			return nil
-		},
-	})
+	return append(cases, filterDrift(c1n1, backend, s.Clusters.C2.PodCIDR6.String()))
 }
 
 // dsCheckCleanup: after weftd stops, `weftd cleanup` leaves none of weft's

@@ -233,32 +233,42 @@ func checkDrift(ctx context.Context, t *testing.T, s *scenario.Scenario, backend
 			back:    routeBack(c2n1, remoteOfC2, "vx-weft-cable"),
 		},
 	}
-	if backend == "nftables" {
-		cases = append(cases, drift{
-			name: "nft table ip weft deleted", node: c1n2,
-			breakIt: [][]string{{"nft", "delete", "table", "ip", "weft"}},
-			back: func() error {
-				out, err := c1n2.Exec("nft", "list", "table", "ip", "weft")
-				if err != nil || !strings.Contains(out, "snat") || !strings.Contains(out, remoteOfC1) {
-					return fmt.Errorf("table ip weft incomplete: %v\n%s", err, out)
-				}
-				return nil
-			},
-		})
-	} else {
-		cases = append(cases, drift{
-			name: "WEFT-POSTROUTING flushed", node: c1n2,
-			breakIt: [][]string{{"iptables", "-w", "-t", "nat", "-F", "WEFT-POSTROUTING"}},
-			back: func() error {
-				out, err := c1n2.Exec("iptables", "-w", "-t", "nat", "-S", "WEFT-POSTROUTING")
-				if err != nil || !strings.Contains(out, "-A WEFT-POSTROUTING") {
-					return fmt.Errorf("WEFT-POSTROUTING empty: %v\n%s", err, out)
-				}
-				return nil
-			},
-		})
-	}
+	cases = append(cases, filterDrift(c1n2, backend, remoteOfC1))
 	runDrifts(ctx, t, s, cases)
+}
+
+// filterDrift removes weft's packet filter of remote's family behind its
+// back on n: the nft table ip (ip6) weft, or the iptables (ip6tables)
+// WEFT-POSTROUTING chain's rules; back when the SNAT to remote is there
+// again.
+func filterDrift(n *harness.Node, backend, remote string) drift {
+	v6 := strings.Contains(remote, ":")
+	if backend == "nftables" {
+		fam := map[bool]string{false: "ip", true: "ip6"}[v6]
+		return drift{
+			name: "nft table " + fam + " weft deleted", node: n,
+			breakIt: [][]string{{"nft", "delete", "table", fam, "weft"}},
+			back: func() error {
+				out, err := n.Exec("nft", "list", "table", fam, "weft")
+				if err != nil || !strings.Contains(out, "snat") || !strings.Contains(out, remote) {
+					return fmt.Errorf("table %s weft incomplete: %v\n%s", fam, err, out)
+				}
+				return nil
+			},
+		}
+	}
+	tool := map[bool]string{false: "iptables", true: "ip6tables"}[v6]
+	return drift{
+		name: tool + " WEFT-POSTROUTING flushed", node: n,
+		breakIt: [][]string{{tool, "-w", "-t", "nat", "-F", "WEFT-POSTROUTING"}},
+		back: func() error {
+			out, err := n.Exec(tool, "-w", "-t", "nat", "-S", "WEFT-POSTROUTING")
+			if err != nil || !strings.Contains(out, "-A WEFT-POSTROUTING") {
+				return fmt.Errorf("%s WEFT-POSTROUTING empty: %v\n%s", tool, err, out)
+			}
+			return nil
+		},
+	}
 }
 
 // runDrifts breaks each case's object, waits up to resync + driftMargin for
@@ -303,8 +313,13 @@ func runDrifts(ctx context.Context, t *testing.T, s *scenario.Scenario, cases []
 }
 
 func routeBack(n *harness.Node, dst, dev string) func() error {
+	// With a table and no -6, ip route show lists IPv4 only.
+	args := []string{"route", "show", "table", "240", dst}
+	if strings.Contains(dst, ":") {
+		args = append([]string{"-6"}, args...)
+	}
 	return func() error {
-		out, err := n.Exec("ip", "route", "show", "table", "240", dst)
+		out, err := n.Exec("ip", args...)
 		if err != nil || !strings.Contains(out, "dev "+dev) {
 			return fmt.Errorf("route %s dev %s missing from table 240: %v %q", dst, dev, err, out)
 		}
