@@ -88,11 +88,19 @@ func (l *NodePathList) DeepCopyObject() runtime.Object {
 	if l == nil {
 		return nil
 	}
-	out := &NodePathList{TypeMeta: l.TypeMeta}
+	out := &NodePathList{TypeMeta: l.TypeMeta, Items: copyItems(l.Items)}
 	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	out.Items = make([]NodePath, len(l.Items))
-	for i := range l.Items {
-		l.Items[i].DeepCopyInto(&out.Items[i])
+	return out
+}
+
+// copyItems deep-copies a list's items.
+func copyItems[T any, P interface {
+	*T
+	DeepCopyInto(*T)
+}](in []T) []T {
+	out := make([]T, len(in))
+	for i := range in {
+		P(&in[i]).DeepCopyInto(&out[i])
 	}
 	return out
 }

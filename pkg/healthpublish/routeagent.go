@@ -137,12 +137,8 @@ func (l *RouteAgentList) DeepCopyObject() runtime.Object {
 	if l == nil {
 		return nil
 	}
-	out := &RouteAgentList{TypeMeta: l.TypeMeta}
+	out := &RouteAgentList{TypeMeta: l.TypeMeta, Items: copyItems(l.Items)}
 	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	out.Items = make([]RouteAgent, len(l.Items))
-	for i := range l.Items {
-		l.Items[i].DeepCopyInto(&out.Items[i])
-	}
 	return out
 }
 
