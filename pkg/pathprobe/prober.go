@@ -67,8 +67,10 @@ type Prober struct {
 	want   []pathhealth.Target
 	timing Timing
 	latest pathhealth.Snapshot
-	// changed ends Run's sleep early.
+	// changed is set by a change Run has not taken yet.
 	changed chan struct{}
+	// alarm is Run's, while it runs (poke wakes it).
+	alarm alarm
 
 	// The rest is Run's own.
 	targets map[string]*target
@@ -128,11 +130,18 @@ func (p *Prober) SetTiming(t Timing) {
 	}
 }
 
-// poke ends Run's sleep.
+// poke ends Run's sleep: the flag first, then the alarm, so that Run,
+// which arms the alarm and then looks at the flag, misses neither.
 func (p *Prober) poke() {
 	select {
 	case p.changed <- struct{}{}:
 	default: // a wake-up is pending anyway
+	}
+	p.mu.Lock()
+	al := p.alarm
+	p.mu.Unlock()
+	if al != nil {
+		al.wake()
 	}
 }
 
@@ -148,32 +157,53 @@ func (p *Prober) Latest() pathhealth.Snapshot {
 const slack = time.Millisecond
 
 // Run probes until ctx ends, then closes every socket. Everything happens
-// in this goroutine, which sleeps on one timer until the next thing is
+// in this goroutine, which sleeps on one alarm until the next thing is
 // due: the answers that arrived since the last wake-up are read without
 // blocking (the kernel stamps each with its arrival time, so the RTT does
 // not depend on when it is read), the probes past their wait are counted
 // lost, and the probes due are sent. The probe sockets are bare
 // descriptors outside Go's netpoller, so an answer wakes nothing: a node
 // with probes on wakes once per interval in steady state, however many
-// targets it has, and never without targets. The goroutine parks on a
-// timer between rounds rather than sleeping in ppoll(2) on a locked
-// thread: a thread asleep in a syscall keeps its P for the runtime's 10 ms
-// retake delay, and the runtime's monitor thread (sysmon) polls all that
-// while; measured in weftd (bench figure 10, c1's threads), 26–33 context
-// switches per round with ppoll, 13–18 parked on the timer.
+// targets it has, and never without targets. The alarm is a timerfd and
+// every call of a round a raw system call (see waker): nothing else in
+// the process wakes for a round. The goroutine parks in the netpoller
+// rather than sleeping in ppoll(2) on a locked thread: a thread asleep in
+// a syscall keeps its P for the runtime's 10 ms retake delay, and sysmon
+// polls all that while (measured in weftd, bench figure 10: 26–33 context
+// switches per round with ppoll).
 func (p *Prober) Run(ctx context.Context) {
 	defer func() {
 		for _, t := range p.targets {
 			t.close()
 		}
 	}()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	var al alarm
+	if w, err := newWaker(); err != nil {
+		p.o.Log.Warn("no timerfd for the prober; using a Go timer, which costs more idle CPU", "err", err)
+		al = newTimerAlarm()
+	} else {
+		al = w
+	}
+	p.mu.Lock()
+	p.alarm = al
+	p.mu.Unlock()
+	stop := context.AfterFunc(ctx, al.wake)
+	defer func() {
+		stop()
+		p.mu.Lock()
+		p.alarm = nil
+		p.mu.Unlock()
+		al.close()
+	}()
 	var (
 		cur       Timing
 		nextRound time.Time
 	)
 	for ctx.Err() == nil {
+		select {
+		case <-p.changed:
+		default:
+		}
 		p.mu.Lock()
 		want, tm := p.want, p.timing
 		p.mu.Unlock()
@@ -196,16 +226,19 @@ func (p *Prober) Run(ctx context.Context) {
 			}
 		}
 		wakeAt := p.step(now, roundDue, nextRound, cur)
-		var tick <-chan time.Time
 		if len(p.targets) > 0 {
-			timer.Reset(time.Until(wakeAt))
-			tick = timer.C
+			al.arm(time.Until(wakeAt))
+		} else {
+			al.disarm()
 		}
+		// A change handed over since the top of the loop: its poke may
+		// have come before the arm above and been overwritten by it.
 		select {
-		case <-ctx.Done():
 		case <-p.changed:
-		case <-tick:
+			continue
+		default:
 		}
+		al.wait()
 	}
 }
 

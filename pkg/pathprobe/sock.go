@@ -23,11 +23,19 @@ type probeSocket struct {
 	icmp  bool
 	v6    bool
 	ident uint16 // ICMP: the echo identifier this socket's replies carry
-	dst   unix.Sockaddr
 	addr  netip.Addr
 	out   []byte
 	buf   [256]byte // an IPv4 header (≤ 60), ICMP's 8 and the probe's 32 fit
 	oob   [64]byte
+
+	// The destination and the receive message, in the kernel's layout:
+	// every call of a round is a raw system call (see waker), which takes
+	// them so. dst4 or dst6 (v6) is the destination.
+	dst4 unix.RawSockaddrInet4
+	dst6 unix.RawSockaddrInet6
+	from unix.RawSockaddrAny
+	iov  unix.Iovec
+	msg  unix.Msghdr
 }
 
 // openSocket binds a socket to the target's source address (so the kernel
@@ -85,9 +93,9 @@ func openSocket(t pathhealth.Target, icmp bool, ident uint16) (*probeSocket, err
 		port = 0 // a raw IPv6 socket refuses any other than its protocol's
 	}
 	if s.v6 {
-		s.dst = &unix.SockaddrInet6{Addr: dst.As16(), Port: port}
+		s.dst6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(port), Addr: dst.As16()}
 	} else {
-		s.dst = &unix.SockaddrInet4{Addr: dst.As4(), Port: port}
+		s.dst4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(port), Addr: dst.As4()}
 	}
 	// What arrived before the filter was attached is not ours to count.
 	for {
@@ -157,11 +165,40 @@ func (s *probeSocket) send(p packet) error {
 	} else {
 		s.out = p.encode(s.out)
 	}
-	err := unix.Sendto(s.fd, s.out, unix.MSG_DONTWAIT, s.dst)
-	if err != nil {
-		return fmt.Errorf("send to %s: %w", s.addr, err)
+	sa, salen := unsafe.Pointer(&s.dst4), unsafe.Sizeof(s.dst4)
+	if s.v6 {
+		sa, salen = unsafe.Pointer(&s.dst6), unsafe.Sizeof(s.dst6)
 	}
-	return nil
+	for {
+		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(&s.out[0])), uintptr(len(s.out)), unix.MSG_DONTWAIT, uintptr(sa), salen)
+		switch e {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		return fmt.Errorf("send to %s: %w", s.addr, e)
+	}
+}
+
+// recv reads one datagram without blocking: its length, its control
+// messages' length, its flags and its source.
+func (s *probeSocket) recv() (n, oobn, flags int, from netip.Addr, err error) {
+	s.iov.Base = &s.buf[0]
+	s.iov.SetLen(len(s.buf))
+	s.msg = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&s.from)), Namelen: uint32(unsafe.Sizeof(s.from)), Iov: &s.iov, Iovlen: 1, Control: &s.oob[0]}
+	s.msg.SetControllen(len(s.oob))
+	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msg)), unix.MSG_DONTWAIT)
+	if e != 0 {
+		return 0, 0, 0, netip.Addr{}, e
+	}
+	switch s.from.Addr.Family {
+	case unix.AF_INET:
+		from = netip.AddrFrom4((*unix.RawSockaddrInet4)(unsafe.Pointer(&s.from)).Addr)
+	case unix.AF_INET6:
+		from = netip.AddrFrom16((*unix.RawSockaddrInet6)(unsafe.Pointer(&s.from)).Addr).Unmap()
+	}
+	return int(r), int(s.msg.Controllen), int(s.msg.Flags), from, nil
 }
 
 // drain reads every answer waiting on the socket without blocking and
@@ -169,14 +206,14 @@ func (s *probeSocket) send(p packet) error {
 // kernel receive time.
 func (s *probeSocket) drain(fn func(p packet, at time.Time)) {
 	for {
-		n, oobn, flags, from, err := unix.Recvmsg(s.fd, s.buf[:], s.oob[:], unix.MSG_DONTWAIT)
+		n, oobn, flags, from, err := s.recv()
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
 			return // EAGAIN: nothing more; an error queued by ICMP likewise
 		}
-		if flags&unix.MSG_TRUNC != 0 || fromAddr(from) != s.addr {
+		if flags&unix.MSG_TRUNC != 0 || from != s.addr {
 			continue
 		}
 		b := s.buf[:n]
@@ -202,14 +239,10 @@ func (s *probeSocket) drain(fn func(p packet, at time.Time)) {
 	}
 }
 
-func fromAddr(sa unix.Sockaddr) netip.Addr {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrFrom4(a.Addr)
-	case *unix.SockaddrInet6:
-		return netip.AddrFrom16(a.Addr).Unmap()
-	}
-	return netip.Addr{}
+// htons is a port in network byte order, as a sockaddr's Port holds it.
+func htons(port int) uint16 {
+	b := [2]byte{byte(port >> 8), byte(port)}
+	return *(*uint16)(unsafe.Pointer(&b[0]))
 }
 
 // rxTime is the kernel's receive timestamp (SCM_TIMESTAMPNS), or now
