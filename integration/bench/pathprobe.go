@@ -132,8 +132,8 @@ func PathProbeCost(ctx context.Context, env *harness.Env, o Options) ([]Row, err
 		"resolution":            "CPU from /proc/<pid>/task/*/schedstat (ns); wake-ups = voluntary + involuntary context switches of every thread",
 	}
 	note := func(w idleResult) string {
-		return fmt.Sprintf("c1 %.2f wake-ups/s (c4, probes off: %.2f/s); c1 user %.3f %%, system %.3f %% (in namespaces each probe's whole path, the peer's VXLAN decap and its kernel's echo reply included, runs in the sender's system time); the peer c3 used %.3f %% at %.2f wake-ups/s; over %.0f s",
-			w.wakes[0], w.wakes[2], w.userPct, w.sysPct, w.pct[1], w.wakes[1], w.wall.Seconds())
+		return fmt.Sprintf("added by the probes (c1 − c4): %.3f %%; c1 %.2f wake-ups/s (c4, probes off: %.2f/s); c1 user %.3f %%, system %.3f %% (in namespaces each probe's whole path, the peer's VXLAN decap and its kernel's echo reply included, runs in the sender's system time); the peer c3 used %.3f %% at %.2f wake-ups/s; over %.0f s",
+			w.pct[0]-w.pct[2], w.wakes[0], w.wakes[2], w.userPct, w.sysPct, w.pct[1], w.wakes[1], w.wall.Seconds())
 	}
 	return []Row{{
 		ID: "10a", Figure: "ADD latency added by the plugin with the health probes on, median", Unit: "ms",
