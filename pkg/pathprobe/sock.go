@@ -75,6 +75,13 @@ func openSocket(t pathhealth.Target, icmp bool, ident uint16) (*probeSocket, err
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		return fail("receive timestamps", err)
 	}
+	// The first socket to ask for timestamps turns the kernel's receive
+	// stamping on through deferred work (net_enable_timestamp); an answer
+	// arriving before that work ran is stamped when it is read, a round
+	// later, and its interval-long RTT then stretches every retry's wait
+	// (fastWait) for as long as it stays in the window. A millisecond's
+	// sleep, once per socket opened, lets that work run first.
+	time.Sleep(time.Millisecond)
 	if src := t.Source.Unmap(); src.IsValid() {
 		if src.Is6() != s.v6 {
 			return fail("bind", fmt.Errorf("source %s and target are of different families", src))
