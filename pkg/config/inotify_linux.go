@@ -25,7 +25,10 @@ type dirWatch struct {
 	wds    map[string]int
 	events chan dirEvent
 	errs   chan error
-	done   chan struct{}
+	// lost is signalled when the kernel drops a watch (its directory was
+	// deleted or unmounted): the watcher then retries until it is back.
+	lost chan struct{}
+	done chan struct{}
 	once   sync.Once
 }
 
@@ -50,7 +53,7 @@ func newDirWatch() (*dirWatch, error) {
 		return nil, fmt.Errorf("inotify_init1: %w", err)
 	}
 	w := &dirWatch{f: os.NewFile(uintptr(fd), "inotify"), fd: fd, dirs: map[int]string{}, wds: map[string]int{},
-		events: make(chan dirEvent, 64), errs: make(chan error, 1), done: make(chan struct{})}
+		events: make(chan dirEvent, 64), errs: make(chan error, 1), lost: make(chan struct{}, 1), done: make(chan struct{})}
 	go w.read()
 	return w, nil
 }
@@ -144,6 +147,10 @@ func (w *dirWatch) read() {
 				delete(w.dirs, int(raw.Wd))
 				if w.wds[dir] == int(raw.Wd) {
 					delete(w.wds, dir)
+					select {
+					case w.lost <- struct{}{}:
+					default:
+					}
 				}
 			}
 			w.mu.Unlock()

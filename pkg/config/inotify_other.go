@@ -12,6 +12,7 @@ import (
 type dirWatch struct {
 	events chan dirEvent
 	errs   chan error
+	lost   chan struct{}
 }
 
 type dirEvent struct {

@@ -110,8 +110,26 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 		log.Warn("config directory not watchable yet, retrying every second", "dir", dir, "err", err)
 	}
 	s.check()
-	retry := time.NewTicker(time.Second)
-	defer retry.Stop()
+	// While the directory is not watched it is retried every second; a
+	// watched one needs no timer, so an idle weftd does not wake for it.
+	var retry *time.Ticker
+	var retryC <-chan time.Time
+	followWatch := func() {
+		switch w := s.watching(); {
+		case w && retry != nil:
+			retry.Stop()
+			retry, retryC = nil, nil
+		case !w && retry == nil:
+			retry = time.NewTicker(time.Second)
+			retryC = retry.C
+		}
+	}
+	followWatch()
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -162,15 +180,19 @@ func (w *Watcher) Watch(ctx context.Context, path string, onChange func(*Config)
 			s.check()
 		case <-tick:
 			s.rewatch()
+			followWatch()
 			if writing && time.Since(lastEvent) < stall {
 				continue // the write under way ends with its own read
 			}
 			s.check()
-		case <-retry.C:
+		case <-fw.lost:
+			followWatch()
+		case <-retryC:
 			if !s.watching() {
 				s.rewatch()
 				s.check()
 			}
+			followWatch()
 		}
 	}
 }

@@ -306,6 +306,34 @@ func TestWatchMissingDirectory(t *testing.T) {
 	}
 }
 
+// A watched directory that is deleted and made again (a volume remounted)
+// is watched again: the retry, off while the watch is in place, starts
+// when the kernel drops the watch, well before the 10 s poll.
+func TestWatchDirectoryRecreated(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "conf")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "weft.yaml")
+	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
+	r := startWatch(t, p, nil)
+	r.waitFor(t, 1, 0)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	r.waitForWithin(t, 3*time.Second, 1, 1) // the missing file, found by the retry
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(p, configWithGateway(t, "c1-n2"), 0o644)
+	r.waitForWithin(t, 3*time.Second, 2, 1)
+	if gw := r.lastChange().Cluster.Gateway; gw != "c1-n2" {
+		t.Fatalf("gateway %q, want c1-n2", gw)
+	}
+	os.WriteFile(p, configWithGateway(t, "c1-n1"), 0o644)
+	r.waitFor(t, 3, 1) // followed by its events again, not by the retry
+}
+
 var quietLog = slog.New(slog.DiscardHandler)
 
 // The good file coming back after a refused one must be reported, even
