@@ -72,16 +72,12 @@ func openSocket(t pathhealth.Target, icmp bool, ident uint16) (*probeSocket, err
 			return fail("echo reply filter", err)
 		}
 	}
+	// (An answer that arrives before the kernel has turned stamping on,
+	// which the first such socket does through deferred work, is stamped
+	// only when read: drain tells those apart.)
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		return fail("receive timestamps", err)
 	}
-	// The first socket to ask for timestamps turns the kernel's receive
-	// stamping on through deferred work (net_enable_timestamp); an answer
-	// arriving before that work ran is stamped when it is read, a round
-	// later, and its interval-long RTT then stretches every retry's wait
-	// (fastWait) for as long as it stays in the window. A millisecond's
-	// sleep, once per socket opened, lets that work run first.
-	time.Sleep(time.Millisecond)
 	if src := t.Source.Unmap(); src.IsValid() {
 		if src.Is6() != s.v6 {
 			return fail("bind", fmt.Errorf("source %s and target are of different families", src))
@@ -210,8 +206,14 @@ func (s *probeSocket) recv() (n, oobn, flags int, from netip.Addr, err error) {
 
 // drain reads every answer waiting on the socket without blocking and
 // hands each one that is a probe's answer from the target to fn, with its
-// kernel receive time.
+// kernel receive time, or a zero time for an answer whose arrival is not
+// known: one without a stamp, or stamped at or after the drain began. The
+// kernel stamps at read a packet that arrived while its stamping was off
+// (it is turned on by deferred work when the first socket asks); that
+// stamp, a round after the arrival, would give an interval-long RTT, and
+// the RTT max sets every retry's wait (fastWait): detection took 2 s.
 func (s *probeSocket) drain(fn func(p packet, at time.Time)) {
+	readFrom := time.Now()
 	for {
 		n, oobn, flags, from, err := s.recv()
 		if errors.Is(err, unix.EINTR) {
@@ -242,7 +244,11 @@ func (s *probeSocket) drain(fn func(p packet, at time.Time)) {
 		if err != nil {
 			continue
 		}
-		fn(p, rxTime(s.oob[:oobn]))
+		at := rxTime(s.oob[:oobn])
+		if !at.Before(readFrom) {
+			at = time.Time{}
+		}
+		fn(p, at)
 	}
 }
 
@@ -252,17 +258,19 @@ func htons(port int) uint16 {
 	return *(*uint16)(unsafe.Pointer(&b[0]))
 }
 
-// rxTime is the kernel's receive timestamp (SCM_TIMESTAMPNS), or now
-// without one.
+// rxTime is the kernel's receive timestamp (SCM_TIMESTAMPNS), or a zero
+// time without one.
 func rxTime(oob []byte) time.Time {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err == nil {
-		for _, m := range msgs {
-			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
-				ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
-				return time.Unix(ts.Unix())
-			}
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			break
 		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&data[0]))
+			return time.Unix(ts.Unix())
+		}
+		oob = rest
 	}
-	return time.Now()
+	return time.Time{}
 }

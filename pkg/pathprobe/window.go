@@ -25,6 +25,10 @@ const (
 	recPending
 	recAnswered
 	recLost
+	// recHeard is an answer without a known arrival time (the kernel
+	// stamped it only when it was read): the path works, but its RTT would
+	// be the time it waited for the round, so it is left out of the RTT.
+	recHeard
 )
 
 type window struct {
@@ -48,6 +52,9 @@ func (w *window) sent(at, deadline time.Time) (uint64, *record) {
 // path works, only slower than the wait, so the probe counts as answered
 // after all (with its RTT, which lengthens the next waits) and the misses
 // it had started are cleared.
+//
+// A zero at is an answer whose arrival is unknown: it counts as answered,
+// with no RTT (and false, as there is none to observe).
 func (w *window) answer(seq uint64, sentUnix int64, at time.Time) (time.Duration, bool) {
 	r := &w.recs[seq%windowSize]
 	if r.seq != seq || r.sentUnix != sentUnix || seq >= w.next || (r.state != recPending && r.state != recLost) {
@@ -55,6 +62,10 @@ func (w *window) answer(seq uint64, sentUnix int64, at time.Time) (time.Duration
 	}
 	if r.state == recLost {
 		w.late++
+	}
+	if at.IsZero() {
+		r.state, r.rtt = recHeard, 0
+		return 0, false
 	}
 	r.state, r.rtt = recAnswered, max(0, at.Sub(r.sentAt))
 	if w.newestAnswered() == seq {
@@ -125,6 +136,10 @@ func (w *window) summary() summary {
 			}
 			s.rtt.Max = max(s.rtt.Max, r.rtt)
 			n++
+		case recHeard:
+			counting = false
+			s.answeredInSpan = true
+			s.sent++
 		case recLost:
 			s.sent++
 			s.lost++

@@ -3,6 +3,8 @@ package pathprobe
 import (
 	"testing"
 	"time"
+
+	"github.com/weft-net/weft/pkg/pathhealth"
 )
 
 func TestWindowMatchesRepliesToTheirProbe(t *testing.T) {
@@ -92,5 +94,40 @@ func TestWindowTrailingLoss(t *testing.T) {
 	w.expire(t0.Add(time.Second + time.Duration(3*windowSize-2)))
 	if s := w.summary(); s.sent != windowSize-1 || s.lost != windowSize-1 {
 		t.Fatalf("after wrap sent %d lost %d, want %d each (the newest still waits)", s.sent, s.lost, windowSize-1)
+	}
+}
+
+// An answer whose arrival is unknown (a zero time: stamped only when read)
+// counts as answered and clears the misses, but gives no RTT: its
+// round-long wait would otherwise become the RTT max and stretch every
+// retry's wait.
+func TestWindowAnswerWithoutArrival(t *testing.T) {
+	var w window
+	t0 := time.Unix(1000, 0)
+	ms := time.Millisecond
+	s0, r0 := w.sent(t0, t0.Add(50*ms))
+	s1, r1 := w.sent(t0.Add(300*ms), t0.Add(350*ms))
+	w.expire(t0.Add(360 * ms))
+	if s := w.summary(); s.trailingLost != 2 {
+		t.Fatalf("trailing lost %d, want 2", s.trailingLost)
+	}
+	if rtt, ok := w.answer(s1, r1.sentUnix, time.Time{}); ok || rtt != 0 {
+		t.Fatalf("answer without arrival = %s %v, want none to observe", rtt, ok)
+	}
+	s := w.summary()
+	if s.sent != 2 || s.lost != 1 || s.trailingLost != 0 || !s.answeredInSpan {
+		t.Errorf("sent %d lost %d trailing %d answered %v, want 2 1 0 true", s.sent, s.lost, s.trailingLost, s.answeredInSpan)
+	}
+	if s.rtt != (pathhealth.RTT{}) {
+		t.Errorf("rtt %+v, want none", s.rtt)
+	}
+	if _, ok := w.answer(s1, r1.sentUnix, t0.Add(301*ms)); ok {
+		t.Error("a second answer to the same probe was accepted")
+	}
+	if rtt, ok := w.answer(s0, r0.sentUnix, t0.Add(2*ms)); !ok || rtt != 2*ms {
+		t.Fatalf("answer(0) = %s %v, want 2ms", rtt, ok)
+	}
+	if s := w.summary(); s.rtt.Max != 2*ms || s.rtt.Mean != 2*ms || s.rtt.Last != 2*ms || s.lost != 0 {
+		t.Errorf("rtt %+v lost %d, want the one stamped answer's 2ms and no loss", s.rtt, s.lost)
 	}
 }
