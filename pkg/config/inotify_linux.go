@@ -29,7 +29,7 @@ type dirWatch struct {
 	// deleted or unmounted): the watcher then retries until it is back.
 	lost chan struct{}
 	done chan struct{}
-	once   sync.Once
+	once sync.Once
 }
 
 // dirEvent is one inotify event on Name (the directory joined with the
