@@ -386,14 +386,14 @@ func checkPathRTT(ctx context.Context, t *testing.T, s *scenario.Scenario, env *
 		}()
 	}
 	// The comparison waits for 40 answers of each target (one every
-	// 300 ms). The start-up losses (neighbour resolution, the remote cni0
+	// 400 ms). The start-up losses (neighbour resolution, the remote cni0
 	// not there yet) do not count in the RTT figures, which are over the
 	// answered probes only.
 	wctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 	defer cancel()
 	start := time.Now()
 	st, err := n1.Weftd.WaitFor(wctx, func(st api.Status) bool {
-		if st.PathHealth == nil || time.Since(start) < 13*time.Second {
+		if st.PathHealth == nil || time.Since(start) < 17*time.Second {
 			return false
 		}
 		for _, pt := range st.PathHealth.Targets {

@@ -101,7 +101,7 @@ func TestDefaults(t *testing.T) {
 		StateDir:       "/run/weft",
 		MetricsAddress: &metrics,
 		ResyncInterval: Duration{30 * time.Second},
-		HealthCheck:    HealthCheck{Enabled: &on, Protocol: HealthCheckICMP, Port: 4803, Interval: Duration{300 * time.Millisecond}, FastInterval: Duration{50 * time.Millisecond}, LossThreshold: 3},
+		HealthCheck:    HealthCheck{Enabled: &on, Protocol: HealthCheckICMP, Port: 4803, Interval: Duration{400 * time.Millisecond}, FastInterval: Duration{50 * time.Millisecond}, LossThreshold: 3},
 		Topology:       "file",
 		Kubernetes: Kubernetes{
 			Endpoints: "submariner", Namespace: "submariner-operator", GatewayLabel: "weft.dev/gateway",
@@ -380,7 +380,7 @@ func TestInvalid(t *testing.T) {
 		{"healthCheck interval number", []mutation{{"healthCheck.interval", 100}}, []string{"healthCheck.interval"}, "not a duration"},
 		{"healthCheck lossThreshold negative", []mutation{{"healthCheck.lossThreshold", -1}}, []string{"healthCheck.lossThreshold"}, "outside 1..100"},
 		{"healthCheck protocol unknown", []mutation{{"healthCheck.protocol", "tcp"}}, []string{"healthCheck.protocol"}, `"tcp" is not one of icmp, udp`},
-		{"healthCheck fastInterval above interval", []mutation{{"healthCheck.fastInterval", "1s"}}, []string{"healthCheck.fastInterval"}, "outside 10ms..healthCheck.interval (300ms)"},
+		{"healthCheck fastInterval above interval", []mutation{{"healthCheck.fastInterval", "1s"}}, []string{"healthCheck.fastInterval"}, "outside 10ms..healthCheck.interval (400ms)"},
 		{"healthCheck fastInterval too short", []mutation{{"healthCheck.fastInterval", "1ms"}}, []string{"healthCheck.fastInterval"}, "outside 10ms..healthCheck.interval"},
 		{"healthCheck enabled not a bool", []mutation{{"healthCheck.enabled", "yes please"}}, []string{"healthCheck.enabled"}, "expected true or false"},
 		{"list where mapping", []mutation{{"cluster", []any{"c1"}}}, []string{"cluster"}, "expected a mapping"},

@@ -157,7 +157,7 @@ var wants = map[string]string{
 	"healthCheck.enabled":       "true or false (default true)",
 	"healthCheck.protocol":      "icmp (default: echo requests the targets' kernels answer) or udp (weft's probes, answered by weftd on healthCheck.port)",
 	"healthCheck.port":          "a UDP port in 1..65535 different from vxlan.port and cableVxlan.port (default 4803; used with protocol: udp)",
-	"healthCheck.interval":      `a duration in 10ms..1m, e.g. "300ms" (default)`,
+	"healthCheck.interval":      `a duration in 10ms..1m, e.g. "400ms" (default)`,
 	"healthCheck.fastInterval":  `a duration from 10ms up to healthCheck.interval, e.g. "50ms" (default): the retry pace after a first miss`,
 	"healthCheck.lossThreshold": "1..100 probes in a row unanswered before a target is down (default 3)",
 }

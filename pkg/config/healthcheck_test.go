@@ -19,14 +19,14 @@ func TestHealthCheckParsed(t *testing.T) {
 		fast      time.Duration
 		threshold int
 	}{
-		{"defaults", nil, true, 300 * time.Millisecond, "", "", 0, 0},
-		{"disabled", map[string]any{"healthCheck.enabled": false}, false, 300 * time.Millisecond, "", "", 0, 0},
+		{"defaults", nil, true, 400 * time.Millisecond, "", "", 0, 0},
+		{"disabled", map[string]any{"healthCheck.enabled": false}, false, 400 * time.Millisecond, "", "", 0, 0},
 		{"tuned", map[string]any{"healthCheck.interval": "1s", "healthCheck.lossThreshold": 5, "healthCheck.port": 4900}, true, time.Second, "", "", 0, 5},
-		{"udp", map[string]any{"healthCheck.protocol": "udp", "healthCheck.fastInterval": "100ms"}, true, 300 * time.Millisecond, "", "udp", 100 * time.Millisecond, 0},
+		{"udp", map[string]any{"healthCheck.protocol": "udp", "healthCheck.fastInterval": "100ms"}, true, 400 * time.Millisecond, "", "udp", 100 * time.Millisecond, 0},
 		// The retry is never slower than the steady pace.
 		{"short interval", map[string]any{"healthCheck.interval": "20ms"}, true, 20 * time.Millisecond, "", "", 20 * time.Millisecond, 0},
-		{"remote health-check IP", map[string]any{"remotes[0].healthCheckIP": "10.2.0.1"}, true, 300 * time.Millisecond, "10.2.0.1", "", 0, 0},
-		{"service-CIDR health-check IP", map[string]any{"remotes[0].healthCheckIP": "10.102.0.9"}, true, 300 * time.Millisecond, "10.102.0.9", "", 0, 0},
+		{"remote health-check IP", map[string]any{"remotes[0].healthCheckIP": "10.2.0.1"}, true, 400 * time.Millisecond, "10.2.0.1", "", 0, 0},
+		{"service-CIDR health-check IP", map[string]any{"remotes[0].healthCheckIP": "10.102.0.9"}, true, 400 * time.Millisecond, "10.102.0.9", "", 0, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -157,8 +157,8 @@ func waitTarget(t *testing.T, p *Prober, what string, within time.Duration, ok f
 // TestProberDetectsAndClears breaks the path with a DROP rule in the
 // namespace and repairs it, timing both against the promise and against
 // the schedule: a break is seen within 2 × interval + (lossThreshold − 1) ×
-// fastInterval (700 ms with the defaults; without the fast retry it would
-// take at least 3 × 300 ms), a repair within interval + fastInterval.
+// fastInterval (900 ms with the defaults; without the fast retry it would
+// take at least 3 × 400 ms), a repair within interval + fastInterval.
 func TestProberDetectsAndClears(t *testing.T) {
 	tests := []struct {
 		name, protocol string
@@ -336,7 +336,7 @@ func delayedEcho(t *testing.T, n *netnstest.NS, addr netip.Addr, delay *atomic.I
 
 // A path slower than the fast retry's wait does not false-alarm: the wait
 // follows the RTT the target has shown (twice its largest). The path here
-// answers in 250 ms, then in 400 ms (more than the 300 ms interval): with
+// answers in 250 ms, then in 500 ms (more than the 400 ms interval): with
 // waits of fastInterval (50 ms) three probes in a row would be counted
 // lost and the target reported down.
 func TestProberSlowPathNoFalseAlarm(t *testing.T) {
@@ -350,18 +350,18 @@ func TestProberSlowPathNoFalseAlarm(t *testing.T) {
 	p.SetTargets([]pathhealth.Target{{Name: "remote/c2", Address: netip.AddrPortFrom(dst, 0), Source: netip.MustParseAddr("127.0.0.1")}})
 	runProber(t, n, p)
 	waitTarget(t, p, "first answers", 3*time.Second, func(s pathhealth.TargetStatus) bool { return s.Up && s.Sent >= 2 && s.RTT.Max >= 250*time.Millisecond })
-	delay.Store(int64(400 * time.Millisecond))
+	delay.Store(int64(500 * time.Millisecond))
 	end := time.Now().Add(3 * time.Second)
 	for time.Now().Before(end) {
 		if st := p.Latest().Targets[0]; !st.Up {
-			t.Fatalf("a 400 ms path was reported down: %+v", st)
+			t.Fatalf("a 500 ms path was reported down: %+v", st)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	st := p.Latest().Targets[0]
-	t.Logf("after 3 s at 400 ms: %+v", st)
-	if st.RTT.Max < 400*time.Millisecond || st.RTT.Last < 390*time.Millisecond {
-		t.Errorf("rtt %+v: want the 400 ms answers measured", st.RTT)
+	t.Logf("after 3 s at 500 ms: %+v", st)
+	if st.RTT.Max < 500*time.Millisecond || st.RTT.Last < 490*time.Millisecond {
+		t.Errorf("rtt %+v: want the 500 ms answers measured", st.RTT)
 	}
 }
 

@@ -60,7 +60,7 @@ func TestPlanFor(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := planFor(t, tc.node, tc.ip, tc.role, tc.extra)
-			want := Timing{Protocol: config.HealthCheckICMP, Port: 4803, Interval: 300 * time.Millisecond, Fast: 50 * time.Millisecond, LossThreshold: 3}
+			want := Timing{Protocol: config.HealthCheckICMP, Port: 4803, Interval: 400 * time.Millisecond, Fast: 50 * time.Millisecond, LossThreshold: 3}
 			if tc.extra != "" {
 				want.Protocol = config.HealthCheckUDP
 			}
