@@ -402,26 +402,34 @@ func TestDownTargetChangesSocket(t *testing.T) {
 				target.Address = netip.MustParseAddrPort("127.0.0.7:0")
 			}
 			var keys []string
+			var changedAt []int // the misses in a row a new socket came at
 			if err := n.Do(func(ns.NetNS) error {
 				p.sync([]pathhealth.Target{target})
 				now := time.Now()
 				for i := 0; i < 40; i++ {
 					now = now.Add(tm.Fast)
 					p.step(now, true, now.Add(tm.Fast), tm)
-					if s := p.targets[target.Name].sock; s != nil {
+					tg := p.targets[target.Name]
+					if s := tg.sock; s != nil {
 						sa, err := unix.Getsockname(s.fd)
 						if err != nil {
 							return err
 						}
-						keys = append(keys, fmt.Sprintf("%d/%d", s.ident, sa.(*unix.SockaddrInet4).Port))
+						key := fmt.Sprintf("%d/%d", s.ident, sa.(*unix.SockaddrInet4).Port)
+						if len(keys) > 0 && key != keys[len(keys)-1] {
+							changedAt = append(changedAt, tg.w.summary().trailingLost)
+						}
+						keys = append(keys, key)
 					}
 				}
 				return nil
 			}); err != nil {
 				t.Fatal(err)
 			}
-			if len(slices.Compact(slices.Clone(keys))) < 5 {
-				t.Fatalf("sockets (ident/port) over 40 probes of loss %v: want a new one every 3 lost probes", keys)
+			// A new socket after 3 lost probes, then after 6, 12, 24: not
+			// one every 3 for as long as the path stays down.
+			if want := []int{3, 6, 12, 24}; !slices.Equal(changedAt, want) {
+				t.Fatalf("new sockets (ident/port) after %v misses in a row, want after %v (sockets %v)", changedAt, want, keys)
 			}
 		})
 	}

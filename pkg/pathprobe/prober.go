@@ -95,6 +95,14 @@ type target struct {
 	w     window
 	up    bool
 	since time.Time
+	// quiet is the message of a down target that is not answering, kept
+	// while threshold and wait stay the same: a remote that is away
+	// would otherwise format it anew every round.
+	quiet struct {
+		threshold int
+		wait      time.Duration
+		msg       string
+	}
 }
 
 // New returns a prober; Run starts it.
@@ -274,6 +282,19 @@ func (t *target) close() {
 	t.sock, t.old = nil, nil
 }
 
+// reopenAfter reports whether a target's socket is replaced after this
+// many probes in a row went unanswered: after threshold, then after 2, 4,
+// 8, … times threshold. One stale connection-tracking entry is escaped at
+// the first; a path that stays down (a remote cluster away) does not cost
+// a new socket, its filter and its bind every threshold rounds.
+func reopenAfter(misses, threshold int) bool {
+	if misses <= 0 || misses%threshold != 0 {
+		return false
+	}
+	k := misses / threshold
+	return k&(k-1) == 0
+}
+
 // fastWait is how long a retry (and a down target's probe) waits for its
 // answer: Fast, or twice the largest RTT the target has shown.
 func fastWait(tm Timing, s summary) time.Duration { return max(tm.Fast, 2*s.rtt.Max) }
@@ -302,7 +323,7 @@ func (p *Prober) step(now time.Time, roundDue bool, nextRound time.Time, tm Timi
 		s := t.w.summary()
 		if s.trailingLost == 0 {
 			t.reopened = 0
-		} else if s.trailingLost%th == 0 && t.reopened != s.trailingLost {
+		} else if reopenAfter(s.trailingLost, th) && t.reopened != s.trailingLost {
 			// A new socket: a new source port (udp) or echo identifier
 			// (icmp). A connection-tracking entry made while the path was
 			// different (the first probes leave before weft's routes and
@@ -371,7 +392,11 @@ func (t *target) status(now time.Time, threshold int, fe time.Duration) pathheal
 	case !t.up && t.sendErr != nil:
 		st.Message = fmt.Sprintf("cannot probe %s: %v", t.t.AddressString(), t.sendErr)
 	case !t.up:
-		st.Message = fmt.Sprintf("no answer from %s to the last %d probes or more (a retry waits %s)", t.t.AddressString(), threshold, fe)
+		if q := &t.quiet; q.msg == "" || q.threshold != threshold || q.wait != fe {
+			q.threshold, q.wait = threshold, fe
+			q.msg = fmt.Sprintf("no answer from %s to the last %d probes or more (a retry waits %s)", t.t.AddressString(), threshold, fe)
+		}
+		st.Message = t.quiet.msg
 	case !s.answeredInSpan && s.sent == 0:
 		st.Message = "no answer yet"
 	}

@@ -51,21 +51,20 @@ func newWaker() (*waker, error) {
 	return &waker{fd: fd, f: f, rc: rc}, nil
 }
 
-// settime arms the timer to expire once, d from now (d ≤ 0: at once; the
-// kernel reads a zero value as "disarm", so that is never sent for it).
-// Raw: it never blocks, and an ordinary call would wake sysmon.
-func (w *waker) settime(d time.Duration, disarm bool) {
-	var spec unix.ItimerSpec
-	if !disarm {
-		spec.Value = unix.NsecToTimespec(max(int64(d), 1))
-	}
+// settime sets the timer to expire once, ns nanoseconds from now; 0
+// disarms it (the kernel's meaning of a zero value, which is why arm and
+// wake never send one). Raw: it never blocks, and an ordinary call would
+// wake sysmon.
+func (w *waker) settime(ns int64) {
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(ns)}
 	unix.RawSyscall6(unix.SYS_TIMERFD_SETTIME, uintptr(w.fd), 0, uintptr(unsafe.Pointer(&spec)), 0, 0, 0)
 }
 
-// arm is for the prober's own goroutine (the one that closes).
-func (w *waker) arm(d time.Duration) { w.settime(d, false) }
+// arm is for the prober's own goroutine (the one that closes): expire d
+// from now, or at once for d ≤ 0.
+func (w *waker) arm(d time.Duration) { w.settime(max(int64(d), 1)) }
 
-func (w *waker) disarm() { w.settime(0, true) }
+func (w *waker) disarm() { w.settime(0) }
 
 // wake makes wait return at once; safe from any goroutine, also after
 // close.
@@ -73,7 +72,7 @@ func (w *waker) wake() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.closed {
-		w.settime(0, false)
+		w.settime(1)
 	}
 }
 
