@@ -9,6 +9,7 @@ package metrics
 import (
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +31,11 @@ type Metrics struct {
 	reconcileErrors   prometheus.Counter
 	pluginEvents      *prometheus.CounterVec
 	pathRTT           *prometheus.HistogramVec
+	// pathObs holds each target's RTT series once looked up: the prober
+	// observes every answer, and the label hash and lookup were a
+	// noticeable part of a probe round (bench figure 10).
+	pathObsMu sync.Mutex
+	pathObs   map[string]prometheus.Observer
 }
 
 // New returns the registry; status is called on every scrape (it must be
@@ -50,7 +56,7 @@ func New(status func() api.Status) *Metrics {
 			Namespace: namespace, Name: "plugin_events_total",
 			Help: "Requests from the CNI plugin by verb (add, del, check, gc), result (ok, error) and source (socket, spool).",
 		}, []string{"verb", "result", "source"}),
-		pathRTT: newPathRTT(),
+		pathRTT: newPathRTT(), pathObs: map[string]prometheus.Observer{},
 	}
 	m.reg.MustRegister(m.reconcileDuration, m.reconcileErrors, m.pluginEvents, m.pathRTT,
 		&statusCollector{status: status}, &topologyCollector{status: status}, &pathCollector{status: status},

@@ -23,7 +23,14 @@ func newPathRTT() *prometheus.HistogramVec {
 
 // ObservePathRTT records one answered probe (pathprobe's ObserveRTT).
 func (m *Metrics) ObservePathRTT(target string, rtt time.Duration) {
-	m.pathRTT.WithLabelValues(target).Observe(rtt.Seconds())
+	m.pathObsMu.Lock()
+	o, ok := m.pathObs[target]
+	if !ok {
+		o = m.pathRTT.WithLabelValues(target)
+		m.pathObs[target] = o
+	}
+	m.pathObsMu.Unlock()
+	o.Observe(rtt.Seconds())
 }
 
 // pathCollector exports status pathHealth at scrape time.

@@ -63,10 +63,13 @@ type Prober struct {
 	o  Options
 	id uint64
 
-	mu     sync.Mutex
-	want   []pathhealth.Target
-	timing Timing
-	latest pathhealth.Snapshot
+	mu   sync.Mutex
+	want []pathhealth.Target
+	// wantGen counts the changes of want, so Run rebuilds its targets
+	// only after one rather than every round.
+	wantGen uint64
+	timing  Timing
+	latest  pathhealth.Snapshot
 	// changed is set by a change Run has not taken yet.
 	changed chan struct{}
 	// alarm is Run's, while it runs (poke wakes it).
@@ -121,6 +124,9 @@ func (p *Prober) SetTargets(ts []pathhealth.Target) {
 	p.mu.Lock()
 	same := slices.Equal(ts, p.want)
 	p.want = ts
+	if !same {
+		p.wantGen++
+	}
 	p.mu.Unlock()
 	if !same {
 		p.poke()
@@ -206,6 +212,8 @@ func (p *Prober) Run(ctx context.Context) {
 	var (
 		cur       Timing
 		nextRound time.Time
+		synced    = false
+		syncedGen uint64
 	)
 	for ctx.Err() == nil {
 		select {
@@ -213,7 +221,7 @@ func (p *Prober) Run(ctx context.Context) {
 		default:
 		}
 		p.mu.Lock()
-		want, tm := p.want, p.timing
+		want, gen, tm := p.want, p.wantGen, p.timing
 		p.mu.Unlock()
 		if tm.Protocol != cur.Protocol {
 			for _, t := range p.targets {
@@ -224,7 +232,10 @@ func (p *Prober) Run(ctx context.Context) {
 			nextRound = time.Time{}
 		}
 		cur = tm
-		p.sync(want)
+		if !synced || gen != syncedGen {
+			p.sync(want)
+			synced, syncedGen = true, gen
+		}
 		now := time.Now()
 		roundDue := !now.Before(nextRound.Add(-slack))
 		if roundDue {
