@@ -301,6 +301,31 @@ func (n *Node) SetUnderlayMTU(mtu int) error {
 	return nil
 }
 
+// ReceiveInKernelThreads makes each end of the node's underlay link hand
+// what it receives to a kernel thread (threaded NAPI; a veth has NAPI with
+// GRO on, and a sender with TSO off is eligible for it) instead of
+// processing it inside the sender's system call. Without it a packet sent
+// into the underlay is bridged, received and answered by the far node's
+// kernel, and its answer received back, all within the sender's sendto,
+// and charged to the sending process: on real hosts the far side's CPU
+// does its own part and the answer arrives in a NIC's softirq. Needs
+// ethtool.
+func (n *Node) ReceiveInKernelThreads() error {
+	for _, end := range []struct {
+		ns  *netnstest.NS
+		dev string
+	}{{n.NS, "eth0"}, {n.Underlay.NS, n.ULPort}} {
+		if _, err := end.ns.Exec("ethtool", "-K", end.dev, "gro", "on", "tso", "off", "gso", "off"); err != nil {
+			return fmt.Errorf("node %s: %s: NAPI for the underlay link: %w", n.Name, end.dev, err)
+		}
+		// sysfs as the namespace sees it: ip netns exec mounts its own.
+		if _, err := end.ns.Exec("sh", "-c", "echo 1 > /sys/class/net/"+end.dev+"/threaded"); err != nil {
+			return fmt.Errorf("node %s: %s: threaded NAPI: %w", n.Name, end.dev, err)
+		}
+	}
+	return nil
+}
+
 // LowerUnderlayMTU is SetUnderlayMTU with a bridge port that drops every
 // frame above mtu without an ICMP error, as a switch would. A veth accepts
 // a GSO packet of any size, so the port would pass oversized frames as
