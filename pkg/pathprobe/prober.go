@@ -212,7 +212,8 @@ func (p *Prober) Run(ctx context.Context) {
 	var (
 		cur       Timing
 		nextRound time.Time
-		synced    = false
+		// The targets are those of want's generation syncedGen: 0, no
+		// SetTargets yet, is none.
 		syncedGen uint64
 	)
 	for ctx.Err() == nil {
@@ -232,9 +233,9 @@ func (p *Prober) Run(ctx context.Context) {
 			nextRound = time.Time{}
 		}
 		cur = tm
-		if !synced || gen != syncedGen {
+		if gen != syncedGen {
 			p.sync(want)
-			synced, syncedGen = true, gen
+			syncedGen = gen
 		}
 		now := time.Now()
 		roundDue := !now.Before(nextRound.Add(-slack))

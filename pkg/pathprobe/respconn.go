@@ -23,12 +23,9 @@ type respConn struct {
 	rc   syscall.RawConn
 	v6   bool
 
-	// Only the serving goroutine touches what follows.
-	from    unix.RawSockaddrAny
-	fromLen uint32
-	oob     [64]byte
-	iov     unix.Iovec
-	msg     unix.Msghdr
+	// Only the serving goroutine touches what follows. rx holds the last
+	// probe, whose sender the reply goes to.
+	rx rawRecv
 	// out is the reply's control message: the source address to use.
 	out [64]byte
 }
@@ -62,16 +59,8 @@ func (c *respConn) read(b []byte) (int, netip.Addr, error) {
 		e syscall.Errno
 	)
 	err := c.rc.Read(func(fd uintptr) bool {
-		c.iov.Base = &b[0]
-		c.iov.SetLen(len(b))
-		c.msg = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&c.from)), Namelen: uint32(unsafe.Sizeof(c.from)), Iov: &c.iov, Iovlen: 1, Control: &c.oob[0]}
-		c.msg.SetControllen(len(c.oob))
-		r, _, errno := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.msg)), unix.MSG_DONTWAIT)
-		if errno == unix.EAGAIN || errno == unix.EINTR {
-			return false
-		}
-		n, e = int(r), errno
-		return true
+		n, e = c.rx.recvmsg(fd, b)
+		return e != unix.EAGAIN && e != unix.EINTR
 	})
 	if err != nil {
 		return 0, netip.Addr{}, err // closed
@@ -79,27 +68,21 @@ func (c *respConn) read(b []byte) (int, netip.Addr, error) {
 	if e != 0 {
 		return 0, netip.Addr{}, fmt.Errorf("recvmsg: %w", e)
 	}
-	if c.msg.Flags&unix.MSG_TRUNC != 0 {
+	if c.rx.truncated() {
 		n = len(b) // not a probe: decode refuses it
 	}
-	c.fromLen = c.msg.Namelen
-	return n, c.dst(c.oob[:c.msg.Controllen]), nil
+	return n, c.dst(), nil
 }
 
-// dst is the destination address from the packet-info control message.
-func (c *respConn) dst(oob []byte) netip.Addr {
-	for len(oob) > 0 {
-		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
-		if err != nil {
-			break
-		}
-		switch {
-		case !c.v6 && h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
-			return netip.AddrFrom4((*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0])).Addr)
-		case c.v6 && h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+// dst is the last datagram's destination address, from its packet-info
+// control message.
+func (c *respConn) dst() netip.Addr {
+	if c.v6 {
+		if data := c.rx.control(unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, unix.SizeofInet6Pktinfo); data != nil {
 			return netip.AddrFrom16((*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0])).Addr)
 		}
-		oob = rest
+	} else if data := c.rx.control(unix.IPPROTO_IP, unix.IP_PKTINFO, unix.SizeofInet4Pktinfo); data != nil {
+		return netip.AddrFrom4((*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0])).Addr)
 	}
 	return netip.Addr{}
 }
@@ -128,7 +111,7 @@ func (c *respConn) write(b []byte, src netip.Addr) error {
 	err := c.rc.Write(func(fd uintptr) bool {
 		iov := unix.Iovec{Base: &b[0]}
 		iov.SetLen(len(b))
-		msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(&c.from)), Namelen: c.fromLen, Iov: &iov, Iovlen: 1}
+		msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(&c.rx.from)), Namelen: c.rx.msg.Namelen, Iov: &iov, Iovlen: 1}
 		if oobn > 0 {
 			msg.Control = &c.out[0]
 			msg.SetControllen(oobn)

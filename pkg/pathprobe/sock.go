@@ -1,7 +1,6 @@
 package pathprobe
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -26,16 +25,13 @@ type probeSocket struct {
 	addr  netip.Addr
 	out   []byte
 	buf   [256]byte // an IPv4 header (≤ 60), ICMP's 8 and the probe's 32 fit
-	oob   [64]byte
 
 	// The destination and the receive message, in the kernel's layout:
 	// every call of a round is a raw system call (see waker), which takes
 	// them so. dst4 or dst6 (v6) is the destination.
 	dst4 unix.RawSockaddrInet4
 	dst6 unix.RawSockaddrInet6
-	from unix.RawSockaddrAny
-	iov  unix.Iovec
-	msg  unix.Msghdr
+	rx   rawRecv
 }
 
 // openSocket binds a socket to the target's source address (so the kernel
@@ -184,26 +180,6 @@ func (s *probeSocket) send(p packet) error {
 	}
 }
 
-// recv reads one datagram without blocking: its length, its control
-// messages' length, its flags and its source.
-func (s *probeSocket) recv() (n, oobn, flags int, from netip.Addr, err error) {
-	s.iov.Base = &s.buf[0]
-	s.iov.SetLen(len(s.buf))
-	s.msg = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&s.from)), Namelen: uint32(unsafe.Sizeof(s.from)), Iov: &s.iov, Iovlen: 1, Control: &s.oob[0]}
-	s.msg.SetControllen(len(s.oob))
-	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msg)), unix.MSG_DONTWAIT)
-	if e != 0 {
-		return 0, 0, 0, netip.Addr{}, e
-	}
-	switch s.from.Addr.Family {
-	case unix.AF_INET:
-		from = netip.AddrFrom4((*unix.RawSockaddrInet4)(unsafe.Pointer(&s.from)).Addr)
-	case unix.AF_INET6:
-		from = netip.AddrFrom16((*unix.RawSockaddrInet6)(unsafe.Pointer(&s.from)).Addr).Unmap()
-	}
-	return int(r), int(s.msg.Controllen), int(s.msg.Flags), from, nil
-}
-
 // drain reads every answer waiting on the socket without blocking and
 // hands each one that is a probe's answer from the target to fn, with its
 // kernel receive time, or a zero time for an answer whose arrival is not
@@ -215,18 +191,21 @@ func (s *probeSocket) recv() (n, oobn, flags int, from netip.Addr, err error) {
 func (s *probeSocket) drain(fn func(p packet, at time.Time)) {
 	readFrom := time.Now()
 	for {
-		n, oobn, flags, from, err := s.recv()
-		if errors.Is(err, unix.EINTR) {
+		n, e := s.rx.recvmsg(uintptr(s.fd), s.buf[:])
+		if e == unix.EINTR {
 			continue
 		}
-		if err != nil {
+		if e != 0 {
 			return // EAGAIN: nothing more; an error queued by ICMP likewise
 		}
-		if flags&unix.MSG_TRUNC != 0 || from != s.addr {
+		if s.rx.truncated() || s.rx.source() != s.addr {
 			continue
 		}
 		b := s.buf[:n]
-		var p packet
+		var (
+			p   packet
+			err error
+		)
 		switch {
 		case s.icmp && !s.v6:
 			if len(b) < 20 || b[0]>>4 != 4 || int(b[0]&0xf)*4 > len(b) {
@@ -244,7 +223,7 @@ func (s *probeSocket) drain(fn func(p packet, at time.Time)) {
 		if err != nil {
 			continue
 		}
-		at := rxTime(s.oob[:oobn])
+		at := s.rxTime()
 		if !at.Before(readFrom) {
 			at = time.Time{}
 		}
@@ -258,19 +237,11 @@ func htons(port int) uint16 {
 	return *(*uint16)(unsafe.Pointer(&b[0]))
 }
 
-// rxTime is the kernel's receive timestamp (SCM_TIMESTAMPNS), or a zero
-// time without one.
-func rxTime(oob []byte) time.Time {
-	for len(oob) > 0 {
-		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
-		if err != nil {
-			break
-		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= int(unsafe.Sizeof(unix.Timespec{})) {
-			ts := (*unix.Timespec)(unsafe.Pointer(&data[0]))
-			return time.Unix(ts.Unix())
-		}
-		oob = rest
+// rxTime is the last answer's kernel receive timestamp (SCM_TIMESTAMPNS),
+// or a zero time without one.
+func (s *probeSocket) rxTime() time.Time {
+	if data := s.rx.control(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, int(unsafe.Sizeof(unix.Timespec{}))); data != nil {
+		return time.Unix((*unix.Timespec)(unsafe.Pointer(&data[0])).Unix())
 	}
 	return time.Time{}
 }
