@@ -140,11 +140,7 @@ func writeHealthCheck(t *testing.T, s *scenario.Scenario, m *scenario.Member, hc
 	t.Helper()
 	cfg := s.Config(m.Node)
 	cfg["healthCheck"] = hc
-	tmp := m.Node.WeftdConfigPath() + ".tmp"
-	if err := os.WriteFile(tmp, cfg.MustYAML(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, m.Node.WeftdConfigPath()); err != nil {
+	if err := m.Node.RewriteWeftdConfig(cfg.MustYAML()); err != nil {
 		t.Fatal(err)
 	}
 }

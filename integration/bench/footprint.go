@@ -113,12 +113,12 @@ func Footprint(ctx context.Context, env *harness.Env, o Options) ([]Row, error) 
 	if err != nil {
 		return nil, err
 	}
-	// Let the work of the burst settle before the idle window opens.
-	time.Sleep(2 * time.Second)
-	cpuPct, wall, err := cpuWindow(ctx, w.PID, idle)
+	// idleWindow lets the work of the burst settle before it opens.
+	quiet, err := idleWindow(ctx, []int{w.PID}, idle, false)
 	if err != nil {
 		return nil, err
 	}
+	cpuPct, wall := quiet.pct[0], quiet.wall
 	rss, hwm, err := memKiB(w.PID)
 	if err != nil {
 		return nil, err
@@ -128,11 +128,7 @@ func Footprint(ctx context.Context, env *harness.Env, o Options) ([]Row, error) 
 	// gateway is a target that never answers (down, probed once a round
 	// and retried, its socket replaced now and then).
 	cfg["healthCheck"] = map[string]any{}
-	path := n.WeftdConfigPath()
-	if err := os.WriteFile(path+".tmp", cfg.MustYAML(), 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
+	if err := n.RewriteWeftdConfig(cfg.MustYAML()); err != nil {
 		return nil, err
 	}
 	if _, err := w.WaitFor(ctx, func(s api.Status) bool {
@@ -148,11 +144,11 @@ func Footprint(ctx context.Context, env *harness.Env, o Options) ([]Row, error) 
 	}); err != nil {
 		return nil, fmt.Errorf("the probes of the unreachable gateways never went down: %w", err)
 	}
-	time.Sleep(2 * time.Second)
-	downPct, downWall, err := cpuWindow(ctx, w.PID, idle)
+	down, err := idleWindow(ctx, []int{w.PID}, idle, false)
 	if err != nil {
 		return nil, err
 	}
+	downPct, downWall := down.pct[0], down.wall
 	one := func(v float64) Summary { return Summary{N: 1, Median: v, P99: v, Min: v, Max: v} }
 	extra := map[string]any{"idleSeconds": wall.Seconds(), "vmHWMKiB": hwm,
 		"attachments": st.Attachments, "remoteCIDRs": cidrs, "resyncInterval": "30s",
@@ -168,27 +164,6 @@ func Footprint(ctx context.Context, env *harness.Env, o Options) ([]Row, error) 
 			Weft: one(downPct), RefName: "probes off (6c, the window before)", Ref: ptr(one(cpuPct)), Extra: extra,
 			Note: "a down target is probed once a round and its answer looked for a fastInterval later (a second wake-up a round)"},
 	}, nil
-}
-
-// cpuWindow is pid's CPU (every thread's schedstat) over an idle window,
-// as a percentage of one CPU, and the window's length.
-func cpuWindow(ctx context.Context, pid int, idle time.Duration) (float64, time.Duration, error) {
-	ns0, _, err := taskStats(pid)
-	if err != nil {
-		return 0, 0, err
-	}
-	start := time.Now()
-	select {
-	case <-ctx.Done():
-		return 0, 0, ctx.Err()
-	case <-time.After(idle):
-	}
-	ns1, _, err := taskStats(pid)
-	if err != nil {
-		return 0, 0, err
-	}
-	wall := time.Since(start)
-	return float64(ns1-ns0) / float64(wall.Nanoseconds()) * 100, wall, nil
 }
 
 // addCNIBridge gives n the CNI interface cni0 with 10.1.1.1/24, as the

@@ -208,11 +208,7 @@ func allAnswering(h *api.PathHealth, n int) bool {
 func reloadHealthCheck(sn *startupNode, hc map[string]any) error {
 	cfg := sn.cfg
 	cfg["healthCheck"] = hc
-	path := sn.n.WeftdConfigPath()
-	if err := os.WriteFile(path+".tmp", cfg.MustYAML(), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(path+".tmp", path)
+	return sn.n.RewriteWeftdConfig(cfg.MustYAML())
 }
 
 // kernelThreads is the PIDs of the kernel threads whose name starts with

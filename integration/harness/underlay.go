@@ -393,6 +393,20 @@ func (n *Node) WeftdLogPath() string { return filepath.Join(n.Dir, "weftd.log") 
 // WeftdConfigPath is where StartWeftd writes the configuration.
 func (n *Node) WeftdConfigPath() string { return filepath.Join(n.Dir, "weft.yaml") }
 
+// RewriteWeftdConfig replaces the configuration file at once (written
+// next to it, then renamed over it, as an editor or a ConfigMap update
+// does); a running weftd reloads it.
+func (n *Node) RewriteWeftdConfig(yaml []byte) error {
+	path := n.WeftdConfigPath()
+	if err := os.WriteFile(path+".tmp", yaml, 0o600); err != nil {
+		return fmt.Errorf("node %s: rewrite the weftd config: %w", n.Name, err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return fmt.Errorf("node %s: rewrite the weftd config: %w", n.Name, err)
+	}
+	return nil
+}
+
 // PluginLogPath is the weft plugin's logFile in the default weft entry.
 func (n *Node) PluginLogPath() string { return filepath.Join(n.Dir, "weft-plugin.log") }
 
